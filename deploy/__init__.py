@@ -1,0 +1,1 @@
+"""The stack sfops operates: nginx config, API service, manifests, and the local lab."""

@@ -1,0 +1,68 @@
+"""Lab API workers: api-1..3, the reference service (deploy/api) on their own ports."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from deploy.lab import postgres
+from deploy.lab.core import Component, Lab
+
+WORKERS = {"api-1": 1, "api-2": 2, "api-3": 3}  # name -> port offset
+SHUTDOWN_GRACE_SECONDS = 10
+
+
+class ApiWorker(Component):
+    group = "api"
+    stop_timeout = SHUTDOWN_GRACE_SECONDS + 10.0
+    ready_timeout = 60.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def port_number(self, lab: Lab) -> int:
+        return lab.port(WORKERS[self.name])
+
+    def ports(self, lab: Lab) -> Sequence[int]:
+        return (self.port_number(lab),)
+
+    def argv(self, lab: Lab) -> list[str]:
+        return [sys.executable, "-m", "deploy.api", "--host", "127.0.0.1", "--port", str(self.port_number(lab))]
+
+    def env(self, lab: Lab) -> dict[str, str]:
+        env = {
+            "SFAPI_WORKER_NAME": self.name,
+            "SFAPI_DATABASE_URL": postgres.conninfo_for_app(lab),
+            "SFAPI_DATABASE_PASSWORD_FILE": str(postgres.secret_path(lab, "streamforge")),
+            "SFAPI_SHUTDOWN_GRACE": str(SHUTDOWN_GRACE_SECONDS),
+            "PYTHONUNBUFFERED": "1",
+        }
+        kafka = _kafka_bootstrap(lab)
+        if kafka:
+            env["SFAPI_KAFKA_BOOTSTRAP"] = kafka
+        return env
+
+    def ready(self, lab: Lab) -> bool:
+        response = httpx.get(f"http://127.0.0.1:{self.port_number(lab)}/health/ready", timeout=2.0)
+        return response.status_code == 200
+
+
+def _kafka_bootstrap(lab: Lab) -> str:
+    """The Kafka bootstrap list when the lab runs Kafka (the workers then publish events)."""
+    from deploy.lab import registry
+
+    module = registry.group_module("kafka")
+    if module is None or not any(c.running(lab) for c in module.COMPONENTS):
+        return ""
+    section: dict[str, Any] = module.sfops_config(lab).get("kafka", {})
+    return str(section.get("bootstrap_servers", ""))
+
+
+COMPONENTS: list[Component] = [ApiWorker(name) for name in WORKERS]
+
+
+def sfops_config(lab: Lab) -> dict[str, Any]:
+    return {}

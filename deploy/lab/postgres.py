@@ -1,0 +1,273 @@
+"""Lab PostgreSQL: pg-1 (initial primary) and pg-2 (initial streaming replica).
+
+Members are named by identity, not role: roles change on failover. The primary is initialised
+and the replica seeded by the very scripts deploy/compose.yaml uses (deploy/postgres/*.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from deploy.lab.core import Component, Lab, LabError, pid_alive, run, write_atomic
+
+PG_BIN = Path(os.environ.get("SFOPS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+SCRIPTS = Path(__file__).resolve().parent.parent / "postgres"
+OS_USER = "postgres"
+ROLES = ("replicator", "streamforge", "sfops")  # password files in <lab>/secrets/pg-<role>
+MEMBERS = {"pg-1": 10, "pg-2": 11}  # name -> port offset
+
+
+def secret_path(lab: Lab, role: str) -> Path:
+    return lab.path("secrets", f"pg-{role}")
+
+
+def ensure_secrets(lab: Lab) -> None:
+    """Random per-lab passwords, 0600. Owned by the lab's operator user when it exists so
+    ``sfops`` run over SSH as that user can read its own password."""
+    for role in ROLES:
+        path = secret_path(lab, role)
+        if not path.exists():
+            write_atomic(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
+    owner = _uid("sfops-lab")
+    if owner is not None:
+        os.chown(lab.path("secrets"), owner, -1)
+        for role in ROLES:
+            os.chown(secret_path(lab, role), owner, -1)
+    os.chmod(lab.path("secrets"), 0o700)
+
+
+def _uid(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def _chown_postgres(path: Path) -> None:
+    entry = pwd.getpwnam(OS_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+class PostgresMember(Component):
+    group = "pg"
+    user = OS_USER
+    # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM would wait for every client to leave).
+    stop_signal = signal.SIGINT
+    ready_timeout = 90.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def port_number(self, lab: Lab) -> int:
+        return lab.port(MEMBERS[self.name])
+
+    def ports(self, lab: Lab) -> Sequence[int]:
+        return (self.port_number(lab),)
+
+    def data_dir(self, lab: Lab) -> Path:
+        return lab.path(self.name, "data")
+
+    def socket_dir(self, lab: Lab) -> Path:
+        return lab.path(self.name, "run")
+
+    def pid(self, lab: Lab) -> int | None:
+        # postmaster.pid is the truth: sfops's own actions may restart a member with pg_ctl.
+        try:
+            pid = int((self.data_dir(lab) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return super().pid(lab)
+        return pid if pid_alive(pid) else super().pid(lab)
+
+    def argv(self, lab: Lab) -> list[str]:
+        return [str(PG_BIN / "postgres"), "-D", str(self.data_dir(lab))]
+
+    def ready(self, lab: Lab) -> bool:
+        with psycopg.connect(
+            host=str(self.socket_dir(lab)),
+            port=self.port_number(lab),
+            user="postgres",
+            dbname="postgres",
+            connect_timeout=2,
+        ) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    def superuser_conninfo(self, lab: Lab) -> dict[str, Any]:
+        return {
+            "host": str(self.socket_dir(lab)),
+            "port": self.port_number(lab),
+            "user": "postgres",
+            "dbname": "postgres",
+            "connect_timeout": 3,
+        }
+
+    def _layout(self, lab: Lab) -> None:
+        ensure_secrets(lab)
+        for path in (lab.path(self.name), self.socket_dir(lab)):
+            path.mkdir(parents=True, exist_ok=True)
+            _chown_postgres(path)
+        lab.log_path(self.name).parent.mkdir(parents=True, exist_ok=True)
+        # postgres runs as its own user and writes its log through our file; it must be able
+        # to open its pid and log files.
+        passfile = lab.path(self.name, "replication.pgpass")
+        password = secret_path(lab, "replicator").read_text().strip()
+        write_atomic(passfile, f"*:*:*:replicator:{password}\n", mode=0o600)
+        _chown_postgres(passfile)
+
+    def _settings(self, lab: Lab) -> str:
+        return "\n".join(
+            [
+                "# written by sfops lab",
+                "listen_addresses = '127.0.0.1'",
+                f"port = {self.port_number(lab)}",
+                f"unix_socket_directories = '{self.socket_dir(lab)}'",
+                "wal_level = replica",
+                "wal_log_hints = on",  # pg_rewind needs it to rejoin a former primary
+                "max_wal_senders = 10",
+                "max_replication_slots = 10",
+                "hot_standby = on",
+                "hot_standby_feedback = on",
+                "max_slot_wal_keep_size = 1GB",
+                "shared_buffers = 64MB",
+                "max_connections = 100",
+                f"cluster_name = '{self.name}'",
+                "logging_collector = off",
+                "",
+            ]
+        )
+
+
+class PrimaryMember(PostgresMember):
+    def prepare(self, lab: Lab) -> None:
+        self._layout(lab)
+        data = self.data_dir(lab)
+        if (data / "PG_VERSION").exists():
+            return
+        lab.progress(f"{self.name}: initdb")
+        run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--data-checksums",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            what=f"{self.name}: initdb",
+            user=OS_USER,
+        )
+        conf = data / "postgresql.conf"
+        with open(conf, "a") as out:
+            out.write(self._settings(lab))
+
+    def after_ready(self, lab: Lab) -> None:
+        run(
+            ["bash", str(SCRIPTS / "init-primary.sh")],
+            what=f"{self.name}: init-primary.sh",
+            env={
+                "PATH": f"{PG_BIN}:{os.environ.get('PATH', '')}",
+                "PGHOST": str(self.socket_dir(lab)),
+                "PGPORT": str(self.port_number(lab)),
+                "PGUSER": "postgres",
+                "PGDATA": str(self.data_dir(lab)),
+                "REPLICATION_PASSWORD_FILE": str(secret_path(lab, "replicator")),
+                "APP_PASSWORD_FILE": str(secret_path(lab, "streamforge")),
+                "SFOPS_PASSWORD_FILE": str(secret_path(lab, "sfops")),
+                # A slot for each member, so either can stream from the other after a
+                # switchover; a member never uses its own.
+                "REPLICA_SLOTS": " ".join(n.replace("-", "_") for n in MEMBERS),
+            },
+        )
+
+
+class ReplicaMember(PostgresMember):
+    def __init__(self, name: str, primary: PostgresMember) -> None:
+        super().__init__(name)
+        self.primary = primary
+
+    def prepare(self, lab: Lab) -> None:
+        self._layout(lab)
+        data = self.data_dir(lab)
+        if (data / "PG_VERSION").exists():
+            return
+        if not self.primary.running(lab):
+            raise LabError(f"{self.name}: cannot seed the replica, {self.primary.name} is not running")
+        lab.progress(f"{self.name}: pg_basebackup from {self.primary.name}")
+        run(
+            ["bash", str(SCRIPTS / "seed-replica.sh")],
+            what=f"{self.name}: seed-replica.sh",
+            user=OS_USER,
+            env={
+                "PATH": f"{PG_BIN}:{os.environ.get('PATH', '')}",
+                "PGDATA": str(data),
+                "PRIMARY_HOST": "127.0.0.1",
+                "PRIMARY_PORT": str(self.primary.port_number(lab)),
+                "REPLICATION_PASSFILE": str(lab.path(self.name, "replication.pgpass")),
+                "REPLICA_SLOT": self.name.replace("-", "_"),
+                "REPLICA_NAME": self.name,
+                "HOME": str(lab.path(self.name)),
+            },
+            timeout=300,
+        )
+        # The copied postgresql.conf carries the primary's port and socket: override them.
+        with open(data / "postgresql.conf", "a") as out:
+            out.write(self._settings(lab))
+
+
+PG1 = PrimaryMember("pg-1")
+PG2 = ReplicaMember("pg-2", PG1)
+COMPONENTS: list[Component] = [PG1, PG2]
+
+
+def conninfo_for_app(lab: Lab) -> str:
+    """libpq multi-host conninfo (no password) that follows the primary after a failover."""
+    hosts = ",".join("127.0.0.1" for _ in MEMBERS)
+    ports = ",".join(str(lab.port(offset)) for offset in MEMBERS.values())
+    return (
+        f"host={hosts} port={ports} dbname=streamforge user=streamforge "
+        "target_session_attrs=read-write connect_timeout=2"
+    )
+
+
+def sfops_config(lab: Lab) -> dict[str, Any]:
+    return {
+        "postgres": {
+            "dbname": "streamforge",
+            "user": "sfops",
+            "password_file": str(secret_path(lab, "sfops")),
+            "connect_timeout": 3.0,
+            "statement_timeout": 5.0,
+            "max_lag_on_failover": 1048576,
+            "members": {
+                member.name: {
+                    "host": "127.0.0.1",
+                    "port": member.port_number(lab),
+                    "executor": "local",
+                    "data_dir": str(member.data_dir(lab)),
+                    "bin_dir": str(PG_BIN),
+                    "os_user": OS_USER,
+                }
+                for member in (PG1, PG2)
+            },
+        }
+    }
+
+
+def wipe(lab: Lab) -> None:
+    """Remove both members' data (used by `lab down --wipe`)."""
+    for member in (PG1, PG2):
+        shutil.rmtree(lab.path(member.name), ignore_errors=True)

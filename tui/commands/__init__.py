@@ -1,0 +1,1 @@
+"""`sfops` subcommands: each module has ``register(subparsers)`` and sets ``func`` (args -> int)."""

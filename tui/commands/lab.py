@@ -1,0 +1,128 @@
+"""`sfops lab …`: run the deploy/ stack as real local processes (see README, "The lab")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from tui import exitcodes
+
+
+def default_lab_dir() -> Path:
+    if env := os.environ.get("SFOPS_LAB_DIR"):
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").exists() and (checkout / "deploy").is_dir():
+        return checkout / ".lab"
+    return Path.cwd() / ".lab"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lab = subparsers.add_parser("lab", help="run the stack locally as real processes")
+    lab.add_argument("--dir", type=Path, default=None, help="lab state directory (default .lab/ at the repo root)")
+    lab.add_argument("--port-base", type=int, default=None, help="first port; components use base+offset (default 15400)")
+    actions = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+
+    up = actions.add_parser("up", help="start components (idempotent) and write <dir>/sfops.toml")
+    up.add_argument("--only", action="append", metavar="COMPONENTS", help="comma-separated names or groups (pg, api, nginx, sshd, kafka, k8s)")
+    up.add_argument("--k8s-nodes", type=int, default=None, help="kwok nodes to simulate (default 3)")
+    up.add_argument("--k8s-pods", type=int, default=None, help="scale mode: pods spread over several Deployments")
+    up.set_defaults(func=_up)
+
+    status = actions.add_parser("status", help="list components with state, pid and address")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+
+    stop = actions.add_parser("stop", help="stop one component")
+    stop.add_argument("name")
+    stop.add_argument("--kill", action="store_true", help="SIGKILL the process group (a crash), no clean shutdown")
+    stop.set_defaults(func=_stop)
+
+    start = actions.add_parser("start", help="start one component and wait until it is ready")
+    start.add_argument("name")
+    start.set_defaults(func=_start)
+
+    down = actions.add_parser("down", help="stop every component")
+    down.set_defaults(func=_down)
+
+
+def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from deploy.lab.core import Lab
+
+    return Lab.open(
+        args.dir or default_lab_dir(),
+        port_base=args.port_base,
+        k8s_nodes=getattr(args, "k8s_nodes", None),
+        k8s_pods=getattr(args, "k8s_pods", None),
+    )
+
+
+def _guard(func):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace) -> int:
+        from deploy.lab.core import LabError
+
+        try:
+            return int(func(args))
+        except LabError as exc:
+            print(f"sfops lab: {exc}", flush=True)
+            return exitcodes.DEGRADED
+
+    return run
+
+
+@_guard
+def _up(args: argparse.Namespace) -> int:
+    from deploy.lab import ops
+
+    lab = _open(args)
+    ops.up(lab, args.only)
+    print(f"lab is up; run: sfops --config {lab.config_path}")
+    return exitcodes.OK
+
+
+@_guard
+def _status(args: argparse.Namespace) -> int:
+    from deploy.lab import ops
+
+    rows = ops.status(_open(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max((len(r["name"]) for r in rows), default=4)
+        for row in rows:
+            pid = row["pid"] if row["pid"] is not None else "-"
+            print(f"{row['name']:<{width}}  {row['state']:<8} pid {pid!s:<8} {row['address']}")
+    return exitcodes.OK
+
+
+@_guard
+def _stop(args: argparse.Namespace) -> int:
+    from deploy.lab import ops
+
+    row = ops.stop(_open(args), args.name, kill=args.kill)
+    print(f"{row['name']}: {row['state']}")
+    return exitcodes.OK
+
+
+@_guard
+def _start(args: argparse.Namespace) -> int:
+    from deploy.lab import ops
+
+    row = ops.start(_open(args), args.name)
+    print(f"{row['name']}: {row['state']} (pid {row['pid']}) at {row['address']}")
+    return exitcodes.OK
+
+
+@_guard
+def _down(args: argparse.Namespace) -> int:
+    from deploy.lab import ops
+
+    rows = ops.down(_open(args))
+    left = [r["name"] for r in rows if r["state"] == "running"]
+    if left:
+        print(f"still running: {', '.join(left)}")
+        return exitcodes.DEGRADED
+    print("lab is down")
+    return exitcodes.OK
