@@ -34,6 +34,7 @@ def operator_user() -> str | None:
 def render(text: str, lab: Lab, prefix: Path) -> str:
     """Substitute hosts, ports and paths; nothing else changes (one source of truth)."""
     text = text.replace("/var/log/nginx/", f"{prefix}/logs/")
+    text = text.replace("/var/cache/nginx/", f"{prefix}/cache/")
     text = text.replace("/var/run/nginx.pid", f"{prefix}/nginx.pid")
     text = text.replace("/etc/nginx/conf.d/", f"{prefix}/conf.d/")
     text = re.sub(r"\blisten 80;", f"listen 127.0.0.1:{lab.port(PORT_OFFSET)};", text)
@@ -62,7 +63,8 @@ class Nginx(Component):
 
     def prepare(self, lab: Lab) -> None:
         prefix = self.prefix(lab)
-        (prefix / "logs").mkdir(parents=True, exist_ok=True)
+        for sub in ("logs", "cache"):
+            (prefix / sub).mkdir(parents=True, exist_ok=True)
         write_atomic(prefix / "nginx.conf", render((SOURCE / "nginx.conf").read_text(), lab, prefix))
         for source in sorted((SOURCE / "conf.d").glob("*.conf")):
             target = prefix / "conf.d" / source.name

@@ -69,6 +69,9 @@ class Sshd(Component):
                     "KbdInteractiveAuthentication no",
                     "PubkeyAuthentication yes",
                     "UsePAM no",
+                    # The lab directory may live under /tmp (tests), whose sticky world-writable
+                    # mode StrictModes rejects; the key files themselves are 0600/0644.
+                    "StrictModes no",
                     "X11Forwarding no",
                     "PrintMotd no",
                     "AcceptEnv LANG LC_* TERM NO_COLOR COLORTERM",

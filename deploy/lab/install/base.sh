@@ -31,7 +31,8 @@ if ! id sfops-lab >/dev/null 2>&1; then
   need_root
   step 2/4 "creating the lab operator user sfops-lab (key-only SSH, no password)"
   useradd --create-home --shell /bin/bash sfops-lab
-  passwd -l sfops-lab >/dev/null
+  # '*' = no password can match, yet not 'locked' (sshd refuses locked accounts even for keys)
+  usermod -p '*' sfops-lab
 else
   step 2/4 "lab operator user sfops-lab present"
 fi

@@ -1,0 +1,98 @@
+"""Shared fixtures. Integration tests talk to the lab's real servers on 127.0.0.1.
+
+The session ``lab`` fixture starts the groups a test asks for (``lab.ensure("pg", "api")``)
+once per session and stops everything it started at the end. To reuse a lab that is already
+running (faster iteration), point ``SFOPS_TEST_LAB_DIR`` at its directory: it is then left
+running. The default test lab lives in ``.lab-test/`` with its own ports (base 17400), so it
+never touches the demo lab in ``.lab/``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.lab import ops, registry
+from deploy.lab.core import Component, Lab
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_PORT_BASE = int(os.environ.get("SFOPS_TEST_PORT_BASE", "17400"))
+
+
+class LabHandle:
+    """What tests use: start groups, stop/start components, read the written config."""
+
+    def __init__(self, lab: Lab, *, owned: bool) -> None:
+        self.lab = lab
+        self.owned = owned
+        self._lock = threading.Lock()
+        self._ensured: set[str] = set()
+
+    @property
+    def dir(self) -> Path:
+        return self.lab.dir
+
+    @property
+    def config_path(self) -> Path:
+        return self.lab.config_path
+
+    def port(self, offset: int) -> int:
+        return self.lab.port(offset)
+
+    def ensure(self, *groups: str) -> LabHandle:
+        """Bring these groups up (idempotent; also restarts members a test left stopped)."""
+        with self._lock:
+            ops.up(self.lab, list(groups))
+            self._ensured.update(groups)
+        return self
+
+    def component(self, name: str) -> Component:
+        return registry.by_name(name)
+
+    def stop(self, name: str, *, kill: bool = False) -> None:
+        ops.stop(self.lab, name, kill=kill)
+
+    def start(self, name: str) -> None:
+        ops.start(self.lab, name)
+
+    def running(self, name: str) -> bool:
+        return registry.by_name(name).running(self.lab)
+
+    def pid(self, name: str) -> int | None:
+        return registry.by_name(name).pid(self.lab)
+
+    def config(self) -> Any:
+        from backends.config import load
+
+        return load(self.config_path)
+
+    def sfops(self, *args: str, timeout: float = 120.0, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run the real `sfops` CLI against this lab's configuration."""
+        return subprocess.run(
+            [sys.executable, "-m", "tui.cli", "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            check=False,
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabHandle]:
+    reuse = os.environ.get("SFOPS_TEST_LAB_DIR")
+    if reuse:
+        handle = LabHandle(Lab.open(Path(reuse)), owned=False)
+    else:
+        handle = LabHandle(Lab.open(REPO / ".lab-test", port_base=TEST_PORT_BASE), owned=True)
+    yield handle
+    if handle.owned:
+        ops.down(handle.lab)
