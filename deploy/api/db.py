@@ -1,0 +1,227 @@
+"""PostgreSQL access for the API service: a bounded pool that follows failovers by itself.
+
+- libpq multi-host conninfo with ``target_session_attrs=read-write``: a new connection goes to
+  whichever member is the primary now, so after a failover the pool finds the new primary
+  without a restart. Connections to the old primary break; the pool's ``check`` (run on every
+  getconn) discards them, and a connection whose query failed with an OperationalError is left
+  in a broken state that the pool discards on return. A connection that turns out to be on a
+  read-only server (e.g. an old primary restarted as a standby) is closed so it is never reused.
+- every call goes through a circuit breaker, so a dead database costs callers a fast 503
+  instead of a pool timeout each;
+- idempotent reads are retried with exponential backoff (tenacity); writes never are, since a
+  failed INSERT may have committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from deploy.api.breaker import CircuitBreaker
+from deploy.api.settings import Settings
+
+log = logging.getLogger("sfapi.db")
+T = TypeVar("T")
+
+# Failures that say "the database is not there / not usable", as opposed to a bad request.
+# They count against the breaker and make reads retry.
+DOWNSTREAM_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,  # includes PoolTimeout and PoolClosed
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.AdminShutdown,
+    TimeoutError,
+)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not serve the call (message is safe to show a client)."""
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    payload: Any
+    served_by: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "payload": self.payload,
+            "served_by": self.served_by,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def make_pool(settings: Settings) -> AsyncConnectionPool:
+    kwargs: dict[str, Any] = {
+        "autocommit": True,  # every call is one statement; no idle-in-transaction
+        "application_name": f"streamforge-api/{settings.worker_name}"[:63],
+    }
+    if settings.database_password is not None:
+        # Passed as a separate keyword, never spliced into a string we log.
+        kwargs["password"] = settings.database_password
+    return AsyncConnectionPool(
+        settings.database_url,
+        kwargs=kwargs,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        max_lifetime=settings.pool_max_lifetime,
+        max_idle=120.0,
+        timeout=settings.db_timeout,
+        # Short, so a pool that gave up during an outage restarts its backoff from 1 s on
+        # the next request instead of sleeping tens of seconds after the database is back.
+        reconnect_timeout=settings.pool_reconnect_timeout,
+        name=f"sfapi-{settings.worker_name}",
+    )
+
+
+class Database:
+    def __init__(self, pool: Any, breaker: CircuitBreaker, *, timeout: float = 3.0) -> None:
+        self.pool = pool
+        self.breaker = breaker
+        self.timeout = timeout
+        self.last_error: str | None = None
+
+    async def open(self) -> None:
+        # Do not wait: the process must start (live, not ready) while the database is down.
+        await self.pool.open(wait=False)
+
+    async def close(self, wait_seconds: float = 5.0) -> None:
+        await self.pool.close(timeout=wait_seconds)
+
+    @asynccontextmanager
+    async def _connection(
+        self, getconn_seconds: float | None = None, *, call_seconds: float | None = None
+    ) -> AsyncIterator[Any]:
+        """A pooled connection, guarded by the breaker. Raises DatabaseUnavailable.
+
+        ``getconn_seconds`` bounds waiting for a connection, ``call_seconds`` the whole call; both
+        count as a downstream failure (the timeout sits inside the breaker's accounting).
+        """
+        self.breaker.allow()  # CircuitOpenError propagates: callers map it to 503
+        getconn_seconds = self.timeout if getconn_seconds is None else getconn_seconds
+        call_seconds = self.timeout * 2 if call_seconds is None else call_seconds
+        try:
+            async with (
+                asyncio.timeout(call_seconds),
+                self.pool.connection(timeout=getconn_seconds) as conn,
+            ):
+                try:
+                    yield conn
+                except psycopg.errors.ReadOnlySqlTransaction:
+                    await conn.close()  # on a standby: never hand this connection out again
+                    raise
+        except DOWNSTREAM_ERRORS as exc:
+            self.breaker.record_failure()
+            self.last_error = f"{type(exc).__name__}: {exc}".strip()[:300]
+            raise DatabaseUnavailable(self.last_error) from exc
+        except asyncio.CancelledError:
+            self.breaker.release()
+            raise
+        except BaseException:
+            # The database answered (e.g. a constraint error): it is up.
+            self.breaker.record_success()
+            raise
+        else:
+            self.breaker.record_success()
+
+    async def ping(self, within_seconds: float) -> None:
+        """Ready means: a pooled connection to a read-write primary answers SELECT 1 in time."""
+        async with self._connection(within_seconds, call_seconds=within_seconds) as conn:
+            cur = await conn.execute("SELECT 1, pg_is_in_recovery()")
+            row = await cur.fetchone()
+            if row is None or row[1]:
+                raise psycopg.errors.ReadOnlySqlTransaction("connected server is in recovery")
+
+    async def insert_event(self, payload: Any, served_by: str) -> EventRow:
+        # Not retried: after a lost connection we cannot know whether the INSERT committed.
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO events (payload, served_by) VALUES (%s, %s) "
+                "RETURNING id, payload, served_by, created_at",
+                (Jsonb(payload), served_by),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return EventRow(*row)
+
+    async def get_event(self, event_id: int) -> EventRow | None:
+        async def read() -> EventRow | None:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id, payload, served_by, created_at FROM events WHERE id = %s",
+                    (event_id,),
+                )
+                row = await cur.fetchone()
+            return EventRow(*row) if row else None
+
+        return await self._retrying_read(read)
+
+    async def list_events(self, after_id: int, limit: int) -> list[EventRow]:
+        async def read() -> list[EventRow]:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id, payload, served_by, created_at FROM events "
+                    "WHERE id > %s ORDER BY id LIMIT %s",
+                    (after_id, limit),
+                )
+                rows = await cur.fetchall()
+            return [EventRow(*row) for row in rows]
+
+        return await self._retrying_read(read)
+
+    async def sleep(self, seconds: float) -> None:
+        async with self._connection(call_seconds=seconds + self.timeout * 2) as conn:
+            await conn.execute("SELECT pg_sleep(%s)", (seconds,))
+
+    async def _retrying_read(self, read: Callable[[], Awaitable[T]]) -> T:
+        # Only DatabaseUnavailable is retried; an open breaker (CircuitOpenError) is not,
+        # since retrying it would just spin until the reset timeout.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DatabaseUnavailable),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential_jitter(initial=0.1, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                return await read()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def snapshot(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        try:
+            raw = self.pool.get_stats()
+            stats = {
+                k: raw.get(k, 0)
+                for k in (
+                    "pool_min",
+                    "pool_max",
+                    "pool_size",
+                    "pool_available",
+                    "requests_waiting",
+                    "connections_lost",
+                    "requests_errors",
+                )
+            }
+        except Exception:  # a fake pool in tests, or a closed pool
+            stats = {}
+        return {"pool": stats, "breaker": self.breaker.snapshot(), "last_error": self.last_error}

@@ -1,0 +1,169 @@
+"""Publishing accepted events to Kafka, after the database commit.
+
+Semantics (see README): the database is the source of truth. Publishing is best effort and
+never fails or delays the HTTP write: ``produce()`` only appends to librdkafka's local queue
+(non-blocking), delivery reports arrive on a background poll thread, and every failure is
+counted (and feeds the Kafka circuit breaker) for /health. While the breaker is open, events
+are not even queued (``skipped:breaker-open``). An outbox table would close the gap between
+commit and produce; that is a known limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from deploy.api.breaker import CircuitBreaker, CircuitOpenError
+
+log = logging.getLogger("sfapi.kafka")
+
+
+class Publisher(Protocol):
+    def start(self) -> None: ...
+    def publish(self, key: str, value: dict[str, Any]) -> str: ...
+    def close(self, timeout: float) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class NullPublisher:
+    """Kafka not configured (SFAPI_KAFKA_BOOTSTRAP empty)."""
+
+    def start(self) -> None:
+        pass
+
+    def publish(self, key: str, value: dict[str, Any]) -> str:
+        return "disabled"
+
+    def close(self, timeout: float) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": "disabled"}
+
+
+def producer_config(bootstrap: str, client_id: str, delivery_timeout: float) -> dict[str, Any]:
+    delivery_ms = int(delivery_timeout * 1000)
+    return {
+        "bootstrap.servers": bootstrap,
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": True,
+        # Bounded: a message either reaches all in-sync replicas or reports failure in time.
+        "delivery.timeout.ms": delivery_ms,
+        "request.timeout.ms": min(5000, delivery_ms),
+        "linger.ms": 5,
+        "queue.buffering.max.messages": 100_000,
+        "socket.connection.setup.timeout.ms": 3000,
+    }
+
+
+class EventPublisher:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        breaker: CircuitBreaker,
+        *,
+        client_id: str = "streamforge-api",
+        delivery_timeout: float = 10.0,
+        producer_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.breaker = breaker
+        self.bootstrap = bootstrap
+        config = producer_config(bootstrap, client_id, delivery_timeout)
+        config["error_cb"] = self._on_error
+        if producer_factory is None:
+            from confluent_kafka import Producer  # imported lazily: optional at run time
+
+            producer_factory = Producer
+        self._producer = producer_factory(config)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.counts = {
+            "queued": 0,
+            "delivered": 0,
+            "failed": 0,
+            "skipped_breaker_open": 0,
+            "produce_errors": 0,
+        }
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        # poll() serves delivery callbacks; it blocks, so it gets its own thread and the
+        # event loop never waits on librdkafka.
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.2)
+
+    def _count(self, key: str, error: str | None = None) -> None:
+        with self._lock:
+            self.counts[key] += 1
+            if error is not None:
+                self.last_error = error[:300]
+
+    def publish(self, key: str, value: dict[str, Any]) -> str:
+        try:
+            self.breaker.allow()
+        except CircuitOpenError:
+            self._count("skipped_breaker_open")
+            return "skipped:breaker-open"
+        try:
+            self._producer.produce(
+                self.topic,
+                key=key.encode(),
+                value=json.dumps(value, separators=(",", ":"), default=str).encode(),
+                on_delivery=self._on_delivery,
+            )
+        except Exception as exc:  # BufferError: local queue full; KafkaException: unusable
+            self.breaker.record_failure()
+            self._count("produce_errors", f"{type(exc).__name__}: {exc}")
+            log.warning("kafka produce failed: %s", exc)
+            return "skipped:produce-error"
+        self._count("queued")
+        return "queued"
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:  # runs on the poll thread
+        if err is None:
+            self.breaker.record_success()
+            self._count("delivered")
+        else:
+            self.breaker.record_failure()
+            self._count("failed", str(err))
+            log.warning("kafka delivery failed: %s", err)
+
+    def _on_error(self, err: Any) -> None:
+        # Client-level errors (all brokers down, ...). librdkafka keeps retrying by itself;
+        # the per-message delivery reports drive the breaker.
+        with self._lock:
+            self.last_error = str(err)[:300]
+
+    def close(self, timeout: float) -> None:
+        """Blocking: flush what is queued (bounded), then stop the poll thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            log.warning("kafka: %d event(s) not delivered at shutdown", remaining)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            counts = dict(self.counts)
+            last_error = self.last_error
+        return {
+            "state": "enabled",
+            "topic": self.topic,
+            "bootstrap": self.bootstrap,
+            "breaker": self.breaker.snapshot(),
+            "counts": counts,
+            "in_queue": len(self._producer),
+            "last_error": last_error,
+        }

@@ -1,0 +1,107 @@
+"""Configuration of the API service, read only from environment variables.
+
+The lab, docker compose and Kubernetes all start the service the same way
+(``python -m deploy.api --host H --port P`` plus these variables), so there is no config file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg.conninfo
+
+# Keys of a libpq conninfo that are safe to log (never the password).
+_LOGGABLE_CONNINFO_KEYS = ("host", "port", "dbname", "user", "target_session_attrs")
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    worker_name: str
+    database_url: str
+    database_password: str | None = None
+    kafka_bootstrap: str = ""
+    kafka_topic: str = "streamforge.events"
+    shutdown_grace: float = 10.0
+    # Seconds between SIGTERM and closing the listening socket, during which readiness is
+    # already 503 but requests are still served, so load balancers that poll readiness
+    # stop sending new work before connections are refused.
+    drain_delay: float = 2.0
+    pool_min: int = 1
+    pool_max: int = 5
+    pool_max_lifetime: float = 600.0
+    pool_reconnect_timeout: float = 10.0
+    db_timeout: float = 3.0  # waiting for a pooled connection, and per statement
+    ready_timeout: float = 2.0
+    breaker_failures: int = 5
+    breaker_reset: float = 3.0
+    kafka_delivery_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        database_url = env.get("SFAPI_DATABASE_URL", "").strip()
+        if not database_url:
+            raise SettingsError("SFAPI_DATABASE_URL is not set (a libpq conninfo, no password)")
+        try:
+            parsed = psycopg.conninfo.conninfo_to_dict(database_url)
+        except psycopg.ProgrammingError as exc:
+            # The libpq message never echoes the conninfo, so it is safe to repeat.
+            raise SettingsError(f"SFAPI_DATABASE_URL is not a valid conninfo: {exc}") from None
+        if "password" in parsed:
+            raise SettingsError(
+                "SFAPI_DATABASE_URL must not contain a password; "
+                "use SFAPI_DATABASE_PASSWORD_FILE or PGPASSWORD"
+            )
+        password = None
+        if path := env.get("SFAPI_DATABASE_PASSWORD_FILE", "").strip():
+            try:
+                password = Path(path).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise SettingsError(
+                    f"SFAPI_DATABASE_PASSWORD_FILE={path}: {exc.strerror}"
+                ) from None
+        settings = cls(
+            worker_name=env.get("SFAPI_WORKER_NAME", "").strip() or os.uname().nodename,
+            database_url=database_url,
+            database_password=password,
+            kafka_bootstrap=env.get("SFAPI_KAFKA_BOOTSTRAP", "").strip(),
+            kafka_topic=env.get("SFAPI_KAFKA_TOPIC", "").strip() or "streamforge.events",
+            shutdown_grace=_number(env, "SFAPI_SHUTDOWN_GRACE", 10.0),
+            drain_delay=_number(env, "SFAPI_DRAIN_DELAY", 2.0),
+            pool_min=int(_number(env, "SFAPI_POOL_MIN", 1)),
+            pool_max=int(_number(env, "SFAPI_POOL_MAX", 5)),
+            db_timeout=_number(env, "SFAPI_DB_TIMEOUT", 3.0),
+            breaker_failures=int(_number(env, "SFAPI_BREAKER_FAILURES", 5)),
+            breaker_reset=_number(env, "SFAPI_BREAKER_RESET", 3.0),
+        )
+        if not 0 <= settings.pool_min <= settings.pool_max or settings.pool_max < 1:
+            raise SettingsError(
+                f"SFAPI_POOL_MIN={settings.pool_min} / SFAPI_POOL_MAX={settings.pool_max}: "
+                "need 0 <= min <= max and max >= 1"
+            )
+        return settings
+
+    def redacted_database(self) -> str:
+        """The database target for logs and /health: no password, whatever was configured."""
+        parsed = psycopg.conninfo.conninfo_to_dict(self.database_url)
+        return " ".join(f"{k}={parsed[k]}" for k in _LOGGABLE_CONNINFO_KEYS if k in parsed)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must not be negative")
+    return value
