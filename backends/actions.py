@@ -1,0 +1,302 @@
+"""Actions (preflight → execute → verify) and the runner that guards and audits them.
+
+The CLI and the TUI run the same :class:`Action` objects through the same
+:class:`ActionRunner`, so the guards live here and not in either front end: read-only mode
+refuses to *build* a mutating action, a failed preflight check refuses the run unless forced,
+and every run — succeeded, failed, refused, cancelled or interrupted — leaves exactly one
+audit record.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+import getpass
+import inspect
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from backends.audit import AuditLog, AuditRecord, now_iso
+from backends.config import REDACTED, Secret, redact_text
+
+
+class CheckStatus(enum.StrEnum):
+    PASS = "pass"  # noqa: S105 - a check status, not a password
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One named preflight/verify check, e.g. ``("replica streaming", PASS, "lag 0 B")``."""
+
+    name: str
+    status: CheckStatus
+    detail: str = ""
+
+    @classmethod
+    def passed(cls, name: str, detail: str = "") -> CheckResult:
+        return cls(name, CheckStatus.PASS, detail)
+
+    @classmethod
+    def warned(cls, name: str, detail: str = "") -> CheckResult:
+        return cls(name, CheckStatus.WARN, detail)
+
+    @classmethod
+    def failed(cls, name: str, detail: str = "") -> CheckResult:
+        return cls(name, CheckStatus.FAIL, detail)
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status.value, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Step:
+    """A progress report from ``execute()``; ``fraction`` in [0, 1] when known."""
+
+    message: str
+    fraction: float | None = None
+
+
+class Outcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUSED = "refused"  # a preflight check failed and the run was not forced
+    CANCELLED = "cancelled"  # the run's task was cancelled
+    INTERRUPTED = "interrupted"  # stopped at a safe point on request (shutdown), or Ctrl-C
+
+
+class ReadOnlyError(Exception):
+    """A mutating action was requested in read-only mode."""
+
+
+class Action(abc.ABC):
+    """Base for every operation. Subclasses set ``name`` (e.g. ``"nginx.drain"``) and the
+    flags, take their dependencies (adapter, executor) in ``__init__`` and call
+    ``super().__init__(target, params)``."""
+
+    name: ClassVar[str] = "action"
+    mutating: ClassVar[bool] = True
+    destructive: ClassVar[bool] = False  # confirmation requires typing the target's name
+    secret_params: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, target: str, params: Mapping[str, Any] | None = None) -> None:
+        self.target = target
+        self.params: dict[str, Any] = dict(params or {})
+
+    def describe(self) -> str:
+        """One line for the confirmation dialog: what this will do."""
+        return f"{self.name} {self.target}"
+
+    @property
+    def confirmation_phrase(self) -> str | None:
+        """What the user must type to confirm, or None when a yes/no is enough."""
+        return self.target if self.destructive else None
+
+    async def preflight(self) -> list[CheckResult]:
+        return []
+
+    @abc.abstractmethod
+    def execute(self) -> AsyncIterator[Step]:
+        """Do the work, yielding progress. Between two steps is a safe point: the runner may
+        stop there (closing the generator) when an interruption is requested."""
+
+    async def verify(self) -> list[CheckResult]:
+        return []
+
+    def redacted_params(self) -> dict[str, Any]:
+        return {
+            key: REDACTED if key in self.secret_params or isinstance(value, Secret) else value
+            for key, value in self.params.items()
+        }
+
+    def secret_values(self) -> list[str]:
+        values = [v.reveal() if isinstance(v, Secret) else str(v)
+                  for k, v in self.params.items() if k in self.secret_params]
+        values += [v.reveal() for v in self.params.values() if isinstance(v, Secret)]
+        return values
+
+
+A = TypeVar("A", bound=Action)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    action: str
+    target: str
+    outcome: Outcome
+    error: str | None
+    forced: bool
+    preflight: list[CheckResult]
+    verify: list[CheckResult]
+    steps: int
+    duration_s: float
+    started_at: str = field(default_factory=now_iso)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.SUCCEEDED
+
+
+StepCallback = Callable[[Step], object]
+
+
+@dataclass
+class _Progress:
+    steps: int = 0
+    verify: list[CheckResult] = field(default_factory=list)
+
+
+def _failing(checks: Iterable[CheckResult]) -> list[CheckResult]:
+    return [c for c in checks if c.status is CheckStatus.FAIL]
+
+
+def _summarise(prefix: str, failing: list[CheckResult]) -> str:
+    return prefix + "; ".join(f"{c.name}: {c.detail}" if c.detail else c.name for c in failing)
+
+
+class ActionRunner:
+    def __init__(
+        self,
+        audit: AuditLog,
+        *,
+        read_only: bool = False,
+        user: str | None = None,
+        host: str | None = None,
+        secrets: Iterable[Secret | str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.audit = audit
+        self.read_only = read_only
+        self.user = user or _current_user()
+        self.host = host or socket.gethostname()
+        self.secrets = list(secrets)
+        self._clock = clock
+        self._interrupt = asyncio.Event()
+
+    def check_allowed(self, action_cls: type[Action]) -> None:
+        if self.read_only and action_cls.mutating:
+            raise ReadOnlyError(f"{action_cls.name}: refused, sfops is in read-only mode")
+
+    def build(self, action_cls: type[A], *args: Any, **kwargs: Any) -> A:
+        """Construct an action, refusing mutating ones in read-only mode."""
+        self.check_allowed(action_cls)
+        return action_cls(*args, **kwargs)
+
+    def interrupt(self) -> None:
+        """Ask running actions to stop at their next safe point (between two steps)."""
+        self._interrupt.set()
+
+    def _redact(self, text: str, action: Action) -> str:
+        return redact_text(text, [*self.secrets, *action.secret_values()])
+
+    async def run(
+        self, action: Action, *, force: bool = False, on_step: StepCallback | None = None
+    ) -> RunResult:
+        """Preflight, then (unless refused) execute and verify; one audit record always.
+
+        Errors become a ``failed`` result with a redacted message. Cancellation and
+        KeyboardInterrupt/SystemExit are recorded and then re-raised."""
+        self.check_allowed(type(action))  # defence in depth: built elsewhere, still refused
+        started, started_iso = self._clock(), now_iso()
+        outcome, error = Outcome.FAILED, None
+        preflight: list[CheckResult] = []
+        progress = _Progress()
+        try:
+            preflight = list(await action.preflight())
+            failing = _failing(preflight)
+            if failing and not force:
+                outcome = Outcome.REFUSED
+                error = self._redact(_summarise("preflight failed: ", failing), action)
+            else:
+                outcome, error = await self._execute(action, on_step, progress)
+        except asyncio.CancelledError:
+            outcome, error = Outcome.CANCELLED, "cancelled"
+            raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            outcome, error = Outcome.INTERRUPTED, type(exc).__name__
+            raise
+        except Exception as exc:
+            outcome = Outcome.FAILED
+            error = self._redact(f"{type(exc).__name__}: {exc}", action)
+        finally:
+            result_ = self._result(action, outcome, error, force, preflight, progress.verify,
+                                   progress.steps, started, started_iso)
+            await self._record(action, result_)
+        return result_
+
+    async def _execute(
+        self, action: Action, on_step: StepCallback | None, progress: _Progress
+    ) -> tuple[Outcome, str | None]:
+        interrupted = False
+        generator = action.execute()
+        try:
+            async for step in generator:
+                progress.steps += 1
+                if on_step is not None:
+                    shown = on_step(step)
+                    if inspect.isawaitable(shown):
+                        await shown
+                if self._interrupt.is_set():
+                    interrupted = True
+                    break
+        finally:
+            await _aclose(generator)  # runs the action's own cleanup at the safe point
+        if interrupted:
+            return Outcome.INTERRUPTED, "stopped at a safe point on request"
+        progress.verify = list(await action.verify())
+        if failing := _failing(progress.verify):
+            return Outcome.FAILED, self._redact(_summarise("verification failed: ", failing),
+                                                action)
+        return Outcome.SUCCEEDED, None
+
+    def _result(self, action: Action, outcome: Outcome, error: str | None, force: bool,
+                preflight: list[CheckResult], verify: list[CheckResult], steps: int,
+                started: float, started_iso: str) -> RunResult:
+        return RunResult(
+            action=action.name, target=action.target, outcome=outcome, error=error,
+            forced=force, preflight=preflight, verify=verify, steps=steps,
+            duration_s=max(0.0, self._clock() - started), started_at=started_iso,
+        )
+
+    async def _record(self, action: Action, result: RunResult) -> None:
+        record = AuditRecord(
+            ts=result.started_at,
+            user=self.user,
+            host=self.host,
+            action=result.action,
+            target=result.target,
+            params=action.redacted_params(),
+            forced=result.forced,
+            preflight=[self._check_json(c, action) for c in result.preflight],
+            verify=[self._check_json(c, action) for c in result.verify],
+            outcome=result.outcome.value,
+            error=result.error,
+            duration_s=result.duration_s,
+            steps=result.steps,
+        )
+        # Shielded: a second cancellation (e.g. shutdown) must not lose the record; the
+        # write thread completes even if this await is abandoned.
+        await asyncio.shield(self.audit.write(record))
+
+    def _check_json(self, check: CheckResult, action: Action) -> dict[str, str]:
+        data = check.to_json()
+        data["detail"] = self._redact(data["detail"], action)
+        return data
+
+
+async def _aclose(generator: AsyncIterator[Step]) -> None:
+    aclose = getattr(generator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
