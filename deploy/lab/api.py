@@ -30,7 +30,15 @@ class ApiWorker(Component):
         return (self.port_number(lab),)
 
     def argv(self, lab: Lab) -> list[str]:
-        return [sys.executable, "-m", "deploy.api", "--host", "127.0.0.1", "--port", str(self.port_number(lab))]
+        return [
+            sys.executable,
+            "-m",
+            "deploy.api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port_number(lab)),
+        ]
 
     def env(self, lab: Lab) -> dict[str, str]:
         env = {

@@ -65,7 +65,9 @@ class Nginx(Component):
         prefix = self.prefix(lab)
         for sub in ("logs", "cache"):
             (prefix / sub).mkdir(parents=True, exist_ok=True)
-        write_atomic(prefix / "nginx.conf", render((SOURCE / "nginx.conf").read_text(), lab, prefix))
+        write_atomic(
+            prefix / "nginx.conf", render((SOURCE / "nginx.conf").read_text(), lab, prefix)
+        )
         for source in sorted((SOURCE / "conf.d").glob("*.conf")):
             target = prefix / "conf.d" / source.name
             # The upstream file carries drain state that sfops owns: never overwrite it.

@@ -205,7 +205,9 @@ class ReplicaMember(PostgresMember):
         if (data / "PG_VERSION").exists():
             return
         if not self.primary.running(lab):
-            raise LabError(f"{self.name}: cannot seed the replica, {self.primary.name} is not running")
+            raise LabError(
+                f"{self.name}: cannot seed the replica, {self.primary.name} is not running"
+            )
         lab.progress(f"{self.name}: pg_basebackup from {self.primary.name}")
         run(
             ["bash", str(SCRIPTS / "seed-replica.sh")],

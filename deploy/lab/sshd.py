@@ -37,7 +37,7 @@ class Sshd(Component):
             raise LabError(f"sshd: {SSHD} not found; run `make install` (openssh-server)")
         ssh_dir = self.dir(lab)
         ssh_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(ssh_dir, 0o755)
+        os.chmod(ssh_dir, 0o755)  # noqa: S103 - sshd reads authorized_keys as the user
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
         host_key = ssh_dir / "host_ed25519"
         client_key = ssh_dir / "id_ed25519"

@@ -21,14 +21,36 @@ def default_lab_dir() -> Path:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab = subparsers.add_parser("lab", help="run the stack locally as real processes")
-    lab.add_argument("--dir", type=Path, default=None, help="lab state directory (default .lab/ at the repo root)")
-    lab.add_argument("--port-base", type=int, default=None, help="first port; components use base+offset (default 15400)")
+    lab.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="lab state directory (default .lab/ at the repo root)",
+    )
+    lab.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        help="first port; components use base+offset (default 15400)",
+    )
     actions = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
 
     up = actions.add_parser("up", help="start components (idempotent) and write <dir>/sfops.toml")
-    up.add_argument("--only", action="append", metavar="COMPONENTS", help="comma-separated names or groups (pg, api, nginx, sshd, kafka, k8s)")
-    up.add_argument("--k8s-nodes", type=int, default=None, help="kwok nodes to simulate (default 3)")
-    up.add_argument("--k8s-pods", type=int, default=None, help="scale mode: pods spread over several Deployments")
+    up.add_argument(
+        "--only",
+        action="append",
+        metavar="COMPONENTS",
+        help="comma-separated names or groups (pg, api, nginx, sshd, kafka, k8s)",
+    )
+    up.add_argument(
+        "--k8s-nodes", type=int, default=None, help="kwok nodes to simulate (default 3)"
+    )
+    up.add_argument(
+        "--k8s-pods",
+        type=int,
+        default=None,
+        help="scale mode: pods spread over several Deployments",
+    )
     up.set_defaults(func=_up)
 
     status = actions.add_parser("status", help="list components with state, pid and address")
@@ -37,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     stop = actions.add_parser("stop", help="stop one component")
     stop.add_argument("name")
-    stop.add_argument("--kill", action="store_true", help="SIGKILL the process group (a crash), no clean shutdown")
+    stop.add_argument(
+        "--kill", action="store_true", help="SIGKILL the process group (a crash), no clean shutdown"
+    )
     stop.set_defaults(func=_stop)
 
     start = actions.add_parser("start", help="start one component and wait until it is ready")

@@ -1,0 +1,47 @@
+"""Fake backend services for UI tests: the cases a real server can't produce on demand
+(a poll that hangs forever, markup-like text in every field)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from backends.service import Alert, BackendSummary, Figure, Severity
+from backends.snapshot import Health, Snapshot
+
+INJECTION = "[@click=app.quit]boom [link=http://x]y[/link] [unclosed"
+
+
+class FakeService:
+    breaker = None
+
+    def __init__(self, name: str, title: str, *, hang: bool = False, message: str = "ok") -> None:
+        self.name = name
+        self.title = title
+        self.hang = hang
+        self.message = message
+        self.polls = 0
+        self.closed = False
+
+    async def poll(self) -> dict[str, Any]:
+        self.polls += 1
+        if self.hang:
+            await asyncio.Event().wait()  # never returns: a hung backend
+        return {"count": self.polls}
+
+    def summarize(self, snapshot: Snapshot[Any]) -> BackendSummary:
+        value = snapshot.best or {}
+        return BackendSummary(
+            name=self.name,
+            title=self.title,
+            health=Health.DEGRADED,
+            figures=(
+                Figure("polls", str(value.get("count")), Health.OK),
+                Figure("label", self.message, Health.DEGRADED),
+            ),
+            alerts=(Alert(self.name, "fake", Severity.WARNING, self.message),),
+            spark_value=float(value.get("count", 0)),
+        )
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,89 @@
+"""The TUI shell with fake backends: panels, alerts, hung backend, markup safety, read-only."""
+
+from __future__ import annotations
+
+import pytest
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from backends.actions import ActionRunner
+from backends.audit import AuditLog
+from backends.config import SfopsConfig, SfopsSettings
+from tests.ui.fakes import INJECTION, FakeService
+from tests.ui.helpers import wait_for
+from tui.app import BackendPanel, SfopsApp
+
+
+def make_app(tmp_path, services, *, read_only=False) -> SfopsApp:
+    config = SfopsConfig(
+        path=tmp_path / "sfops.toml",
+        sfops=SfopsSettings(
+            refresh_interval=0.2, audit_log=tmp_path / "audit.jsonl", state_dir=tmp_path / "state"
+        ),
+        executors={},
+    )
+    runner = ActionRunner(AuditLog(tmp_path / "audit.jsonl"), read_only=read_only)
+    return SfopsApp(config, services, runner=runner)
+
+
+def panel_text(app: SfopsApp, name: str) -> str:
+    panel = app.screen.query_one(f"#panel-{name}", BackendPanel)
+    return " ".join(str(s.render()) for s in panel.query(Static))
+
+
+async def test_panels_update_and_alerts_show_since(tmp_path):
+    app = make_app(tmp_path, [FakeService("nginx", "Load balancer")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.services[0].polls >= 3, what="three polls")
+        await wait_for(pilot, lambda: "DEGRADED" in panel_text(app, "nginx"), what="badge")
+        alerts = app.screen.query_one("#alerts", DataTable)
+        assert alerts.row_count == 1
+
+
+async def test_hung_backend_does_not_delay_another_or_the_keyboard(tmp_path):
+    hung = FakeService("postgres", "PostgreSQL", hang=True)
+    live = FakeService("nginx", "Load balancer")
+    app = make_app(tmp_path, [live, hung])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: live.polls >= 5, what="the live backend keeps polling")
+        assert hung.polls == 1  # polls never overlap: the hung one is still in its first poll
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "OverviewScreen", what="back")
+        assert app.loop_lag_max < 0.5, f"event loop stalled {app.loop_lag_max:.3f}s"
+
+
+async def test_markup_from_outside_is_rendered_literally(tmp_path):
+    app = make_app(tmp_path, [FakeService("nginx", "Load balancer", message=INJECTION)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.query_one("#alerts", DataTable).row_count == 1)
+        table = app.screen.query_one("#alerts", DataTable)
+        message = table.get_cell_at((0, 2))
+        assert isinstance(message, Text)
+        assert message.plain == INJECTION
+        await wait_for(
+            pilot,
+            lambda: "[@click=app.quit]" in panel_text(app, "nginx"),
+            what="literal markup in the panel",
+        )
+        assert app.is_running
+
+
+async def test_quit_closes_services(tmp_path):
+    service = FakeService("nginx", "Load balancer")
+    app = make_app(tmp_path, [service])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: service.polls >= 1)
+        await pilot.press("q")
+    assert service.closed
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+async def test_read_only_palette_has_no_actions(tmp_path, read_only):
+    app = make_app(tmp_path, [FakeService("nginx", "Load balancer")], read_only=read_only)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.services[0].polls >= 1)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Open Load balancer" in titles
+        assert not any(t.startswith(("Drain", "Undrain")) for t in titles) or not read_only

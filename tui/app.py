@@ -1,0 +1,401 @@
+"""The sfops Textual app: overview of every configured backend, drill-downs, guarded actions.
+
+Polling: each backend has its own poll job (backends.resilience.Poller) on the app's event
+loop; a job re-arms only after its poll finished, each poll is bounded by a timeout, and the
+adapters do blocking work off the loop — so a hung backend never freezes the keyboard or
+another panel. Widgets are updated by diff from immutable snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Sparkline, Static
+
+from backends.actions import Action, ActionRunner, RunResult
+from backends.audit import AuditLog
+from backends.config import SfopsConfig
+from backends.resilience import Poller
+from backends.service import BackendService, BackendSummary, summary_for_failure
+from backends.snapshot import Health, Snapshot
+from tui.modals import ConfirmActionScreen, HelpScreen, ProgressScreen, QuitGuardScreen
+from tui.render.overview import (
+    AlertTracker,
+    alert_rows,
+    badge,
+    panel_body,
+    panel_title,
+    recent_action_rows,
+)
+from tui.tablediff import add_columns, sync_table
+
+SPARK_POINTS = 40
+PREFLIGHT_TIMEOUT = 60.0
+
+
+class BackendPanel(Vertical):
+    """One overview panel: title with health badge, key figures, sparkline, data age."""
+
+    can_focus = True
+
+    def __init__(self, service: BackendService, index: int) -> None:
+        super().__init__(id=f"panel-{service.name}", classes="panel")
+        self.service = service
+        self.index = index
+        self.history: deque[float] = deque(maxlen=SPARK_POINTS)
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            Text(f"{self.index} {self.service.title}", style="bold"),
+            markup=False,
+            classes="panel-title",
+        )
+        yield Static(
+            Text("waiting for the first poll…", style="dim"), markup=False, classes="panel-body"
+        )
+        yield Sparkline([], classes="panel-spark")
+
+    def show(self, summary: BackendSummary, snapshot: Snapshot[Any]) -> None:
+        title = Text(f"{self.index} ")
+        title.append_text(panel_title(summary))
+        self.query_one(".panel-title", Static).update(title)
+        breaker = self.service.breaker.state if self.service.breaker is not None else None
+        body = panel_body(
+            summary, data_age=snapshot.age(), stale_for=snapshot.stale_for(), breaker=breaker
+        )
+        self.query_one(".panel-body", Static).update(body)
+        if summary.spark_value is not None:
+            self.history.append(summary.spark_value)
+            self.query_one(".panel-spark", Sparkline).data = list(self.history)
+        for health in Health:
+            self.set_class(summary.health is health, f"health-{health.value}")
+
+
+class OverviewScreen(Screen[None]):
+    BINDINGS = [Binding("enter", "open_focused", "Open", show=False)]
+
+    def compose(self) -> ComposeResult:
+        app = self.app
+        assert isinstance(app, SfopsApp)
+        yield Header()
+        with Grid(id="panels"):
+            for index, service in enumerate(app.services, 1):
+                yield BackendPanel(service, index)
+        alerts: DataTable[Text] = DataTable(id="alerts", cursor_type="row", show_header=False)
+        yield Static(Text("What is wrong now", style="bold"), markup=False, classes="section")
+        yield alerts
+        yield Static(Text("Recent actions", style="bold"), markup=False, classes="section")
+        recent: DataTable[Text] = DataTable(id="recent", cursor_type="none", show_header=False)
+        yield recent
+        yield Footer()
+
+    def on_mount(self) -> None:
+        add_columns(self.query_one("#alerts", DataTable), ["sev", "source", "message", "since"])
+        add_columns(self.query_one("#recent", DataTable), ["time", "action", "outcome", "user"])
+        if not self.app.services:  # type: ignore[attr-defined]
+            self.notify(
+                "no backends configured: add [nginx], [postgres], [kafka] or "
+                "[kubernetes] to the configuration",
+                severity="warning",
+                markup=False,
+            )
+
+    def action_open_focused(self) -> None:
+        focused = self.focused
+        if isinstance(focused, BackendPanel):
+            app = self.app
+            assert isinstance(app, SfopsApp)
+            app.open_backend(focused.service.name)
+
+
+class SfopsApp(App[None]):
+    TITLE = "sfops"
+    CSS_PATH = "sfops.tcss"
+    BINDINGS = [
+        Binding("q", "request_quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("r", "refresh_now", "Refresh"),
+        Binding("1", "open_index(1)", "Panel 1", show=False),
+        Binding("2", "open_index(2)", "Panel 2", show=False),
+        Binding("3", "open_index(3)", "Panel 3", show=False),
+        Binding("4", "open_index(4)", "Panel 4", show=False),
+    ]
+
+    def __init__(
+        self,
+        config: SfopsConfig,
+        services: Sequence[BackendService],
+        *,
+        runner: ActionRunner,
+        config_path: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.services = list(services)
+        self.runner = runner
+        self.read_only = runner.read_only
+        self.audit: AuditLog = runner.audit
+        self.snapshots: dict[str, Snapshot[Any]] = {}
+        self.summaries: dict[str, BackendSummary] = {}
+        self.alerts = AlertTracker()
+        self.poller = Poller()
+        self.action_in_progress: Action | None = None
+        self.quit_when_done = False
+        self.headless = False
+        self.loop_lag_max = 0.0  # seconds; the worst event-loop delay seen (tests, benchmark)
+        self._lag_expected = 0.0
+        self.sub_title = (str(config_path) if config_path else "") + (
+            "  [READ-ONLY]" if self.read_only else ""
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def get_default_screen(self) -> Screen[None]:
+        return OverviewScreen()
+
+    def on_mount(self) -> None:
+        interval = self.config.sfops.refresh_interval
+        for service in self.services:
+            self.poller.add(
+                service.name,
+                service.poll,
+                interval=interval,
+                timeout=max(5.0, interval * 3),
+                on_snapshot=self._snapshot_callback(service),
+            )
+        self.poller.start()
+        self._lag_expected = time.monotonic() + 0.1
+        self.set_interval(0.1, self._measure_lag)
+        self.load_recent_actions()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
+            loop.add_signal_handler(signal.SIGTERM, self.on_terminate)
+
+    async def on_unmount(self) -> None:
+        await self.poller.stop()
+        await asyncio.gather(*(s.close() for s in self.services), return_exceptions=True)
+
+    def _measure_lag(self) -> None:
+        now = time.monotonic()
+        self.loop_lag_max = max(self.loop_lag_max, now - self._lag_expected)
+        self._lag_expected = now + 0.1
+
+    # -- polling -----------------------------------------------------------------------------
+    def _snapshot_callback(self, service: BackendService) -> Callable[[Snapshot[Any]], None]:
+        def on_snapshot(snapshot: Snapshot[Any]) -> None:
+            self.snapshots[service.name] = snapshot
+            if snapshot.best is None:
+                summary = summary_for_failure(service.name, service.title, snapshot)
+            else:
+                try:
+                    summary = service.summarize(snapshot)
+                except Exception as exc:  # a renderer bug must not kill polling
+                    summary = summary_for_failure(
+                        service.name, service.title, snapshot.failed(f"summary failed: {exc}")
+                    )
+            self.summaries[service.name] = summary
+            self._render_backend(service, summary, snapshot)
+
+        return on_snapshot
+
+    def _render_backend(
+        self, service: BackendService, summary: BackendSummary, snapshot: Snapshot[Any]
+    ) -> None:
+        with contextlib.suppress(Exception):
+            overview = self.get_screen_stack_overview()
+            if overview is not None:
+                overview.query_one(f"#panel-{service.name}", BackendPanel).show(summary, snapshot)
+                self._render_alerts(overview)
+        screen = self.screen
+        from tui.screens.base import BackendScreen
+
+        if isinstance(screen, BackendScreen) and screen.backend == service.name:
+            screen.refresh_data()
+
+    def get_screen_stack_overview(self) -> OverviewScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, OverviewScreen):
+                return screen
+        return None
+
+    def _render_alerts(self, overview: OverviewScreen) -> None:
+        now = datetime.now(UTC)
+        tracked = self.alerts.update((a for s in self.summaries.values() for a in s.alerts), now)
+        rows = [(row.key, row.cells) for row in alert_rows(tracked, now)]
+        sync_table(overview.query_one("#alerts", DataTable), rows)
+
+    def action_refresh_now(self) -> None:
+        for job in self.poller.jobs.values():
+            job.wake()
+
+    @work(thread=True, exclusive=True, group="recent")
+    def load_recent_actions(self) -> None:
+        try:
+            records = self.audit.read(limit=5)
+        except Exception:  # an unreadable audit log must not break the overview
+            records = []
+        self.call_from_thread(self._show_recent, records)
+
+    def _show_recent(self, records: list[dict[str, Any]]) -> None:
+        overview = self.get_screen_stack_overview()
+        if overview is not None:
+            sync_table(overview.query_one("#recent", DataTable), recent_action_rows(records))
+
+    # -- navigation --------------------------------------------------------------------------
+    def action_open_index(self, index: int) -> None:
+        if 1 <= index <= len(self.services):
+            self.open_backend(self.services[index - 1].name)
+
+    def open_backend(self, name: str) -> None:
+        from tui.screens import screen_for
+
+        screen_cls = screen_for(name)
+        if screen_cls is None:
+            self.notify(f"no drill-down for {name} yet", severity="warning", markup=False)
+            return
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, OverviewScreen):
+            self.pop_screen()
+        self.push_screen(screen_cls())
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(help_text(self)))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for index, service in enumerate(self.services, 1):
+            yield SystemCommand(
+                f"Open {service.title}",
+                f"drill down into {service.name} (key {index})",
+                lambda name=service.name: self.open_backend(name),  # type: ignore[misc]
+            )
+        if self.read_only:
+            return  # read-only: no mutating entry exists at all
+        from tui.screens import palette_actions
+
+        for title, help_line, build in palette_actions(self):
+            yield SystemCommand(title, help_line, lambda build=build: self.start_action(build))  # type: ignore[misc]
+
+    # -- actions -----------------------------------------------------------------------------
+    def start_action(self, build: Callable[[], Action]) -> None:
+        if self.read_only:
+            self.notify("read-only mode: actions are disabled", severity="warning")
+            return
+        if self.action_in_progress is not None:
+            self.notify("another action is in progress", severity="warning")
+            return
+        try:
+            action = build()
+        except Exception as exc:
+            self.notify(str(exc), title="cannot build action", severity="error", markup=False)
+            return
+        self.run_action_flow(action)
+
+    @work(exclusive=False, group="action")
+    async def run_action_flow(self, action: Action) -> None:
+        self.notify(f"preflight: {action.describe()}…", markup=False, timeout=3)
+        try:
+            checks = await asyncio.wait_for(action.preflight(), PREFLIGHT_TIMEOUT)
+        except Exception as exc:
+            self.notify(f"preflight failed to run: {exc}", severity="error", markup=False)
+            return
+        confirmed = await self.push_screen_wait(ConfirmActionScreen(action, checks))
+        if not confirmed:
+            self.notify("cancelled: nothing was changed", markup=False)
+            return
+        progress = ProgressScreen(action)
+        await self.push_screen(progress)
+        self.action_in_progress = action
+        try:
+            result = await self.runner.run(action, on_step=progress.add_step)
+        finally:
+            self.action_in_progress = None
+        self.action_finished(action, result, progress)
+
+    def action_finished(self, action: Action, result: RunResult, progress: ProgressScreen) -> None:
+        if self.headless or self.quit_when_done:
+            self.exit()
+            return
+        with contextlib.suppress(Exception):
+            progress.finish(result)
+        severity = "information" if result.ok else "error"
+        message = f"{action.describe()}: {result.outcome.value}"
+        if result.error:
+            message += f" — {result.error}"
+        self.notify(message, severity=severity, markup=False, timeout=10)  # type: ignore[arg-type]
+        self.load_recent_actions()
+        self.action_refresh_now()
+
+    # -- quitting, hang-up, termination -------------------------------------------------------
+    def action_request_quit(self) -> None:
+        if self.action_in_progress is None:
+            self.exit()
+            return
+
+        def decided(choice: str | None) -> None:
+            if choice == "quit-when-done":
+                self.quit_when_done = True
+                self.notify("will quit when the action finishes", markup=False)
+
+        self.push_screen(QuitGuardScreen(self.action_in_progress.describe()), decided)
+
+    def on_hangup(self) -> None:
+        """The SSH link dropped: the terminal is gone, the action is not. Detach output and
+        let a running action go on, headless, to its end; its outcome goes to the audit log."""
+        self.headless = True
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+        if self.action_in_progress is None:
+            self.exit()
+
+    def on_terminate(self) -> None:
+        if self.action_in_progress is None:
+            self.exit()
+        else:
+            self.quit_when_done = True
+
+
+def help_text(app: SfopsApp) -> Text:
+    text = Text()
+    text.append("sfops keys\n\n", style="bold")
+    lines = [
+        ("1-4 / Enter", "open a backend's screen (panel order)"),
+        ("Esc", "back"),
+        ("/", "filter the table"),
+        ("r", "refresh now"),
+        ("Ctrl+P", "command palette (every screen and action)"),
+        ("?", "this help"),
+        ("q", "quit (asks first when an action is running)"),
+    ]
+    from tui.screens import screen_key_help
+
+    lines += screen_key_help(read_only=app.read_only)
+    for key, what in lines:
+        text.append(f"{key:<14}", style="bold cyan")
+        text.append(f"{what}\n")
+    if app.read_only:
+        text.append("\nread-only mode: no action keys or palette entries exist.\n", style="yellow")
+    return text
+
+
+def overall_health(summaries: Iterable[BackendSummary]) -> Health:
+    return Health.worst(s.health for s in summaries)
+
+
+__all__ = ["SfopsApp", "badge", "overall_health"]

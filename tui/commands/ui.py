@@ -1,0 +1,31 @@
+"""`sfops` with no command: open the TUI on the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tui import exitcodes
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    from backends.services import build_services
+
+    from backends.actions import ActionRunner
+    from backends.audit import AuditLog
+    from backends.config import ConfigError, load
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"sfops: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    read_only = bool(args.read_only or config.sfops.read_only)
+    runner = ActionRunner(
+        AuditLog(config.sfops.audit_log), read_only=read_only, secrets=config.secrets()
+    )
+    from tui.app import SfopsApp
+
+    app = SfopsApp(config, build_services(config), runner=runner, config_path=args.config)
+    app.run()
+    return exitcodes.OK

@@ -1,0 +1,1 @@
+"""Pure renderers: snapshot -> rows of rich.text.Text. No Textual imports, no I/O."""

@@ -1,0 +1,156 @@
+"""Pure rendering of the overview: backend summaries -> panel text, alerts -> rows.
+
+Everything that came from outside (server errors, names, messages) is put into
+``rich.text.Text`` as plain text, so it is never interpreted as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+
+from backends.resilience import BreakerState
+from backends.service import Alert, BackendSummary, Severity, since_text
+from backends.snapshot import Health
+
+HEALTH_STYLE = {
+    Health.OK: "bold green",
+    Health.DEGRADED: "bold yellow",
+    Health.FAILED: "bold red",
+    Health.UNKNOWN: "bold grey50",
+}
+# Shown beside the colour so health is readable with NO_COLOR or a monochrome terminal.
+HEALTH_BADGE = {
+    Health.OK: "● OK",
+    Health.DEGRADED: "▲ DEGRADED",
+    Health.FAILED: "✖ FAILED",
+    Health.UNKNOWN: "? UNKNOWN",
+}
+SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
+SEVERITY_LABEL = {Severity.INFO: "info", Severity.WARNING: "warn", Severity.CRITICAL: "CRIT"}
+
+
+def badge(health: Health) -> Text:
+    return Text(HEALTH_BADGE[health], style=HEALTH_STYLE[health])
+
+
+def age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 1:
+        return "now"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    return f"{seconds / 60:.0f}m ago"
+
+
+def panel_title(summary: BackendSummary) -> Text:
+    title = Text(f"{summary.title} ", style="bold")
+    title.append_text(badge(summary.health))
+    return title
+
+
+def panel_body(
+    summary: BackendSummary,
+    *,
+    data_age: float | None,
+    stale_for: float | None,
+    breaker: BreakerState | None,
+    width: int = 38,
+) -> Text:
+    """Key figures, one per line, then data age and breaker state."""
+    body = Text(no_wrap=True, overflow="ellipsis")
+    for figure in summary.figures:
+        body.append(f"{figure.label:<18.18}", style="dim")
+        body.append(
+            Text(
+                figure.value,
+                style=HEALTH_STYLE[figure.health] if figure.health is not Health.OK else "",
+            )
+        )
+        body.append("\n")
+    if summary.error:
+        body.append(Text(_clip(f"poll: {summary.error}", width), style="red"))
+        body.append("\n")
+    footer = f"data {age_text(data_age)}"
+    if stale_for:
+        footer += f", last good {age_text(stale_for)}"
+    if breaker is not None and breaker is not BreakerState.CLOSED:
+        footer += f", breaker {breaker.value}"
+    body.append(footer, style="dim")
+    return body
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    key: str
+    severity: Severity
+    cells: tuple[Text, Text, Text, Text]
+
+
+class AlertTracker:
+    """Remembers when each alert (by source+key) was first seen, so the list says "since"."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[tuple[str, str], datetime] = {}
+
+    def update(self, alerts: Iterable[Alert], now: datetime) -> list[tuple[Alert, datetime]]:
+        current = {(a.source, a.key): a for a in alerts}
+        for key in list(self.first_seen):
+            if key not in current:
+                del self.first_seen[key]
+        for key in current:
+            self.first_seen.setdefault(key, now)
+        ordered = sorted(
+            current.values(), key=lambda a: (-a.severity, self.first_seen[(a.source, a.key)])
+        )
+        return [(a, self.first_seen[(a.source, a.key)]) for a in ordered]
+
+
+def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list[AlertRow]:
+    rows = []
+    for alert, first in tracked:
+        rows.append(
+            AlertRow(
+                key=f"{alert.source}:{alert.key}",
+                severity=alert.severity,
+                cells=(
+                    Text(SEVERITY_LABEL[alert.severity], style=SEVERITY_STYLE[alert.severity]),
+                    Text(alert.source),
+                    Text(" ".join(alert.message.split())),
+                    Text(since_text(first, now), style="dim"),
+                ),
+            )
+        )
+    return rows
+
+
+def recent_action_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, tuple[Text, ...]]]:
+    """Audit records (newest last) -> keyed rows, newest first."""
+    rows = []
+    for index, record in enumerate(reversed(records)):
+        outcome = str(record.get("outcome", "?"))
+        style = "green" if outcome == "succeeded" else "red" if outcome == "failed" else "yellow"
+        ts = str(record.get("ts", ""))[11:19]
+        key = f"{record.get('ts', '')}:{record.get('action', '')}:{index}"
+        rows.append(
+            (
+                key,
+                (
+                    Text(ts, style="dim"),
+                    Text(f"{record.get('action', '?')} {record.get('target', '')}"),
+                    Text(outcome, style=style),
+                    Text(str(record.get("user", "")), style="dim"),
+                ),
+            )
+        )
+    return rows

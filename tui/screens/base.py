@@ -1,0 +1,143 @@
+"""The drill-down screen every backend uses: a keyed, diff-updated table plus action keys.
+
+A backend screen subclass names its columns, turns a snapshot into rows with a pure renderer
+(tui/render/<backend>.py) and lists its actions. In read-only mode the action bindings are
+never created (not merely disabled), as k9s does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from backends.actions import Action
+from backends.snapshot import Snapshot
+from tui.render.overview import age_text
+from tui.tablediff import add_columns, sync_table
+
+if TYPE_CHECKING:
+    from tui.app import SfopsApp
+
+
+@dataclass(frozen=True)
+class ScreenAction:
+    key: str
+    label: str
+    # Builds the action for the selected row's key (the target); may raise with a clear message.
+    build: Callable[[SfopsApp, str], Action]
+    mutating: bool = True
+
+
+class BackendScreen(Screen[None]):
+    backend: ClassVar[str] = ""
+    title_text: ClassVar[str] = ""
+    columns: ClassVar[Sequence[str]] = ()
+    actions: ClassVar[Sequence[ScreenAction]] = ()
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("slash", "filter", "Filter"),
+        Binding("r", "app.refresh_now", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_text = ""
+
+    def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
+        raise NotImplementedError
+
+    @classmethod
+    def palette_targets(cls, app: SfopsApp) -> list[str]:
+        """Targets offered in the command palette for this screen's actions."""
+        return []
+
+    def detail(self, snapshot: Snapshot[Any]) -> Text:
+        """Text under the table (e.g. warnings); empty by default."""
+        return Text()
+
+    @property
+    def sfops(self) -> SfopsApp:
+        from tui.app import SfopsApp
+
+        assert isinstance(self.app, SfopsApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(self.title_text, style="bold"), markup=False, id="screen-title")
+        yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
+        table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static(Text(), markup=False, id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#table", DataTable)
+        add_columns(table, self.columns)
+        self.query_one("#filter", Input).display = False
+        if not self.sfops.read_only:
+            for action in self.actions:
+                self._bindings.bind(action.key, f"screen_action('{action.key}')", action.label)
+            self.refresh_bindings()
+        self.refresh_data()
+        table.focus()
+
+    def refresh_data(self) -> None:
+        snapshot = self.sfops.snapshots.get(self.backend)
+        title = Text(self.title_text, style="bold")
+        if snapshot is None:
+            title.append("  waiting for the first poll…", style="dim")
+            self.query_one("#screen-title", Static).update(title)
+            return
+        title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
+        if snapshot.error:
+            title.append(f"  poll failing: {snapshot.error}", style="red")
+        self.query_one("#screen-title", Static).update(title)
+        rows = self.rows(snapshot)
+        if self.filter_text:
+            needle = self.filter_text.lower()
+            rows = [r for r in rows if needle in " ".join(c.plain for c in r[1]).lower()]
+        sync_table(self.query_one("#table", DataTable), rows)
+        self.query_one("#detail", Static).update(self.detail(snapshot))
+
+    def selected_key(self) -> str | None:
+        table = self.query_one("#table", DataTable)
+        if table.row_count == 0:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return None if row_key.value is None else str(row_key.value)
+
+    def action_screen_action(self, key: str) -> None:
+        spec = next((a for a in self.actions if a.key == key), None)
+        target = self.selected_key()
+        if spec is None or target is None:
+            self.notify("select a row first", severity="warning")
+            return
+        self.sfops.start_action(lambda: spec.build(self.sfops, target))
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip()
+        self.query_one("#table", DataTable).focus()
+        self.refresh_data()
+
+    def action_back(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.has_focus:
+            field.value = ""
+            field.display = False
+            self.filter_text = ""
+            self.query_one("#table", DataTable).focus()
+            self.refresh_data()
+        else:
+            self.app.pop_screen()

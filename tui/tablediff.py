@@ -1,0 +1,46 @@
+"""Keyed DataTable updates by diff: only changed cells are touched, rows are never cleared
+and refilled (a full refill each tick flickers and loses the cursor)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist, RowKey
+
+
+def sync_table(table: DataTable[Text], rows: Sequence[tuple[str, Sequence[Text]]]) -> int:
+    """Make ``table`` show ``rows`` (key, cells); returns how many cells changed.
+
+    Existing rows keep their place (and the cursor stays put); new rows are appended.
+
+    The table's columns must have been added with string keys "c0", "c1", …
+    """
+    changed = 0
+    wanted = {key for key, _ in rows}
+    with table.app.batch_update():
+        for row_key in list(table.rows):
+            if row_key.value not in wanted:
+                table.remove_row(row_key)
+                changed += 1
+        for key, cells in rows:
+            if RowKey(key) not in table.rows:
+                table.add_row(*cells, key=key)
+                changed += len(cells)
+                continue
+            for index, cell in enumerate(cells):
+                column = f"c{index}"
+                try:
+                    current = table.get_cell(key, column)
+                except CellDoesNotExist:
+                    current = None
+                if current != cell:
+                    table.update_cell(key, column, cell, update_width=True)
+                    changed += 1
+    return changed
+
+
+def add_columns(table: DataTable[Text], labels: Sequence[str]) -> None:
+    for index, label in enumerate(labels):
+        table.add_column(label, key=f"c{index}")
