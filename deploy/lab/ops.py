@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -11,6 +13,8 @@ import tomli_w
 
 from deploy.lab import registry
 from deploy.lab.core import Component, Lab, LabError, write_atomic
+
+OPERATOR_USER = "sfops-lab"
 
 
 def up(lab: Lab, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -94,6 +98,21 @@ def write_config(lab: Lab) -> None:
         "# Regenerated on every `lab up`; copy it elsewhere before editing by hand.\n"
     )
     write_atomic(lab.config_path, header + tomli_w.dumps(config))
+    _prepare_sfops_dirs(lab)
+
+
+def _prepare_sfops_dirs(lab: Lab) -> None:
+    """sfops's audit log and state live in <lab>/sfops; the lab's operator user (who runs sfops
+    over SSH in the end-to-end tests) must be able to write there too."""
+    for path in (lab.path("sfops"), lab.path("sfops", "state")):
+        path.mkdir(parents=True, exist_ok=True)
+    try:
+        entry = pwd.getpwnam(OPERATOR_USER)
+    except KeyError:
+        return
+    for root, dirs, files in os.walk(lab.path("sfops")):
+        for item in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.chown(item, entry.pw_uid, entry.pw_gid)
 
 
 def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
