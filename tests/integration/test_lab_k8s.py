@@ -28,9 +28,8 @@ TIMEOUT = 10  # every API call is bounded (the sync client has no default timeou
 
 @pytest.fixture(scope="module")
 def k8s_lab(lab: Any) -> Lab:
-    """The session lab with the k8s group started (the fixture of tests/conftest.py)."""
-    started = lab.require("k8s") if hasattr(lab, "require") else lab
-    return started if isinstance(started, Lab) else lab.lab
+    """The session lab (tests/conftest.py) with the k8s group up."""
+    return lab.ensure("k8s").lab
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,281 @@
+"""What the lab puts into its Kubernetes cluster (kwok nodes, deploy/k8s/, the scale-mode
+Deployments, role kubeconfigs) and the hooks tests use to play the kubelet's part.
+
+kwok's fast pod stage only acts on Pending pods, so once a pod is Running its Ready condition
+is ours to patch through the status subresource (``set_pod_ready``); the ReplicaSet and
+Deployment controllers and the disruption controller react as they would to a kubelet's probe
+results. ``record_unhealthy_event`` writes the Warning event a failing probe would.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from deploy.lab.core import Lab, LabError, run, write_atomic
+from deploy.lab.k8s_pki import (
+    NAMESPACE,
+    REPO,
+    admin_kubeconfig,
+    bin_dir,
+    kubeconfig_text,
+    kubectl,
+    operator_kubeconfig,
+    readonly_kubeconfig,
+)
+
+MANIFESTS = REPO / "deploy" / "k8s"
+DEPLOYMENT = "streamforge-api"
+
+
+# -- cluster contents ------------------------------------------------------------------------
+def node_manifest(name: str, pods_capacity: int) -> dict[str, Any]:
+    resources = {"cpu": "32", "memory": "256Gi", "pods": str(pods_capacity)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                "node-role.kubernetes.io/agent": "",
+            },
+        },
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+def apply_nodes(lab: Lab) -> None:
+    count = max(1, lab.settings.k8s_nodes)
+    per_node = max(110, -(-(lab.settings.k8s_pods + 10 * count) // count) * 2)
+    items = [node_manifest(f"kwok-node-{i}", per_node) for i in range(count)]
+    kubectl(
+        lab,
+        "apply",
+        "--server-side",
+        "--field-manager=sfops-lab",
+        "-f",
+        "-",
+        input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        timeout=max(60.0, count / 5),
+    )
+
+
+def apply_stack(lab: Lab) -> None:
+    """deploy/k8s/ as a user would apply it, plus the Secret the template describes."""
+    kubectl(
+        lab,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=sfops-lab",
+        "-k",
+        str(MANIFESTS),
+    )
+    # Created once with a random password; never overwritten (pods may have read it).
+    existing = run(
+        [
+            str(bin_dir() / "kubectl"),
+            f"--kubeconfig={admin_kubeconfig(lab)}",
+            "-n",
+            NAMESPACE,
+            "get",
+            "secret",
+            "streamforge-api-secrets",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+        what="kubectl get secret",
+    )
+    if not existing.strip():
+        kubectl(
+            lab,
+            "-n",
+            NAMESPACE,
+            "create",
+            "secret",
+            "generic",
+            "streamforge-api-secrets",
+            "--from-literal=DATABASE_USER=streamforge",
+            f"--from-literal=DATABASE_PASSWORD={secrets.token_urlsafe(24)}",
+        )
+
+
+def scale_layout(total_pods: int) -> list[tuple[str, str, int]]:
+    """(namespace, deployment, replicas) spreading ``total_pods`` over several of each."""
+    namespaces = max(1, min(10, total_pods // 500))
+    per_namespace = 5
+    slots = [(f"scale-{n}", f"load-{d}") for n in range(namespaces) for d in range(per_namespace)]
+    base, extra = divmod(total_pods, len(slots))
+    return [(ns, name, base + (1 if i < extra else 0)) for i, (ns, name) in enumerate(slots)]
+
+
+def apply_scale(lab: Lab) -> None:
+    items: list[dict[str, Any]] = []
+    layout = scale_layout(lab.settings.k8s_pods)
+    for namespace in sorted({ns for ns, _, _ in layout}):
+        items.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    for namespace, name, replicas in layout:
+        labels = {"app.kubernetes.io/name": name}
+        items.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "app",
+                                    "image": "registry.example/load:1.0",
+                                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                                }
+                            ]
+                        },
+                    },
+                },
+            }
+        )
+    kubectl(
+        lab,
+        "apply",
+        "--server-side",
+        "--field-manager=sfops-lab",
+        "-f",
+        "-",
+        input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+    )
+
+
+def wait_available(lab: Lab, namespace: str, names: list[str], timeout: float) -> None:
+    for name in names:
+        kubectl(
+            lab,
+            "-n",
+            namespace,
+            "wait",
+            "--for=condition=Available",
+            f"deployment/{name}",
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 10,
+        )
+
+
+def wait_scale(lab: Lab, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    want = lab.settings.k8s_pods
+    while True:
+        out = kubectl(
+            lab,
+            "get",
+            "deployments",
+            "-A",
+            "-l",
+            "app.kubernetes.io/name",
+            "-o",
+            "json",
+            timeout=120,
+        )
+        ready = sum(
+            int(d["status"].get("readyReplicas", 0))
+            for d in json.loads(out)["items"]
+            if d["metadata"]["namespace"].startswith("scale-")
+        )
+        lab.progress(f"k8s scale: {ready}/{want} pods ready")
+        if ready >= want:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"k8s scale: only {ready}/{want} pods ready after {timeout:.0f}s")
+        time.sleep(5)
+
+
+def service_account_token(lab: Lab, account: str, namespace: str = NAMESPACE) -> str:
+    """A bound token from the TokenRequest API (what `kubectl create token` calls)."""
+    return kubectl(lab, "-n", namespace, "create", "token", account, "--duration=48h").strip()
+
+
+def write_role_kubeconfigs(lab: Lab) -> None:
+    for account, path in (
+        ("sfops", readonly_kubeconfig(lab)),
+        ("sfops-operator", operator_kubeconfig(lab)),
+    ):
+        token = service_account_token(lab, account)
+        write_atomic(
+            path, kubeconfig_text(lab, f"{NAMESPACE}-{account}", {"token": token}), mode=0o600
+        )
+
+
+# -- test hooks --------------------------------------------------------------------------------
+def set_pod_ready(lab: Lab, pod: str, ready: bool, namespace: str = NAMESPACE) -> None:
+    """Make a pod's readiness fail or recover, as a kubelet would after its probes.
+
+    kwok only drives Pending pods, so it does not undo this. Conditions merge by ``type``.
+    """
+    status = "True" if ready else "False"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    reason = (
+        {}
+        if ready
+        else {
+            "reason": "ReadinessProbeFailed",
+            "message": "Readiness probe failed: HTTP probe failed with statuscode: 503",
+        }
+    )
+    patch = {
+        "status": {
+            "conditions": [
+                {"type": t, "status": status, "lastTransitionTime": now, **reason}
+                for t in ("Ready", "ContainersReady")
+            ],
+        }
+    }
+    kubectl(
+        lab,
+        "-n",
+        namespace,
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps(patch),
+    )
+
+
+def record_unhealthy_event(
+    lab: Lab, pod: str, namespace: str = NAMESPACE, probe: str = "Readiness"
+) -> None:
+    """A Warning event with reason Unhealthy, shaped like the kubelet's probe events."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{pod}.{secrets.token_hex(8)}", "namespace": namespace},
+        "involvedObject": {
+            "kind": "Pod",
+            "name": pod,
+            "namespace": namespace,
+            "apiVersion": "v1",
+            "fieldPath": "spec.containers{api}",
+        },
+        "type": "Warning",
+        "reason": "Unhealthy",
+        "message": f"{probe} probe failed: HTTP probe failed with statuscode: 503",
+        "source": {"component": "kubelet"},
+        "count": 1,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+    }
+    kubectl(lab, "create", "-f", "-", input_text=json.dumps(event))
