@@ -73,6 +73,8 @@ class Sshd(Component):
                     # mode StrictModes rejects; the key files themselves are 0600/0644.
                     "StrictModes no",
                     "X11Forwarding no",
+                    # The SSH executor moves files over SFTP (atomic rename on the host).
+                    "Subsystem sftp internal-sftp",
                     "PrintMotd no",
                     "AcceptEnv LANG LC_* TERM NO_COLOR COLORTERM",
                     "ClientAliveInterval 5",
