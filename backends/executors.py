@@ -165,11 +165,17 @@ def _read_bytes(path: str) -> bytes:
 
 def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
     directory = os.path.dirname(os.path.abspath(path))
+    owner: tuple[int, int] | None = None
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        current = None
     if mode is None:
-        try:
-            mode = os.stat(path).st_mode & 0o7777  # keep the file's permissions
-        except FileNotFoundError:
-            mode = 0o644
+        mode = current.st_mode & 0o7777 if current is not None else 0o644  # keep permissions
+    if current is not None and os.geteuid() == 0:
+        # Root editing a file another user owns (the lab's nginx runs as its operator):
+        # the replacement keeps the owner, or that user could no longer rewrite it.
+        owner = (current.st_uid, current.st_gid)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
@@ -177,6 +183,8 @@ def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.chmod(tmp, mode)
+        if owner is not None:
+            os.chown(tmp, *owner)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
