@@ -1,0 +1,170 @@
+"""Host-level access to one nginx: its files, ``nginx -t``, reload, worker processes.
+
+Everything goes through an :class:`~backends.executors.Executor`, so the same code works on
+this host and over SSH. Reads use :func:`call_read` (retried, behind a breaker); writes and
+signals use :func:`call_write` (never retried).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from backends.config import NginxConfig
+from backends.executors import CommandResult, Executor, ExecutorError, LocalExecutor
+from backends.nginx.accesslog import FileState, parse_stat
+from backends.resilience import CircuitBreaker, RetryPolicy, call_read, call_write
+
+COMMAND_TIMEOUT = 10.0
+FILE_READ_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, deadline=5.0)
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    pid: int
+    shutting_down: bool  # an old worker finishing in-flight requests after a reload
+
+
+def parse_workers(ps_output: str) -> list[WorkerProcess]:
+    """``ps -o pid=,args= --ppid MASTER`` → the master's worker processes."""
+    workers: list[WorkerProcess] = []
+    for line in ps_output.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if pid.isdigit() and "worker process" in args:
+            workers.append(WorkerProcess(int(pid), "shutting down" in args))
+    return workers
+
+
+class NginxControl:
+    def __init__(self, config: NginxConfig, executor: Executor,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self.config = config
+        self.executor = executor
+        self.breaker = breaker or CircuitBreaker(f"nginx host {executor.host}")
+        self._run_as = _local_owner(config, executor)
+
+    # -- commands
+
+    def nginx_argv(self, *args: str) -> list[str]:
+        argv = [str(self.config.nginx_binary)]
+        if self.config.prefix is not None:
+            argv += ["-p", str(self.config.prefix)]
+        # -e stderr: never touch the compiled-in /var/log/nginx/error.log (maybe not ours).
+        argv += ["-c", str(self.config.config_file), "-e", "stderr", *args]
+        if self._run_as is not None:
+            # We are root on the nginx host and nginx belongs to another user: run as that
+            # user. Run as root, `nginx -t` chowns the temp directories to `nobody` (the
+            # default `user`), which breaks an unprivileged master's workers.
+            argv = ["runuser", "-u", self._run_as, "--", *argv]
+        return argv
+
+    async def _command(self, argv: Sequence[str], what: str, *, write: bool) -> CommandResult:
+        async def run() -> CommandResult:
+            return await self.executor.run(argv, timeout=COMMAND_TIMEOUT)
+
+        if write:
+            return await call_write(run, what=what, timeout=COMMAND_TIMEOUT + 2,
+                                    breaker=self.breaker)
+        return await call_read(run, FILE_READ_POLICY, what=what, timeout=COMMAND_TIMEOUT + 2,
+                               breaker=self.breaker)
+
+    async def test_config(self) -> CommandResult:
+        """``nginx -t`` (a read: it changes nothing, so it may be retried on transport errors)."""
+        return await self._command(self.nginx_argv("-t", "-q"), "nginx -t", write=False)
+
+    async def reload(self) -> CommandResult:
+        return await self._command(self.nginx_argv("-s", "reload"), "nginx -s reload",
+                                   write=True)
+
+    # -- files
+
+    async def read_upstream(self) -> bytes:
+        path = self.config.upstream_file
+
+        async def read() -> bytes:
+            return await self.executor.read_file(path)
+
+        return await call_read(read, FILE_READ_POLICY, what=f"read {path}",
+                               timeout=COMMAND_TIMEOUT, breaker=self.breaker)
+
+    async def write_upstream(self, data: bytes) -> None:
+        path = self.config.upstream_file
+
+        async def write() -> None:
+            await self.executor.write_file(path, data)
+
+        await call_write(write, what=f"write {path}", timeout=COMMAND_TIMEOUT,
+                         breaker=self.breaker)
+
+    # -- processes
+
+    async def master_pid(self) -> int | None:
+        """The running master's pid from the pid file (None when not configured/absent)."""
+        if self.config.pid_file is None:
+            return None
+        path = self.config.pid_file
+
+        async def read() -> bytes:
+            return await self.executor.read_file(path)
+
+        try:
+            data = await call_read(read, FILE_READ_POLICY, what=f"read {path}",
+                                   timeout=COMMAND_TIMEOUT, breaker=self.breaker)
+        except ExecutorError:
+            return None
+        text = data.decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+
+    async def workers(self) -> list[WorkerProcess] | None:
+        """The master's workers (old ones "shutting down" included); None when unknown."""
+        master = await self.master_pid()
+        if master is None:
+            return None
+        result = await self._command(
+            ["ps", "-o", "pid=,args=", "--ppid", str(master)], "ps", write=False
+        )
+        # ps exits 1 when nothing matched: a master without workers (or gone) is not an error.
+        return parse_workers(result.stdout)
+
+    # -- access log
+
+    async def stat(self, path: str | os.PathLike[str]) -> FileState:
+        result = await self._command(["stat", "-L", "-c", "%i %s", os.fspath(path)],
+                                     f"stat {path}", write=False)
+        if not result.ok:
+            raise ExecutorError(self.executor.host, f"stat {path}",
+                                result.stderr.strip() or f"exit {result.exit_status}")
+        return parse_stat(result.stdout)
+
+    async def read_range(self, path: str | os.PathLike[str], offset: int, count: int) -> bytes:
+        """``count`` bytes of ``path`` from ``offset`` (dd: no shell, bounded, works remotely)."""
+        if count <= 0:
+            return b""
+        result = await self._command(
+            ["dd", f"if={os.fspath(path)}", "iflag=skip_bytes,count_bytes",
+             f"skip={offset}", f"count={count}", "bs=65536", "status=none"],
+            f"read {path}", write=False,
+        )
+        if not result.ok:
+            raise ExecutorError(self.executor.host, f"read {path}",
+                                result.stderr.strip() or f"exit {result.exit_status}")
+        return result.stdout.encode("utf-8", "replace")
+
+
+def _local_owner(config: NginxConfig, executor: Executor) -> str | None:
+    """The user to run nginx commands as when we are root on the nginx host itself."""
+    if not isinstance(executor, LocalExecutor) or os.geteuid() != 0:
+        return None
+    target = config.prefix or config.config_file
+    try:
+        uid = os.stat(target).st_uid
+    except OSError:
+        return None
+    if uid == 0:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None

@@ -1,0 +1,142 @@
+"""The nginx status value (what one poll saw) and the rules that derive member state."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from backends.nginx.accesslog import MemberTraffic
+from backends.nginx.upstream import ServerEntry
+from backends.snapshot import Health
+
+# A member marked down that was still sent a request this recently is "draining", not
+# "drained": in-flight requests on old workers are logged when they finish.
+DRAIN_QUIET_SECONDS = 5.0
+# 5xx answers from a member in the last TrafficWindow.recent seconds that make it "failing".
+FAILING_5XX_THRESHOLD = 3
+
+
+class MemberState(enum.StrEnum):
+    UP = "up"
+    DRAINING = "draining"  # marked down, but old workers or recent requests still use it
+    DRAINED = "drained"  # marked down and quiet
+    FAILING = "failing"  # not marked down, and its probe fails or it answers 5xx
+    ABSENT = "absent"  # configured in sfops but not in the upstream block
+
+
+STATE_HEALTH = {
+    MemberState.UP: Health.OK,
+    MemberState.DRAINING: Health.DEGRADED,
+    MemberState.DRAINED: Health.UNKNOWN,  # intentionally out: neither good nor bad
+    MemberState.FAILING: Health.FAILED,
+    MemberState.ABSENT: Health.DEGRADED,
+}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A direct GET of the member's health URL (bypassing nginx)."""
+
+    ok: bool
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None  # why it failed (connection refused, timeout, circuit open...)
+
+
+@dataclass(frozen=True)
+class StubStatus:
+    """nginx's global counters (``stub_status``)."""
+
+    active: int
+    accepts: int
+    handled: int
+    requests: int
+    reading: int
+    writing: int
+    waiting: int
+
+
+def parse_stub_status(text: str) -> StubStatus:
+    """Parse::
+
+        Active connections: 2
+        server accepts handled requests
+         10 10 25
+        Reading: 0 Writing: 1 Waiting: 1
+    """
+    lines = [line.strip() for line in text.strip().splitlines()]
+    try:
+        active = int(lines[0].split(":", 1)[1])
+        accepts, handled, requests = (int(v) for v in lines[2].split())
+        parts = lines[3].split()
+        reading, writing, waiting = int(parts[1]), int(parts[3]), int(parts[5])
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"unexpected stub_status output: {text[:120]!r}") from exc
+    return StubStatus(active, accepts, handled, requests, reading, writing, waiting)
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    name: str  # as in the sfops configuration (api-1)
+    address: str  # as in the upstream's server line (127.0.0.1:15401)
+    state: MemberState
+    server: ServerEntry | None  # the configured parameters; None when absent
+    probe: ProbeResult | None  # None when the member has no health_url
+    traffic: MemberTraffic
+
+    @property
+    def health(self) -> Health:
+        return STATE_HEALTH[self.state]
+
+    @property
+    def marked_down(self) -> bool:
+        return self.server is not None and self.server.down
+
+    @property
+    def healthy(self) -> bool:
+        """Serving and answering: what "the last healthy member" counts."""
+        return (self.server is not None and not self.server.down
+                and (self.probe is None or self.probe.ok))
+
+
+@dataclass(frozen=True)
+class NginxStatus:
+    """One poll of nginx. ``taken_at`` is epoch seconds (the access log's clock)."""
+
+    taken_at: float
+    upstream_name: str
+    members: tuple[MemberStatus, ...]
+    stub: StubStatus | None  # None when stub_status is not configured
+    old_workers: int  # worker processes "shutting down" after a reload (-1: unknown)
+    log_window_s: float
+    problems: tuple[str, ...] = ()  # partial failures (access log unreadable, ...)
+
+    def member(self, name: str) -> MemberStatus | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    def count(self, state: MemberState) -> int:
+        return sum(1 for m in self.members if m.state is state)
+
+
+def derive_state(
+    server: ServerEntry | None,
+    probe: ProbeResult | None,
+    traffic: MemberTraffic,
+    *,
+    old_workers: int,
+    now: float,
+) -> MemberState:
+    if server is None:
+        return MemberState.ABSENT
+    if server.down:
+        recently_used = (traffic.last_request_at is not None
+                         and now - traffic.last_request_at < DRAIN_QUIET_SECONDS)
+        # Old workers finishing requests after a reload may be serving this member.
+        if recently_used or old_workers > 0:
+            return MemberState.DRAINING
+        return MemberState.DRAINED
+    if probe is not None and not probe.ok:
+        return MemberState.FAILING
+    if traffic.recent_5xx >= FAILING_5XX_THRESHOLD:
+        return MemberState.FAILING
+    return MemberState.UP

@@ -1,0 +1,257 @@
+"""The nginx adapter: one poll reads the upstream file, probes every member directly, reads
+``stub_status``, the worker processes and the new part of the access log — concurrently, each
+bounded by a timeout and behind its own circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import httpx
+
+from backends.config import NginxConfig, SfopsConfig
+from backends.executors import Executor, executor_from_config
+from backends.nginx.accesslog import LogTail, MemberTraffic, TrafficWindow, parse_line
+from backends.nginx.control import NginxControl
+from backends.nginx.model import (
+    MemberState,
+    MemberStatus,
+    NginxStatus,
+    ProbeResult,
+    StubStatus,
+    derive_state,
+    parse_stub_status,
+)
+from backends.nginx.upstream import ServerEntry, Upstream, UpstreamError, decode, parse_upstream
+from backends.resilience import CircuitBreaker, RetryPolicy, call_read, describe_error
+from backends.service import Alert, BackendSummary, Figure, Severity, summary_for_failure
+from backends.snapshot import Health, Snapshot
+
+T = TypeVar("T")
+
+PROBE_TIMEOUT = 2.0
+HTTP_TIMEOUT = 3.0
+# One retry: a single dropped SYN should not flip a member to failing, but a dead member must
+# show as failing within one refresh interval.
+PROBE_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, deadline=2.5)
+HTTP_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.5, deadline=4.0)
+
+class NginxUnreachable(Exception):
+    """nginx itself does not answer (its status endpoint / health location)."""
+
+class NginxService:
+    """:class:`~backends.service.BackendService` for one nginx and its upstream."""
+
+    name = "nginx"
+    title = "Load balancer"
+
+    def __init__(self, config: NginxConfig, executor: Executor, *,
+                 log_window: float = 30.0, client: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self.executor = executor
+        # The overview's breaker: nginx's own endpoint (stub_status or /nginx-health).
+        self.breaker: CircuitBreaker | None = CircuitBreaker("nginx", failure_threshold=3,
+                                                             reset_timeout=10.0)
+        self.breakers: dict[str, CircuitBreaker] = {"nginx": self.breaker}
+        self.control = NginxControl(config, executor, self._breaker(f"host:{executor.host}"))
+        self.client = client or httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False)
+        self.window = TrafficWindow(window=log_window)
+        self.tail = LogTail()
+        self._log_lock = asyncio.Lock()  # the tail's offset is shared state: one reader
+
+    def _breaker(self, key: str) -> CircuitBreaker:
+        if key not in self.breakers:
+            self.breakers[key] = CircuitBreaker(key, failure_threshold=3, reset_timeout=10.0)
+        return self.breakers[key]
+
+    # ------------------------------------------------------------------ reads
+
+    async def liveness(self) -> StubStatus | None:
+        """stub_status when configured (parsed), else a GET of ``url``/nginx-health."""
+        url = self.config.stub_status_url or (
+            f"{self.config.url.rstrip('/')}/nginx-health" if self.config.url else None
+        )
+        if url is None:
+            return None
+
+        async def get() -> httpx.Response:
+            response = await self.client.get(url, timeout=HTTP_TIMEOUT)
+            response.raise_for_status()
+            return response
+
+        try:
+            response = await call_read(get, HTTP_POLICY, what=f"GET {url}",
+                                       timeout=HTTP_TIMEOUT + 0.5, breaker=self.breaker)
+        except Exception as exc:
+            raise NginxUnreachable(f"nginx at {url}: {describe_error(exc)}") from exc
+        return parse_stub_status(response.text) if self.config.stub_status_url else None
+
+    async def probe(self, url: str) -> ProbeResult:
+        """A direct health probe of one member; failures are results, not exceptions."""
+        started = time.monotonic()
+
+        async def get() -> httpx.Response:
+            return await self.client.get(url, timeout=PROBE_TIMEOUT)
+
+        try:
+            response = await call_read(get, PROBE_POLICY, what=f"GET {url}",
+                                       timeout=PROBE_TIMEOUT + 0.5,
+                                       breaker=self._breaker(f"probe:{url}"))
+        except Exception as exc:
+            return ProbeResult(False, None, None, describe_error(exc))
+        latency = (time.monotonic() - started) * 1000
+        ok = 200 <= response.status_code < 300
+        return ProbeResult(ok, response.status_code, latency,
+                           None if ok else f"HTTP {response.status_code}")
+
+    async def upstream(self) -> Upstream:
+        data = await self.control.read_upstream()
+        return parse_upstream(decode(data), self.config.upstream_name)
+
+    async def read_log(self) -> dict[str, MemberTraffic]:
+        """Ingest the access log's new lines; per-address traffic over the window."""
+        path = self.config.access_log
+        if path is None:
+            return {}
+        async with self._log_lock:
+            state = await self.control.stat(path)
+            first = self.tail.inode is None
+            offset, count, skip = self.tail.plan(state)
+            data = await self.control.read_range(path, offset, count)
+            lines = self.tail.feed(data, skip, advance=count)
+            for line in lines:
+                self.window.add(parse_line(line))
+            if first:
+                self.window.mark_observed()
+            return self.window.stats()
+
+    async def poll(self) -> NginxStatus:
+        probes = {
+            name: self.probe(member.health_url)
+            for name, member in self.config.members.items() if member.health_url
+        }
+        live_task = _task(self.liveness())
+        upstream_task = _task(self.upstream())
+        workers_task = _task(self.control.workers())
+        log_task = _task(self.read_log())
+        probe_tasks = {name: _task(coro) for name, coro in probes.items()}
+        try:
+            await asyncio.wait([live_task, upstream_task, workers_task, log_task,
+                                *probe_tasks.values()])
+        except asyncio.CancelledError:
+            for task in [live_task, upstream_task, workers_task, log_task,
+                         *probe_tasks.values()]:
+                task.cancel()
+            raise
+        stub = live_task.result()  # raises NginxUnreachable: the poll failed
+        upstream = upstream_task.result()  # without the configuration we know nothing
+        problems: list[str] = []
+        old_workers = -1
+        if (workers_error := workers_task.exception()) is None:
+            workers = workers_task.result()
+            old_workers = -1 if workers is None else sum(w.shutting_down for w in workers)
+        else:
+            problems.append(f"worker processes: {describe_error(workers_error)}")
+        traffic: dict[str, MemberTraffic] = {}
+        if (log_error := log_task.exception()) is None:
+            traffic = log_task.result()
+        else:
+            problems.append(f"access log: {describe_error(log_error)}")
+        now = time.time()
+        members: list[MemberStatus] = []
+        for name, member in self.config.members.items():
+            server: ServerEntry | None
+            try:
+                server = upstream.find(member.address)
+            except UpstreamError as exc:
+                server = None
+                if "several lines" in str(exc):
+                    problems.append(str(exc))
+            probe = probe_tasks[name].result() if name in probe_tasks else None
+            member_traffic = traffic.get(member.address, MemberTraffic())
+            state = derive_state(server, probe, member_traffic,
+                                 old_workers=max(old_workers, 0), now=now)
+            members.append(MemberStatus(name, member.address, state, server, probe,
+                                        member_traffic))
+        return NginxStatus(
+            taken_at=now, upstream_name=upstream.name, members=tuple(members), stub=stub,
+            old_workers=old_workers, log_window_s=self.window.window, problems=tuple(problems),
+        )
+
+    # ------------------------------------------------------------------ summary
+
+    def summarize(self, snapshot: Snapshot[Any]) -> BackendSummary:
+        status = snapshot.best
+        if not isinstance(status, NginxStatus):
+            return summary_for_failure(self.name, self.title, snapshot)
+        return summarize_status(status, self.title, snapshot.error)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.executor.close()
+
+def summarize_status(status: NginxStatus, title: str = NginxService.title,
+                     error: str | None = None) -> BackendSummary:
+    total = len(status.members)
+    up = status.count(MemberState.UP)
+    draining = status.count(MemberState.DRAINING)
+    drained = status.count(MemberState.DRAINED)
+    failing = status.count(MemberState.FAILING)
+    absent = status.count(MemberState.ABSENT)
+    alerts: list[Alert] = []
+    for member in status.members:
+        if member.state is MemberState.FAILING:
+            reason = (member.probe.error if member.probe is not None and not member.probe.ok
+                      else f"{member.traffic.recent_5xx} recent 5xx")
+            alerts.append(Alert("nginx", f"member-failing:{member.name}", Severity.CRITICAL,
+                                f"{member.name} failing: {reason}"))
+        elif member.state is MemberState.ABSENT:
+            alerts.append(Alert("nginx", f"member-absent:{member.name}", Severity.WARNING,
+                                f"{member.name} ({member.address}) is not in upstream "
+                                f"{status.upstream_name}"))
+        elif member.state in (MemberState.DRAINING, MemberState.DRAINED):
+            alerts.append(Alert("nginx", f"member-{member.state.value}:{member.name}",
+                                Severity.INFO, f"{member.name} {member.state.value}"))
+    for problem in status.problems:
+        alerts.append(Alert("nginx", f"problem:{problem[:40]}", Severity.WARNING, problem))
+    if up == 0:
+        health = Health.FAILED
+        alerts.append(Alert("nginx", "no-member-up", Severity.CRITICAL,
+                            f"no member of {status.upstream_name} is up"))
+    elif failing or absent or status.problems:
+        health = Health.DEGRADED
+    else:
+        health = Health.OK
+    if error is not None:
+        health = Health.FAILED  # showing the last good value of a now-failing poll
+    total_rps = sum(m.traffic.requests_per_s for m in status.members)
+    total_5xx = sum(m.traffic.errors_5xx_per_s for m in status.members)
+    figures = [
+        Figure("up", f"{up}/{total}", Health.OK if up == total else
+               (Health.FAILED if up == 0 else Health.DEGRADED)),
+        Figure("draining/drained", f"{draining}/{drained}",
+               Health.OK if not draining and not drained else Health.DEGRADED),
+        Figure("failing", str(failing), Health.FAILED if failing else Health.OK),
+        Figure("req/s", f"{total_rps:.1f}"),
+        Figure("5xx/s", f"{total_5xx:.2f}", Health.DEGRADED if total_5xx > 0 else Health.OK),
+    ]
+    if status.stub is not None:
+        figures.append(Figure("connections", str(status.stub.active)))
+    return BackendSummary(
+        name="nginx", title=title, health=health, figures=tuple(figures), alerts=tuple(alerts),
+        spark_label="req/s", spark_value=total_rps, error=error,
+    )
+
+def _task(coro: Awaitable[T]) -> asyncio.Task[T]:
+    async def wrap() -> T:
+        return await coro
+
+    return asyncio.ensure_future(wrap())
+
+def build_service(config: SfopsConfig) -> NginxService | None:
+    if config.nginx is None:
+        return None
+    executor = executor_from_config(config.executors[config.nginx.executor])
+    return NginxService(config.nginx, executor)
