@@ -17,7 +17,8 @@ SHUTDOWN_GRACE_SECONDS = 10
 
 class ApiWorker(Component):
     group = "api"
-    stop_timeout = SHUTDOWN_GRACE_SECONDS + 10.0
+    # drain delay (2 s) + grace + producer flush and pool close (5 s each), with margin
+    stop_timeout = SHUTDOWN_GRACE_SECONDS + 2 + 15.0
     ready_timeout = 60.0
 
     def __init__(self, name: str) -> None:
