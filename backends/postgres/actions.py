@@ -1,0 +1,512 @@
+"""Failover, switchover and rejoin: Patroni-style named preflight checks, streamed steps,
+verification.
+
+``--force`` (the runner's ``force``) may override a *judgement* — the candidate lags more than
+``max_lag_on_failover``, someone else is further ahead — but never a *safety* check: a failover
+while the primary answers would make two primaries. Those checks are listed in ``HARD_CHECKS``
+and ``execute()`` refuses, before changing anything, when one of them failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from backends.actions import Action, CheckResult, CheckStatus, Step
+from backends.postgres.cluster import (
+    PgActionError,
+    PgCluster,
+    accepts_write,
+    checkpoint_received,
+    fence,
+    promote,
+    rejoin,
+)
+from backends.postgres.host import CLEAN_STATES, HostError
+from backends.postgres.model import MemberStatus, format_bytes, format_lsn, parse_lsn
+from backends.resilience import call_write
+
+# The primary must fail this many reads, spread over this window, to count as gone.
+UNREACHABLE_ATTEMPTS = 3
+UNREACHABLE_INTERVAL = 1.0
+STREAMED_RECENTLY_SECONDS = 300.0
+
+CHECK_KNOWN = "member is configured"
+CHECK_PRIMARY_GONE = "primary unreachable"
+CHECK_CANDIDATE_UP = "candidate reachable"
+CHECK_CANDIDATE_STANDBY = "candidate in recovery"
+CHECK_STREAMING = "candidate streaming"
+CHECK_LSN_KNOWN = "candidate received LSN known"
+CHECK_LAG = "lag within max_lag_on_failover"
+CHECK_TIMELINE = "timeline not behind"
+CHECK_AHEAD = "nobody further ahead"
+CHECK_FENCE = "old primary can be fenced"
+CHECK_ONE_PRIMARY = "one reachable primary"
+CHECK_TIMELINES_EQUAL = "timelines equal"
+CHECK_HOST = "primary host reachable"
+CHECK_MEMBER_HOST = "member host reachable"
+CHECK_NOT_PRIMARY = "member is not the primary"
+CHECK_NEEDS_REJOIN = "member needs rejoining"
+
+HARD_CHECKS = frozenset({
+    CHECK_KNOWN, CHECK_PRIMARY_GONE, CHECK_CANDIDATE_UP, CHECK_CANDIDATE_STANDBY,
+    CHECK_ONE_PRIMARY, CHECK_TIMELINES_EQUAL, CHECK_HOST, CHECK_MEMBER_HOST,
+    CHECK_NOT_PRIMARY, CHECK_NEEDS_REJOIN,
+})
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+class _PgAction(Action):
+    def __init__(self, cluster: PgCluster, target: str, params: dict[str, Any]) -> None:
+        super().__init__(target, params)
+        self.cluster = cluster
+        self.checks: list[CheckResult] = []
+
+    def _hard_failures(self) -> list[CheckResult]:
+        return [c for c in self.checks
+                if c.status is CheckStatus.FAIL and c.name in HARD_CHECKS]
+
+    def _refuse_unsafe(self) -> None:
+        failures = self._hard_failures()
+        if failures:
+            reasons = "; ".join(f"{c.name}: {c.detail}" for c in failures)
+            raise PgActionError(f"refused even with --force, nothing was changed: {reasons}")
+
+    def _known(self, name: str) -> CheckResult | None:
+        if name in self.cluster.members:
+            return None
+        known = ", ".join(self.cluster.members)
+        return CheckResult.failed(CHECK_KNOWN, f"unknown member {name!r} (configured: {known})")
+
+
+# --------------------------------------------------------------------------- failover
+
+
+class Failover(_PgAction):
+    """The primary is gone: promote ``to`` and fence the old primary."""
+
+    name: ClassVar[str] = "pg.failover"
+    destructive: ClassVar[bool] = True
+
+    def __init__(self, cluster: PgCluster, to: str) -> None:
+        super().__init__(cluster, to, {"to": to})
+        self.to = to
+        self.old_primary: list[str] = []
+        self.old_timeline: int | None = None
+
+    def describe(self) -> str:
+        return f"fail over to {self.to}: promote it, fence the old primary"
+
+    async def _confirm_gone(self, names: list[str]) -> tuple[dict[str, MemberStatus], float]:
+        """Re-read ``names`` several times over a short window; the last status of each and
+        how long the window was. Stops early when one answers."""
+        started = time.monotonic()
+        last: dict[str, MemberStatus] = {}
+        for attempt in range(UNREACHABLE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(UNREACHABLE_INTERVAL)
+            reads = await asyncio.gather(*(self.cluster.read(n) for n in names))
+            last = {m.name: m for m in reads}
+            if any(m.reachable for m in reads):
+                break
+        return last, time.monotonic() - started
+
+    async def preflight(self) -> list[CheckResult]:
+        self.checks = checks = []
+        if (unknown := self._known(self.to)) is not None:
+            checks.append(unknown)
+            return checks
+        statuses = await self.cluster.read_all()
+        candidate = statuses[self.to]
+        last = self.cluster.state.last_primary_lsn()
+        others = [n for n in statuses if n != self.to]
+
+        # The primary: gone, confirmed over several attempts.
+        if candidate.is_primary:
+            checks.append(CheckResult.failed(CHECK_PRIMARY_GONE,
+                                             f"{self.to} is already the primary"))
+        live = [statuses[n] for n in others if statuses[n].is_primary]
+        if live:
+            names = ", ".join(f"{m.name} (timeline {m.timeline})" for m in live)
+            checks.append(CheckResult.failed(
+                CHECK_PRIMARY_GONE, f"{names} answers as primary: a failover would make two "
+                f"primaries; use `sfops pg switchover --to {self.to}`"))
+        elif not candidate.is_primary:
+            down = [n for n in others if not statuses[n].reachable]
+            former = [last.member] if last and last.member in down else down
+            self.old_primary = former
+            if not former:
+                checks.append(CheckResult.failed(
+                    CHECK_PRIMARY_GONE, "no member is down and none is primary: nothing to "
+                    "fail over from"))
+            else:
+                confirmed, window = await self._confirm_gone(former)
+                back = [m for m in confirmed.values() if m.reachable]
+                if back:
+                    checks.append(CheckResult.failed(
+                        CHECK_PRIMARY_GONE, f"{back[0].name} answered again "
+                        f"({back[0].role.value}): not a failover situation"))
+                else:
+                    errors = "; ".join(f"{m.name}: {m.error}" for m in confirmed.values())
+                    checks.append(CheckResult.passed(
+                        CHECK_PRIMARY_GONE, f"{UNREACHABLE_ATTEMPTS} attempts over "
+                        f"{window:.1f} s failed ({errors})"))
+        self._check_candidate(candidate, statuses, last)
+        await self._check_fence()
+        return checks
+
+    def _check_candidate(self, candidate: MemberStatus, statuses: dict[str, MemberStatus],
+                         last: Any) -> None:
+        checks = self.checks
+        if not candidate.reachable:
+            checks.append(CheckResult.failed(CHECK_CANDIDATE_UP,
+                                             f"{self.to}: {candidate.error}"))
+            return
+        checks.append(CheckResult.passed(CHECK_CANDIDATE_UP, f"{self.to} answers"))
+        if not candidate.is_standby:
+            checks.append(CheckResult.failed(CHECK_CANDIDATE_STANDBY,
+                                             f"{self.to} is not in recovery"))
+            return
+        checks.append(CheckResult.passed(CHECK_CANDIDATE_STANDBY,
+                                         f"{self.to} in recovery, timeline {candidate.timeline}"))
+        self.old_timeline = candidate.timeline
+        receiver = candidate.wal_receiver
+        streamed_at = self.cluster.state.streaming_seen(self.to)
+        if candidate.streaming:
+            checks.append(CheckResult.passed(CHECK_STREAMING, "streaming now"))
+        elif receiver is not None and receiver.seconds_since_message is not None and (
+                receiver.seconds_since_message <= STREAMED_RECENTLY_SECONDS):
+            checks.append(CheckResult.passed(
+                CHECK_STREAMING, f"receiver {receiver.status}, last message "
+                f"{_ago(receiver.seconds_since_message)}"))
+        elif streamed_at is not None and (
+                time.time() - streamed_at <= STREAMED_RECENTLY_SECONDS):
+            checks.append(CheckResult.passed(
+                CHECK_STREAMING,
+                f"not now; sfops saw it streaming {_ago(time.time() - streamed_at)}"))
+        elif streamed_at is not None:
+            checks.append(CheckResult.failed(
+                CHECK_STREAMING, f"last seen streaming {_ago(time.time() - streamed_at)}"))
+        else:
+            checks.append(CheckResult.warned(
+                CHECK_STREAMING, "not streaming now and sfops never saw it stream"))
+        position = candidate.position
+        if position is None:
+            checks.append(CheckResult.failed(CHECK_LSN_KNOWN,
+                                             f"{self.to} reports no received/replayed LSN"))
+        else:
+            checks.append(CheckResult.passed(
+                CHECK_LSN_KNOWN, f"received {format_lsn(candidate.received_lsn)}, replayed "
+                f"{format_lsn(candidate.replayed_lsn)}"))
+        bound = self.cluster.pg.max_lag_on_failover
+        if last is None:
+            checks.append(CheckResult.warned(
+                CHECK_LAG, "sfops never saw the primary's WAL position: the data loss "
+                "cannot be bounded"))
+        elif position is not None:
+            lag = max(0, last.lsn - position)
+            detail = (f"{format_bytes(lag)} behind {last.member}'s last seen "
+                      f"{format_lsn(last.lsn)} ({_ago(time.time() - last.seen_at)}), bound "
+                      f"{format_bytes(bound)}")
+            checks.append(CheckResult.passed(CHECK_LAG, detail) if lag <= bound
+                          else CheckResult.failed(CHECK_LAG, detail + "; --force accepts the "
+                                                  "loss"))
+            if last.timeline is not None and candidate.timeline is not None:
+                if candidate.timeline < last.timeline:
+                    checks.append(CheckResult.failed(
+                        CHECK_TIMELINE, f"{self.to} on timeline {candidate.timeline}, the "
+                        f"primary was on {last.timeline}"))
+                else:
+                    checks.append(CheckResult.passed(CHECK_TIMELINE,
+                                                     f"timeline {candidate.timeline}"))
+        ahead = [m for m in statuses.values()
+                 if m.name != self.to and m.is_standby and m.position is not None
+                 and position is not None and m.position > position]
+        if ahead:
+            best = max(ahead, key=lambda m: m.position or 0)
+            checks.append(CheckResult.failed(
+                CHECK_AHEAD, f"{best.name} has more WAL ({format_lsn(best.position)} > "
+                f"{format_lsn(position)}): fail over to {best.name} instead"))
+        else:
+            checks.append(CheckResult.passed(CHECK_AHEAD, "no standby has more WAL"))
+
+    async def _check_fence(self) -> None:
+        for name in self.old_primary:
+            try:
+                problem = await self.cluster.host(name).reachable()
+            except PgActionError as exc:
+                problem = str(exc)
+            if problem is None:
+                self.checks.append(CheckResult.passed(
+                    CHECK_FENCE, f"{name}'s host reachable: standby.signal will be written"))
+            else:
+                self.checks.append(CheckResult.warned(
+                    CHECK_FENCE, f"{name}'s host unreachable ({problem}): it will be recorded "
+                    "as fenced and alerted on if it returns as a primary"))
+
+    async def execute(self) -> AsyncIterator[Step]:
+        self._refuse_unsafe()
+        started = time.monotonic()
+        async for step in promote(self.cluster, self.to, self.old_timeline):
+            yield step
+        yield Step(f"{self.to} accepts writes {time.monotonic() - started:.2f} s after "
+                   "confirmation")
+        for name in self.old_primary:
+            async for step in fence(self.cluster, name, self.to):
+                yield step
+        if self.old_primary:
+            names = ", ".join(self.old_primary)
+            yield Step(f"next: `sfops pg rejoin {self.old_primary[0]}` once {names} can be "
+                       "started again")
+
+    async def verify(self) -> list[CheckResult]:
+        return await _verify_primary(self.cluster, self.to, self.old_timeline, self.old_primary)
+
+
+async def _verify_primary(cluster: PgCluster, name: str, old_timeline: int | None,
+                          others: list[str]) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    status = await cluster.read(name)
+    if status.is_primary:
+        results.append(CheckResult.passed("new primary out of recovery", name))
+    else:
+        results.append(CheckResult.failed("new primary out of recovery",
+                                          status.error or status.role.value))
+    if old_timeline is not None and status.timeline is not None:
+        new = status.timeline > old_timeline
+        results.append(CheckResult(
+            "new timeline", CheckStatus.PASS if new else CheckStatus.FAIL,
+            f"{old_timeline} → {status.timeline}"))
+    error = await accepts_write(cluster.conn(name))
+    results.append(CheckResult.passed("accepts a write") if error is None
+                   else CheckResult.failed("accepts a write", error))
+    for other in others:
+        other_status = await cluster.read(other)
+        if other_status.is_primary:
+            results.append(CheckResult.failed("old primary not writable",
+                                              f"{other} answers as a primary"))
+        else:
+            state = other_status.role.value if other_status.reachable else "down"
+            results.append(CheckResult.passed("old primary not writable", f"{other}: {state}"))
+    return results
+
+
+# --------------------------------------------------------------------------- switchover
+
+
+class Switchover(_PgAction):
+    """Planned role change with no data loss: clean shutdown, checkpoint received, promote,
+    old primary rejoins as a standby."""
+
+    name: ClassVar[str] = "pg.switchover"
+    destructive: ClassVar[bool] = True
+
+    def __init__(self, cluster: PgCluster, to: str) -> None:
+        super().__init__(cluster, to, {"to": to})
+        self.to = to
+        self.primary: str | None = None
+        self.old_timeline: int | None = None
+
+    def describe(self) -> str:
+        return f"switch over to {self.to}: stop the primary cleanly, promote, rejoin it"
+
+    async def preflight(self) -> list[CheckResult]:
+        self.checks = checks = []
+        if (unknown := self._known(self.to)) is not None:
+            checks.append(unknown)
+            return checks
+        statuses = await self.cluster.read_all()
+        primaries = [m for m in statuses.values() if m.is_primary]
+        if len(primaries) != 1:
+            detail = ("no reachable primary: use `sfops pg failover`" if not primaries else
+                      "several primaries: " + ", ".join(m.name for m in primaries))
+            checks.append(CheckResult.failed(CHECK_ONE_PRIMARY, detail))
+            return checks
+        primary = primaries[0]
+        self.primary, self.old_timeline = primary.name, primary.timeline
+        if primary.name == self.to:
+            checks.append(CheckResult.failed(CHECK_ONE_PRIMARY,
+                                             f"{self.to} is already the primary"))
+            return checks
+        checks.append(CheckResult.passed(CHECK_ONE_PRIMARY,
+                                         f"{primary.name}, timeline {primary.timeline}"))
+        candidate = statuses[self.to]
+        if not candidate.is_standby:
+            checks.append(CheckResult.failed(
+                CHECK_CANDIDATE_STANDBY, (candidate.error or "unreachable")
+                if not candidate.reachable else f"{self.to} is not in recovery"))
+            return checks
+        checks.append(CheckResult.passed(CHECK_CANDIDATE_STANDBY, f"{self.to} in recovery"))
+        row = next((s for s in primary.standbys if s.application_name == self.to), None)
+        if not candidate.streaming or row is None or row.state != "streaming":
+            checks.append(CheckResult.failed(
+                CHECK_STREAMING, f"{self.to} is not streaming from {primary.name}"))
+        else:
+            checks.append(CheckResult.passed(CHECK_STREAMING,
+                                             f"streaming from {primary.name} ({row.sync_state})"))
+        if row is not None:
+            lag = row.replay_lag_bytes or 0
+            bound = self.cluster.pg.max_lag_on_failover
+            detail = f"replay lag {format_bytes(lag)}, bound {format_bytes(bound)}"
+            checks.append(CheckResult.passed(CHECK_LAG, detail) if lag <= bound
+                          else CheckResult.failed(CHECK_LAG, detail))
+        if candidate.timeline != primary.timeline:
+            checks.append(CheckResult.failed(
+                CHECK_TIMELINES_EQUAL, f"{self.to} on {candidate.timeline}, {primary.name} on "
+                f"{primary.timeline}: `sfops pg rejoin {self.to}` first"))
+        else:
+            checks.append(CheckResult.passed(CHECK_TIMELINES_EQUAL,
+                                             f"timeline {primary.timeline}"))
+        try:
+            problem = await self.cluster.host(primary.name).reachable()
+        except PgActionError as exc:
+            problem = str(exc)
+        checks.append(CheckResult.passed(CHECK_HOST, f"{primary.name}: commands run there")
+                      if problem is None else CheckResult.failed(CHECK_HOST, problem))
+        return checks
+
+    async def execute(self) -> AsyncIterator[Step]:
+        self._refuse_unsafe()
+        if self.primary is None:
+            raise PgActionError("no primary known: run the preflight first")
+        old, new, cluster = self.primary, self.to, self.cluster
+        host = cluster.host(old)
+        yield Step(f"{old}: CHECKPOINT (shortens the shutdown)")
+        await call_write(lambda: cluster.conn(old).fetch(
+            "CHECKPOINT", what="CHECKPOINT", statement_timeout=120), what="CHECKPOINT")
+        yield Step(f"{old}: fast shutdown (sessions end, in-flight transactions roll back, "
+                   "committed WAL is sent to the standby)")
+        started = time.monotonic()
+        try:
+            await host.stop("fast")
+        except HostError as exc:
+            raise PgActionError(f"{old} did not stop cleanly ({exc}); {new} is still a "
+                                f"standby: check {old} and `sfops pg status`") from None
+        await host.write_standby_signal()
+        cluster.state.fence(old, reason="switchover", method="standby.signal",
+                            new_primary=new)
+        control = await host.controldata()
+        state = control.get("Database cluster state", "")
+        checkpoint = parse_lsn(control.get("Latest checkpoint location"))
+        if state not in CLEAN_STATES or checkpoint is None:
+            raise PgActionError(
+                f"{old} is stopped but its control file says {state!r}; {new} was not "
+                f"promoted. To go back: remove {host.path('standby.signal')} and start {old}")
+        yield Step(f"{old}: stopped cleanly, shutdown checkpoint at {format_lsn(checkpoint)}")
+        received = await checkpoint_received(cluster, new, checkpoint)
+        if received is None:
+            yield Step(f"{new} never received the shutdown checkpoint: restarting {old} as "
+                       "the primary")
+            await host.remove_standby_signal()
+            await host.start()
+            cluster.state.unfence(old)
+            raise PgActionError(
+                f"switchover aborted: {new} did not receive {old}'s shutdown checkpoint "
+                f"{format_lsn(checkpoint)}; {old} was restarted as the primary, nothing was "
+                "lost; check replication with `sfops pg status`")
+        yield Step(f"{new}: received {format_lsn(received)} ≥ shutdown checkpoint: nothing "
+                   "can be lost")
+        async for step in promote(cluster, new, self.old_timeline):
+            yield step
+        yield Step(f"write outage so far {time.monotonic() - started:.2f} s; rejoining {old}")
+        try:
+            async for step in rejoin(cluster, old, new):
+                yield step
+        except (PgActionError, HostError) as exc:
+            raise PgActionError(f"{new} is the primary and accepts writes, but {old} did not "
+                                f"rejoin: {exc}; it stays fenced: fix the cause, then "
+                                f"`sfops pg rejoin {old}`") from None
+
+    async def verify(self) -> list[CheckResult]:
+        results = await _verify_primary(self.cluster, self.to, self.old_timeline,
+                                        [self.primary] if self.primary else [])
+        if self.primary:
+            results.append(await _verify_streaming(self.cluster, self.primary, self.to))
+        return results
+
+
+async def _verify_streaming(cluster: PgCluster, name: str, primary: str) -> CheckResult:
+    status = await cluster.read(name)
+    label = f"{name} streams from {primary}"
+    if status.is_standby and status.streaming:
+        sender = status.wal_receiver
+        port = sender.sender_port if sender else None
+        if port is not None and port != cluster.member(primary).port:
+            return CheckResult.failed(label, f"streams from port {port}")
+        return CheckResult.passed(label, f"timeline {status.timeline}")
+    return CheckResult.failed(label, status.error or f"{status.role.value}, not streaming")
+
+
+# --------------------------------------------------------------------------- rejoin
+
+
+class Rejoin(_PgAction):
+    """Make a former primary (or a lost standby) a streaming standby of the current primary."""
+
+    name: ClassVar[str] = "pg.rejoin"
+    destructive: ClassVar[bool] = True
+
+    def __init__(self, cluster: PgCluster, member: str) -> None:
+        super().__init__(cluster, member, {"member": member})
+        self.member = member
+        self.primary: str | None = None
+
+    def describe(self) -> str:
+        return f"rejoin {self.member} as a standby of the primary (pg_rewind if needed)"
+
+    async def preflight(self) -> list[CheckResult]:
+        self.checks = checks = []
+        if (unknown := self._known(self.member)) is not None:
+            checks.append(unknown)
+            return checks
+        statuses = await self.cluster.read_all()
+        primaries = [m for m in statuses.values() if m.is_primary and m.name != self.member]
+        if len(primaries) != 1:
+            checks.append(CheckResult.failed(
+                CHECK_ONE_PRIMARY, "no other reachable primary to follow" if not primaries
+                else "several primaries: " + ", ".join(m.name for m in primaries)))
+            return checks
+        primary = primaries[0]
+        self.primary = primary.name
+        checks.append(CheckResult.passed(CHECK_ONE_PRIMARY,
+                                         f"{primary.name}, timeline {primary.timeline}"))
+        status = statuses[self.member]
+        if status.is_primary:
+            checks.append(CheckResult.warned(
+                CHECK_NOT_PRIMARY, f"{self.member} answers as a primary too (split brain): "
+                "rejoining stops it and rewinds away its divergent writes"))
+        else:
+            checks.append(CheckResult.passed(
+                CHECK_NOT_PRIMARY, status.role.value if status.reachable else "down"))
+        if (status.is_standby and status.streaming and status.timeline == primary.timeline
+                and self.member not in self.cluster.state.fenced()):
+            checks.append(CheckResult.failed(
+                CHECK_NEEDS_REJOIN, f"{self.member} already streams from {primary.name} on "
+                f"timeline {primary.timeline}: nothing to do"))
+        else:
+            checks.append(CheckResult.passed(CHECK_NEEDS_REJOIN, "not streaming from the "
+                                             "primary" if status.reachable else "down"))
+        try:
+            problem = await self.cluster.host(self.member).reachable()
+        except PgActionError as exc:
+            problem = str(exc)
+        checks.append(CheckResult.passed(CHECK_MEMBER_HOST, "commands run there")
+                      if problem is None else CheckResult.failed(CHECK_MEMBER_HOST, problem))
+        return checks
+
+    async def execute(self) -> AsyncIterator[Step]:
+        self._refuse_unsafe()
+        if self.primary is None:
+            raise PgActionError("no primary known: run the preflight first")
+        async for step in rejoin(self.cluster, self.member, self.primary):
+            yield step
+
+    async def verify(self) -> list[CheckResult]:
+        if self.primary is None:
+            return []
+        return [await _verify_streaming(self.cluster, self.member, self.primary)]

@@ -1,0 +1,374 @@
+"""What the PostgreSQL actions share: the configured cluster (connections, hosts, state) and
+the procedures they are built from (promote, fence, rejoin as a standby).
+
+Procedures are async generators of :class:`~backends.actions.Step`, so an action chains them
+and every step reaches the CLI and the TUI as it happens. A procedure that fails raises
+:class:`PgActionError` whose message states the condition the cluster was left in and what
+to do next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import PurePosixPath
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from backends.actions import Step
+from backends.config import PostgresMember, SfopsConfig
+from backends.executors import Executor, executor_from_config
+from backends.postgres.connection import MemberConnection, PgError
+from backends.postgres.host import CLEAN_STATES, HostError, MemberHost, passfile_line
+from backends.postgres.model import MemberStatus, format_lsn, parse_lsn
+from backends.postgres.service import PostgresService
+from backends.postgres.state import PgState
+from backends.resilience import call_write
+
+PROMOTE_WAIT_SECONDS = 60
+STREAM_WAIT_SECONDS = 60.0
+_CONNINFO_DROP = ("host", "hostaddr", "port", "application_name", "target_session_attrs",
+                  "dbname", "password")
+
+
+class PgActionError(Exception):
+    """An action step failed. The message says what state the cluster is in and what next."""
+
+
+def slot_name_for(member: str) -> str:
+    """The physical slot a member streams through (the lab's convention: pg-2 → pg_2)."""
+    return re.sub(r"[^a-z0-9_]", "_", member.lower())
+
+
+class PgCluster:
+    """The configured PostgreSQL cluster as the actions see it."""
+
+    def __init__(self, config: SfopsConfig, service: PostgresService | None = None) -> None:
+        if config.postgres is None:
+            raise PgActionError("no [postgres] section in the configuration")
+        self.config = config
+        self.pg = config.postgres
+        self.state = PgState(config.sfops.state_dir)
+        self.service = service or PostgresService(self.pg, state=self.state,
+                                                  secrets=config.secrets())
+        self._executors: dict[str, Executor] = {}
+
+    @property
+    def members(self) -> dict[str, PostgresMember]:
+        return dict(self.pg.members)
+
+    def member(self, name: str) -> PostgresMember:
+        try:
+            return self.pg.members[name]
+        except KeyError:
+            known = ", ".join(self.pg.members)
+            raise PgActionError(f"unknown member {name!r} (configured: {known})") from None
+
+    def conn(self, name: str) -> MemberConnection:
+        return self.service.connection(name)
+
+    def host(self, name: str) -> MemberHost:
+        member = self.member(name)
+        executor_config = self.config.executors.get(member.executor)
+        if executor_config is None:
+            raise PgActionError(f"{name}: unknown executor {member.executor!r}")
+        if member.executor not in self._executors:
+            self._executors[member.executor] = executor_from_config(executor_config)
+        try:
+            return MemberHost(member, self._executors[member.executor], executor_config)
+        except HostError as exc:
+            raise PgActionError(str(exc)) from None
+
+    async def read(self, name: str) -> MemberStatus:
+        """A fresh read, not through the poll's breaker (an action must see the truth)."""
+        return await self.service.read_member(name, use_breaker=False)
+
+    async def read_all(self) -> dict[str, MemberStatus]:
+        members = await self.service.read_members(use_breaker=False)
+        return {m.name: m for m in members}
+
+    async def close(self) -> None:
+        await self.service.close()
+        for executor in self._executors.values():
+            await executor.close()
+
+    # -- replication conninfo ------------------------------------------------------------
+    def replication_conninfo(self, member: str, primary: str, template: str,
+                             template_owner: str | None) -> str:
+        """primary_conninfo for ``member`` streaming from ``primary``, built from another
+        member's (user, passfile, TLS settings kept; host, port and name replaced). A
+        passfile under the template owner's directory is mapped to ``member``'s."""
+        params: dict[str, Any] = {k: v for k, v in conninfo_to_dict(template).items()
+                                  if k not in _CONNINFO_DROP}
+        passfile = params.get("passfile")
+        if passfile and template_owner and template_owner != member:
+            parts = [member if part == template_owner else part
+                     for part in PurePosixPath(str(passfile)).parts]
+            params["passfile"] = str(PurePosixPath(*parts))
+        target = self.member(primary)
+        params.update(host=target.host, port=str(target.port), application_name=member)
+        return make_conninfo(**params)
+
+    def superuser_conninfo(self, name: str) -> str:
+        member = self.member(name)
+        return make_conninfo(host=member.host, port=str(member.port), user=self.pg.user,
+                             dbname=self.pg.dbname,
+                             connect_timeout=str(max(1, int(self.pg.connect_timeout))))
+
+    def passfile_text(self, name: str) -> str:
+        member = self.member(name)
+        password = self.pg.password.reveal() if self.pg.password is not None else ""
+        return passfile_line(member.host, member.port, self.pg.user, password)
+
+
+# --------------------------------------------------------------------------- procedures
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], seconds: float,
+                   interval: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy; returns the last value."""
+    deadline = time.monotonic() + seconds
+    value = await check()
+    while not value and time.monotonic() < deadline:
+        await asyncio.sleep(interval)
+        value = await check()
+    return value
+
+
+async def accepts_write(conn: MemberConnection) -> str | None:
+    """None when ``conn``'s member commits a transaction (an xid is assigned), else why."""
+    try:
+        await call_write(lambda: conn.fetchone("SELECT pg_current_xact_id()::text AS xid",
+                                               what="test write"), what="test write")
+    except PgError as exc:
+        return str(exc)
+    return None
+
+
+async def promote(cluster: PgCluster, name: str, old_timeline: int | None) -> AsyncIterator[Step]:
+    conn = cluster.conn(name)
+    status = await cluster.read(name)
+    if status.is_standby and status.replay_paused:
+        yield Step(f"{name}: WAL replay was paused; resuming so everything received is applied")
+        await call_write(lambda: conn.fetch("SELECT pg_wal_replay_resume()",
+                                            what="resume replay"), what="resume replay")
+    yield Step(f"{name}: promoting (pg_promote(true, {PROMOTE_WAIT_SECONDS}))")
+    started = time.monotonic()
+    try:
+        row = await call_write(
+            lambda: conn.fetchone("SELECT pg_promote(true, %s) AS promoted",
+                                  (PROMOTE_WAIT_SECONDS,), what="pg_promote",
+                                  statement_timeout=PROMOTE_WAIT_SECONDS + 5),
+            what="pg_promote")
+    except PgError as exc:
+        raise PgActionError(
+            f"promotion of {name} failed or its answer was lost ({exc}); it may still "
+            f"finish: check `sfops pg status` before anything else") from None
+    if not row["promoted"]:
+        raise PgActionError(
+            f"{name} did not finish promoting within {PROMOTE_WAIT_SECONDS} s; it may still "
+            f"finish: check `sfops pg status`; nothing else was changed")
+    after = await cluster.read(name)
+    if not after.is_primary:
+        raise PgActionError(f"{name}: pg_promote returned true but the member reads as "
+                            f"{after.role.value if after.reachable else after.error}")
+    error = await accepts_write(conn)
+    if error is not None:
+        raise PgActionError(f"{name} is out of recovery but a test write failed: {error}")
+    timeline = after.timeline
+    if old_timeline is not None and timeline is not None and timeline <= old_timeline:
+        raise PgActionError(f"{name} is primary but still on timeline {timeline}")
+    yield Step(f"{name}: primary on timeline {timeline}, accepts writes "
+               f"({time.monotonic() - started:.2f} s after pg_promote)")
+
+
+async def fence(cluster: PgCluster, name: str, new_primary: str) -> AsyncIterator[Step]:
+    """Make sure ``name`` can never come back as a second primary."""
+    try:
+        host = cluster.host(name)
+    except PgActionError as exc:
+        cluster.state.fence(name, reason="failover", method="recorded", new_primary=new_primary)
+        yield Step(f"{name}: no host access ({exc}); recorded as fenced: sfops alerts if it "
+                   "reappears as a primary")
+        return
+    problem = await host.reachable()
+    if problem is not None:
+        cluster.state.fence(name, reason="failover", method="recorded", new_primary=new_primary)
+        yield Step(f"{name}: host unreachable ({problem}); recorded as fenced: sfops raises a "
+                   "split-brain alert if it reappears as a primary")
+        return
+    await host.write_standby_signal()
+    cluster.state.fence(name, reason="failover", method="standby.signal",
+                        new_primary=new_primary)
+    yield Step(f"{name}: standby.signal written: a restart comes up read-only as a standby")
+    if await host.running():
+        yield Step(f"{name}: still running (hung?); stopping it")
+        try:
+            await host.stop("fast", timeout=10)
+        except HostError:
+            await host.stop("immediate", timeout=10)
+        yield Step(f"{name}: stopped")
+
+
+async def ensure_slot(cluster: PgCluster, primary: str, slot: str) -> AsyncIterator[Step]:
+    conn = cluster.conn(primary)
+    rows = await conn.fetch("SELECT active, wal_status FROM pg_replication_slots "
+                            "WHERE slot_name = %s", (slot,), what="read slot")
+    if rows and rows[0]["wal_status"] == "lost":
+        await call_write(lambda: conn.fetch("SELECT pg_drop_replication_slot(%s)", (slot,),
+                                            what="drop lost slot"), what="drop lost slot")
+        yield Step(f"{primary}: slot {slot} had lost its WAL; dropped")
+        rows = []
+    if not rows:
+        await call_write(lambda: conn.fetch(
+            "SELECT pg_create_physical_replication_slot(%s, true)", (slot,),
+            what="create slot"), what="create slot")
+        yield Step(f"{primary}: physical slot {slot} created")
+
+
+def _template(cluster: PgCluster, member: str, statuses: dict[str, MemberStatus]
+              ) -> tuple[str, str]:
+    """A primary_conninfo to copy (and whose it is): the member's own, else any other's."""
+    own = statuses.get(member)
+    if own is not None and own.primary_conninfo:
+        return own.primary_conninfo, member
+    for status in statuses.values():
+        if status.primary_conninfo:
+            return status.primary_conninfo, status.name
+    raise PgActionError(
+        f"no member has a primary_conninfo to copy the replication user and passfile from; "
+        f"{member} is stopped with standby.signal (fenced): configure primary_conninfo in its "
+        f"postgresql.auto.conf by hand and start it")
+
+
+async def _auto_conf_conninfo(host: MemberHost) -> str | None:
+    text = await host.read_text(host.path("postgresql.auto.conf")) or ""
+    for line in reversed(text.splitlines()):
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "primary_conninfo":
+            value = value.strip()
+            if value.startswith("'") and value.endswith("'"):
+                value = value[1:-1].replace("''", "'")
+            return value or None
+    return None
+
+
+async def _stop_cleanly(cluster: PgCluster, host: MemberHost) -> AsyncIterator[Step]:
+    name = host.name
+    if await host.running():
+        yield Step(f"{name}: stopping (fast shutdown)")
+        await host.stop("fast")
+    control = await host.controldata()
+    state = control.get("Database cluster state", "")
+    if state in CLEAN_STATES:
+        return
+    # pg_rewind needs a clean shutdown; a crashed former primary gets its crash recovery by
+    # starting as a standby (standby.signal is in place), then a fast stop.
+    yield Step(f"{name}: not shut down cleanly ({state}); running crash recovery as a standby")
+    await host.start()
+    conn = cluster.conn(name)
+
+    async def recovered() -> bool:
+        try:
+            await conn.fetchone("SELECT 1 AS one", what="probe")
+        except PgError:
+            return not await host.running()  # died: stop waiting, report below
+        return True
+
+    await wait_for(recovered, 60.0, 0.5)
+    await host.stop("fast")
+    state = (await host.controldata()).get("Database cluster state", "")
+    if state not in CLEAN_STATES:
+        raise PgActionError(f"{name}: still not cleanly shut down after crash recovery "
+                            f"({state}); it is stopped with standby.signal (fenced); last "
+                            f"log lines: {await host.log_tail()}")
+
+
+async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[Step]:
+    """Turn ``name`` into a streaming standby of ``primary`` (rewinding it when its history
+    diverged). Leaves it stopped with standby.signal if anything fails before the start."""
+    host = cluster.host(name)
+    statuses = await cluster.read_all()
+    primary_status = statuses[primary]
+    if not primary_status.is_primary:
+        raise PgActionError(f"{primary} is not a reachable primary; nothing was changed")
+    own_conninfo = None
+    if not statuses[name].reachable:
+        own_conninfo = await _auto_conf_conninfo(host)
+    if own_conninfo:
+        template, owner = own_conninfo, name
+    else:
+        template, owner = _template(cluster, name, statuses)
+    conninfo = cluster.replication_conninfo(name, primary, template, owner)
+    passfile = conninfo_to_dict(conninfo).get("passfile")
+    if passfile and not await host.exists(str(passfile)):
+        # Fall back to the template's own passfile (same replication user).
+        conninfo = cluster.replication_conninfo(name, primary, template, None)
+    slot = slot_name_for(name)
+
+    await host.write_standby_signal()
+    cluster.state.fence(name, reason="rejoin in progress", method="standby.signal",
+                        new_primary=primary)
+    yield Step(f"{name}: standby.signal written (fenced while it rejoins)")
+    async for step in _stop_cleanly(cluster, host):
+        yield step
+
+    saved = await host.save_config_files()
+    yield Step(f"{name}: pg_rewind from {primary} (timeline {primary_status.timeline})")
+    try:
+        output = await host.rewind(cluster.superuser_conninfo(primary),
+                                   cluster.passfile_text(primary))
+    finally:
+        await host.restore_config_files(saved)
+    rewound = "no rewind required" not in output
+    yield Step(f"{name}: " + ("history rewound to the divergence point" if rewound
+                              else "no rewind needed (its history is a prefix of the "
+                                   "primary's)"))
+    async for step in ensure_slot(cluster, primary, slot):
+        yield step
+    await host.set_recovery({"primary_conninfo": conninfo, "primary_slot_name": slot})
+    await host.write_standby_signal()
+    yield Step(f"{name}: primary_conninfo → {primary} ({cluster.member(primary).host}:"
+               f"{cluster.member(primary).port}), slot {slot}")
+    await host.start()
+    yield Step(f"{name}: started as a standby; waiting for it to stream")
+
+    async def streams() -> MemberStatus | None:
+        status = await cluster.read(name)
+        if status.is_standby and status.streaming and (
+                status.timeline == primary_status.timeline):
+            return status
+        return None
+
+    streaming = await wait_for(streams, STREAM_WAIT_SECONDS, 0.5)
+    if not streaming:
+        running = await host.running()
+        raise PgActionError(
+            f"{name} did not start streaming from {primary} within {STREAM_WAIT_SECONDS:.0f} "
+            f"s; it is {'running read-only as a standby' if running else 'stopped'} with "
+            f"standby.signal (fenced, never a primary); check its log "
+            f"({host.log_file}): {await host.log_tail()}")
+    cluster.state.unfence(name)
+    yield Step(f"{name}: streaming from {primary}, timeline {streaming.timeline}, replayed "
+               f"{format_lsn(streaming.replayed_lsn)}")
+
+
+async def checkpoint_received(cluster: PgCluster, name: str, checkpoint_lsn: int,
+                              seconds: float = 30.0) -> int | None:
+    """Wait until ``name`` has received WAL past ``checkpoint_lsn``; its received LSN."""
+    conn = cluster.conn(name)
+
+    async def received() -> int | None:
+        try:
+            row = await conn.fetchone("SELECT pg_last_wal_receive_lsn()::text AS lsn",
+                                      what="read received LSN")
+        except PgError:
+            return None
+        lsn = parse_lsn(row["lsn"])
+        return lsn if lsn is not None and lsn > checkpoint_lsn else None
+
+    result: int | None = await wait_for(received, seconds, 0.1)
+    return result

@@ -1,0 +1,177 @@
+"""One psycopg connection per member, every call bounded on the client side.
+
+``statement_timeout`` bounds a query the server is working on; it cannot bound a server that
+does not answer at all (a SIGSTOPped postmaster, a dead host behind a live TCP stack). So every
+call also runs under a client-side deadline. Cancelling psycopg mid-query makes it try to
+cancel on the server and wait for that (up to ~10 s against a hung server), so on expiry we
+first close the socket — the connection is dropped and rebuilt by the next call — and only
+then cancel the task: the deadline holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+
+from backends.config import PostgresConfig, PostgresMember, Secret, redact_text
+from backends.resilience import BackendTimeout
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+APPLICATION_NAME = "sfops"
+
+
+class PgError(Exception):
+    """A member could not be reached or a statement failed; the message is redacted."""
+
+    def __init__(self, member: str, message: str) -> None:
+        self.member = member
+        super().__init__(f"{member}: {message}")
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    # libpq repeats itself per host attempt; keep it to one readable line.
+    return " ".join(text.split()) or type(exc).__name__
+
+
+class MemberConnection:
+    """A lazily opened, reused autocommit connection to one member."""
+
+    def __init__(
+        self,
+        config: PostgresConfig,
+        member: PostgresMember,
+        *,
+        secrets: Sequence[Secret | str] = (),
+    ) -> None:
+        self.config = config
+        self.member = member
+        self.name = member.name
+        self._secrets: list[Secret | str] = list(secrets)
+        if config.password is not None:
+            self._secrets.append(config.password)
+        self._conn: psycopg.AsyncConnection[Row] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def deadline(self) -> float:
+        """Client-side budget for one call: connecting plus one statement, plus slack."""
+        return self.config.connect_timeout + self.config.statement_timeout + 1.0
+
+    def redact(self, text: str) -> str:
+        return redact_text(text, self._secrets)
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "host": self.member.host,
+            "port": self.member.port,
+            "dbname": self.config.dbname,
+            "user": self.config.user,
+            "connect_timeout": max(1, math.ceil(self.config.connect_timeout)),
+            "application_name": APPLICATION_NAME,
+            "options": f"-c statement_timeout={int(self.config.statement_timeout * 1000)}",
+            "autocommit": True,
+            "row_factory": dict_row,
+        }
+        if self.config.password is not None:
+            kwargs["password"] = self.config.password.reveal()
+        return kwargs
+
+    async def _connection(self) -> psycopg.AsyncConnection[Row]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = await psycopg.AsyncConnection.connect(**self._kwargs())
+        return self._conn
+
+    def _abandon(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()  # closes the socket now; no server round trip
+
+    async def _bounded(self, fn: Callable[[], Awaitable[T]], what: str,
+                       seconds: float | None) -> T:
+        budget = seconds if seconds is not None else self.deadline
+        task = asyncio.ensure_future(fn())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=budget)
+        except asyncio.CancelledError:
+            self._abandon()
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        self._abandon()
+        task.cancel()
+        _, pending = await asyncio.wait({task}, timeout=0.5)
+        if pending:
+            task.cancel()  # psycopg was waiting on its own server-side cancel: stop that too
+            await asyncio.wait({task}, timeout=0.5)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: never "exception was never retrieved"
+        raise BackendTimeout(f"{self.name}: {what}", budget)
+
+    async def fetch(self, sql: str, params: Sequence[Any] | None = None, *, what: str,
+                    timeout: float | None = None,  # noqa: ASYNC109
+                    statement_timeout: float | None = None) -> list[Row]:
+        """Run one statement and return its rows; raises :class:`PgError` (redacted).
+        ``statement_timeout`` raises the server-side limit for this statement only (a
+        CHECKPOINT or a waiting pg_promote may rightly take longer than a status read)."""
+
+        async def run() -> list[Row]:
+            conn = await self._connection()
+            async with conn.cursor() as cursor:
+                if statement_timeout is not None:
+                    await cursor.execute(b"SELECT set_config('statement_timeout', %s, false)",
+                                         (f"{int(statement_timeout * 1000)}",))
+                try:
+                    await cursor.execute(sql.encode(), params)  # type: ignore[arg-type]
+                    rows = [] if cursor.description is None else await cursor.fetchall()
+                finally:
+                    if statement_timeout is not None and not conn.closed:
+                        await cursor.execute(b"RESET statement_timeout")
+                return rows
+
+        if timeout is None and statement_timeout is not None:
+            timeout = self.config.connect_timeout + statement_timeout + 2.0
+        async with self._lock:
+            try:
+                return await self._bounded(run, what, timeout)
+            except BackendTimeout as exc:
+                raise PgError(self.name, f"{what}: no answer within {exc.seconds:g} s") from None
+            except psycopg.Error as exc:
+                if self._conn is not None and self._conn.closed:
+                    self._conn = None
+                if isinstance(exc, psycopg.OperationalError):
+                    self._abandon()
+                raise PgError(self.name, self.redact(f"{what}: {_error_text(exc)}")) from None
+            except OSError as exc:
+                self._abandon()
+                raise PgError(self.name, self.redact(f"{what}: {_error_text(exc)}")) from None
+
+    async def fetchone(self, sql: str, params: Sequence[Any] | None = None, *, what: str,
+                       timeout: float | None = None,  # noqa: ASYNC109
+                       statement_timeout: float | None = None) -> Row:
+        rows = await self.fetch(sql, params, what=what, timeout=timeout,
+                                statement_timeout=statement_timeout)
+        if not rows:
+            raise PgError(self.name, f"{what}: no row returned")
+        return rows[0]
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await conn.close()
+            if not conn.closed:
+                with contextlib.suppress(Exception):
+                    conn.pgconn.finish()
