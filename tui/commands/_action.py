@@ -1,0 +1,199 @@
+"""Run one Action from the command line: read-only guard, preflight, confirmation, progress,
+outcome (text or JSON) and exit code. Every backend's action commands (nginx, pg, kafka, k8s)
+use this, so they behave alike and run through the same ActionRunner as the TUI.
+
+Usage in a command module::
+
+    def register(subparsers):
+        p = ...add_parser("drain")
+        add_action_flags(p)
+        p.set_defaults(func=lambda args: run_action_command(args, DrainMember, build))
+
+    async def build(config, runner, stack) -> Action:
+        service = build_service(config); stack.push_async_callback(service.close)
+        return runner.build(DrainMember, service, args.member)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any, TextIO
+
+from backends.actions import (
+    Action,
+    ActionRunner,
+    CheckResult,
+    CheckStatus,
+    Outcome,
+    ReadOnlyError,
+    RunResult,
+    Step,
+)
+from backends.audit import AuditLog
+from backends.config import ConfigError, SfopsConfig, load
+from tui import exitcodes
+
+BuildAction = Callable[[SfopsConfig, ActionRunner, AsyncExitStack], Awaitable[Action]]
+
+OUTCOME_EXIT = {
+    Outcome.SUCCEEDED: exitcodes.OK,
+    Outcome.FAILED: exitcodes.DEGRADED,
+    Outcome.REFUSED: exitcodes.REFUSED,
+    Outcome.CANCELLED: exitcodes.INTERRUPTED,
+    Outcome.INTERRUPTED: exitcodes.INTERRUPTED,
+}
+CHECK_MARK = {CheckStatus.PASS: "ok  ", CheckStatus.WARN: "WARN", CheckStatus.FAIL: "FAIL"}
+
+
+def add_action_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help="do not ask for confirmation (runbooks, scripts)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the outcome record as JSON on stdout")
+    parser.add_argument("--force", action="store_true",
+                        help="run even if a preflight check fails (recorded in the audit log)")
+
+
+def load_config(args: argparse.Namespace, err: TextIO = sys.stderr) -> SfopsConfig | None:
+    """The configuration, or None after printing the error (callers exit USAGE)."""
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        print(f"sfops: configuration error:\n{exc}", file=err)
+        return None
+
+
+def read_only(args: argparse.Namespace, config: SfopsConfig) -> bool:
+    return bool(getattr(args, "read_only", False) or config.sfops.read_only)
+
+
+def make_runner(args: argparse.Namespace, config: SfopsConfig) -> ActionRunner:
+    return ActionRunner(AuditLog(config.sfops.audit_log), read_only=read_only(args, config),
+                        secrets=config.secrets())
+
+
+def check_line(check: CheckResult) -> str:
+    detail = f" — {check.detail}" if check.detail else ""
+    return f"  [{CHECK_MARK[check.status]}] {check.name}{detail}"
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "action": result.action,
+        "target": result.target,
+        "outcome": result.outcome.value,
+        "ok": result.ok,
+        "error": result.error,
+        "forced": result.forced,
+        "preflight": [c.to_json() for c in result.preflight],
+        "verify": [c.to_json() for c in result.verify],
+        "steps": result.steps,
+        "duration_s": round(result.duration_s, 3),
+        "started_at": result.started_at,
+    }
+
+
+def confirm(action: Action, *, stdin: TextIO, err: TextIO) -> bool:
+    """Ask on stderr; destructive actions need the target's name typed back."""
+    phrase = action.confirmation_phrase
+    if phrase is not None:
+        print(f"This is destructive. Type {phrase!r} to confirm (anything else cancels): ",
+              end="", file=err, flush=True)
+    else:
+        print("Proceed? [y/N] ", end="", file=err, flush=True)
+    answer = stdin.readline()
+    if not answer:
+        print("", file=err)  # EOF: no answer is not a yes
+        return False
+    answer = answer.strip()
+    return answer == phrase if phrase is not None else answer.lower() in ("y", "yes")
+
+
+async def run_action(
+    args: argparse.Namespace,
+    config: SfopsConfig,
+    build: BuildAction,
+    *,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
+    want_json = bool(getattr(args, "json", False))
+    force = bool(getattr(args, "force", False))
+    runner = make_runner(args, config)
+
+    def progress(step: Step) -> None:
+        fraction = f"[{step.fraction * 100:3.0f}%] " if step.fraction is not None else ""
+        print(f"  {fraction}{step.message}", file=err, flush=True)
+
+    async with AsyncExitStack() as stack:
+        try:
+            action = await build(config, runner, stack)
+        except ReadOnlyError as exc:
+            print(f"sfops: {exc}", file=err)
+            return exitcodes.READ_ONLY
+        except ConfigError as exc:
+            print(f"sfops: configuration error:\n{exc}", file=err)
+            return exitcodes.USAGE
+        print(action.describe(), file=err)
+        if not getattr(args, "yes", False):
+            checks = await action.preflight()
+            print("Preflight:", file=err)
+            for check in checks:
+                print(check_line(check), file=err)
+            failing = [c for c in checks if c.status is CheckStatus.FAIL]
+            if failing and not force:
+                # Still through the runner: it re-checks and records the refusal.
+                result = await runner.run(action, force=False)
+                return _report(result, want_json, out, err)
+            if not confirm(action, stdin=stdin, err=err):
+                print("Not confirmed: nothing was changed.", file=err)
+                return exitcodes.REFUSED
+        result = await runner.run(action, force=force, on_step=progress)
+        return _report(result, want_json, out, err)
+    raise AssertionError("unreachable")  # pragma: no cover - the with block always returns
+
+
+def _report(result: RunResult, want_json: bool, out: TextIO, err: TextIO) -> int:
+    if want_json:
+        print(json.dumps(result_json(result), ensure_ascii=False), file=out)
+    else:
+        if result.outcome is Outcome.REFUSED or not result.ok:
+            for check in result.preflight:
+                if check.status is not CheckStatus.PASS:
+                    print(check_line(check), file=err)
+        for check in result.verify:
+            print(check_line(check), file=err)
+        line = f"{result.action} {result.target}: {result.outcome.value}"
+        line += f" in {result.duration_s:.1f} s"
+        if result.error:
+            line += f" — {result.error}"
+        print(line, file=out if result.ok else err)
+    return OUTCOME_EXIT[result.outcome]
+
+
+def run_action_command(
+    args: argparse.Namespace, action_cls: type[Action], build: BuildAction
+) -> int:
+    """Entry point for a CLI action: exit codes per tui/exitcodes.py."""
+    config = load_config(args)
+    if config is None:
+        return exitcodes.USAGE
+    # Refused before any request is made (not even a preflight read).
+    try:
+        ActionRunner(AuditLog(config.sfops.audit_log),
+                     read_only=read_only(args, config)).check_allowed(action_cls)
+    except ReadOnlyError as exc:
+        print(f"sfops: {exc}", file=sys.stderr)
+        return exitcodes.READ_ONLY
+    try:
+        return asyncio.run(run_action(args, config, build))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return exitcodes.INTERRUPTED

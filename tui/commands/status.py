@@ -1,0 +1,136 @@
+"""`sfops status [--json]`: poll every configured backend once, concurrently, and report.
+
+Exit codes: 0 all healthy, 1 something degraded or failed, 2 configuration error,
+5 a backend could not be reached at all (its poll failed).
+Each backend is polled on its own task with its own time budget, so a hung one delays the
+answer by at most that budget and never hides the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any, TextIO
+
+from backends.config import ConfigError, SfopsConfig, redact_text, redacted
+from backends.resilience import PollJob
+from backends.service import BackendService, BackendSummary
+from backends.snapshot import Health, Snapshot
+from tui import exitcodes
+from tui.commands._action import load_config
+
+DEFAULT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 3.0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status", help="poll every configured backend once and print its health",
+        description="Poll every configured backend once. Exit 0 healthy, 1 degraded, "
+        "2 configuration error, 5 a backend unreachable.",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                        help="time budget per backend (default %(default)g)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    if config is None:
+        return exitcodes.USAGE
+    try:
+        results = asyncio.run(poll_all(config, timeout=args.timeout))
+    except ConfigError as exc:
+        print(f"sfops: configuration error:\n{exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    if not results:
+        print(f"sfops: {config.path}: no backend is configured", file=sys.stderr)
+        return exitcodes.USAGE
+    code = exit_code(results)
+    if args.json:
+        print(json.dumps(to_json(results, code, config), ensure_ascii=False, default=str))
+    else:
+        print_table(results, sys.stdout)
+    return code
+
+
+Result = tuple[BackendService, Snapshot[Any], BackendSummary]
+
+
+async def poll_all(config: SfopsConfig, *, timeout: float) -> list[Result]:  # noqa: ASYNC109
+    from backends.services import build_services
+
+    services = build_services(config)
+    secrets = config.secrets()
+
+    async def one(service: BackendService) -> Result:
+        job: PollJob[Any] = PollJob(service.name, service.poll, interval=0, timeout=timeout,
+                                    redact=lambda text: redact_text(text, secrets))
+        snapshot = await job.poll_once()
+        return service, snapshot, service.summarize(snapshot)
+
+    try:
+        return list(await asyncio.gather(*(one(s) for s in services)))
+    finally:
+        await asyncio.gather(*(_close(s) for s in services))
+
+
+async def _close(service: BackendService) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await service.close()
+    except Exception:  # noqa: S110 - closing a broken client must not change the verdict
+        pass
+
+
+def exit_code(results: list[Result]) -> int:
+    if any(not snapshot.ok for _, snapshot, _ in results):
+        return exitcodes.UNREACHABLE
+    if any(summary.health is not Health.OK for _, _, summary in results):
+        return exitcodes.DEGRADED
+    return exitcodes.OK
+
+
+def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, Any]:
+    overall = Health.worst(summary.health for _, _, summary in results)
+    return {
+        "health": overall.value,
+        "exit_code": code,
+        "config": str(config.path),
+        "backends": [
+            {
+                "name": summary.name,
+                "title": summary.title,
+                "health": summary.health.value,
+                "reachable": snapshot.ok,
+                "error": summary.error,
+                "taken_at": snapshot.taken_at.isoformat(),
+                "figures": [{"label": f.label, "value": f.value, "health": f.health.value}
+                            for f in summary.figures],
+                "alerts": [{"key": a.key, "severity": a.severity.name.lower(),
+                            "message": a.message} for a in summary.alerts],
+                "breaker": service.breaker.state.value if service.breaker else None,
+                "detail": redacted(snapshot.value) if snapshot.value is not None else None,
+            }
+            for service, snapshot, summary in results
+        ],
+    }
+
+
+def print_table(results: list[Result], out: TextIO) -> None:
+    rows = [("BACKEND", "HEALTH", "FIGURES")]
+    for _, _, summary in results:
+        figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
+        rows.append((summary.title, summary.health.value.upper(),
+                     figures or (summary.error or "")))
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    for row in rows:
+        print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]}".rstrip(), file=out)
+    alerts = [a for _, _, s in results for a in s.alerts]
+    if alerts:
+        print("", file=out)
+        for alert in alerts:
+            print(f"{alert.severity.name.lower():<8}  {alert.source}: {alert.message}", file=out)

@@ -1,0 +1,130 @@
+"""Pure rendering of the nginx drill-down: NginxStatus -> keyed rows of ``rich.text.Text``.
+
+Member names, addresses and probe errors come from configuration files and remote servers:
+they are always put into ``Text`` as plain text, never parsed as markup (a DataTable would run
+a ``str`` cell through markup, and ``[@click=app.quit]`` would become a live action).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from backends.nginx.model import MemberState, MemberStatus, NginxStatus
+from backends.snapshot import Health
+
+COLUMNS = ("member", "state", "weight", "probe", "req/s", "5xx/s", "p50/p95 ms", "last req")
+
+STATE_STYLE = {
+    MemberState.UP: "green",
+    MemberState.DRAINING: "yellow",
+    MemberState.DRAINED: "grey50",
+    MemberState.FAILING: "bold red",
+    MemberState.ABSENT: "yellow",
+}
+# Symbols so state reads without colour (NO_COLOR, monochrome terminals).
+STATE_LABEL = {
+    MemberState.UP: "● up",
+    MemberState.DRAINING: "◐ draining",
+    MemberState.DRAINED: "○ drained",
+    MemberState.FAILING: "✖ failing",
+    MemberState.ABSENT: "? absent",
+}
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    key: str  # the member name: stable across polls, for keyed diff updates
+    cells: tuple[Text, ...]
+    health: Health
+
+
+def _plain(text: str, style: str = "") -> Text:
+    # Text(...) never interprets markup; collapse control characters and newlines too, so a
+    # hostile value cannot move the cursor or break the row.
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
+    return Text(cleaned, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}"
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "now"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
+
+
+def probe_cell(member: MemberStatus) -> Text:
+    probe = member.probe
+    if probe is None:
+        return _plain("—", "dim")
+    if probe.ok:
+        latency = f" {probe.latency_ms:.0f}ms" if probe.latency_ms is not None else ""
+        return _plain(f"{probe.status_code}{latency}", "green")
+    return _plain(probe.error or f"HTTP {probe.status_code}", "red")
+
+
+def member_row(member: MemberStatus, now: float) -> MemberRow:
+    traffic = member.traffic
+    server = member.server
+    weight = "—" if server is None else str(server.weight) + (" backup" if server.backup else "")
+    if traffic.p50_ms is None or traffic.p95_ms is None:
+        latency = _plain("—", "dim")
+    else:
+        latency = _plain(f"{traffic.p50_ms:.0f}/{traffic.p95_ms:.0f}")
+    last = (None if traffic.last_request_at is None else now - traffic.last_request_at)
+    cells = (
+        _plain(member.name, "bold"),
+        _plain(STATE_LABEL[member.state], STATE_STYLE[member.state]),
+        _plain(weight),
+        probe_cell(member),
+        _plain(_number(traffic.requests_per_s)),
+        _plain(_number(traffic.errors_5xx_per_s, 2),
+               "red" if traffic.errors_5xx_per_s > 0 else ""),
+        latency,
+        _plain(ago(last), "dim"),
+    )
+    return MemberRow(member.name, cells, member.health)
+
+
+def member_rows(status: NginxStatus, now: float | None = None) -> list[MemberRow]:
+    """One row per configured member, in configuration order. ``now`` is epoch seconds (the
+    access log's clock); default: the status's own time, so rendering stays pure."""
+    now = status.taken_at if now is None else now
+    return [member_row(member, now) for member in status.members]
+
+
+def header(status: NginxStatus) -> Text:
+    """One line above the table: upstream, counts, global connections, problems."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append("upstream ", style="dim")
+    line.append_text(_plain(status.upstream_name, "bold"))
+    for state in MemberState:
+        count = status.count(state)
+        if count:
+            line.append("  ")
+            line.append_text(_plain(f"{count} {state.value}", STATE_STYLE[state]))
+    if status.stub is not None:
+        line.append(f"  connections {status.stub.active}", style="dim")
+    if status.old_workers > 0:
+        line.append(f"  {status.old_workers} old worker(s) finishing", style="yellow")
+    line.append(f"  window {status.log_window_s:.0f}s", style="dim")
+    for problem in status.problems:
+        line.append("  ")
+        line.append_text(_plain(problem, "yellow"))
+    return line
+
+
+def now_epoch() -> float:
+    return time.time()
