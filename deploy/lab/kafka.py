@@ -1,0 +1,486 @@
+"""Lab Kafka: kafka-1..3, a three-node Apache Kafka cluster in KRaft combined mode, and
+kafka-consumer, a consumer group that reads the application topic so consumer lag is real.
+
+Each node is broker and controller (``process.roles=broker,controller``); the three are the
+static quorum voters. The jars come from Maven Central through ``deploy/lab/install/kafka.sh``
+(resolved once per machine into a versioned cache) and run as ``java -cp libs/* kafka.Kafka``.
+Storage is formatted once per node with one cluster id kept in ``<lab>/kafka/cluster-id``.
+
+Ports: ``lab.port(30..32)`` client (PLAINTEXT), ``lab.port(35..37)`` controller, all on
+127.0.0.1. Broker logs (log4j2) stay under ``<lab>/kafka/<node>/logs``; warnings and errors also
+go to ``<lab>/logs/<node>.log``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from deploy.lab.core import Component, Lab, LabError, port_in_use, run, write_atomic
+
+# Pinned together with deploy/kafka/pom.xml and deploy/lab/install/kafka.sh.
+KAFKA_VERSION = "4.4.0"
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_SCRIPT = REPO / "deploy" / "lab" / "install" / "kafka.sh"
+
+GROUP = "kafka"
+NODES = {"kafka-1": 1, "kafka-2": 2, "kafka-3": 3}  # name -> node.id
+CLIENT_OFFSET = 29  # + node id -> 30, 31, 32
+CONTROLLER_OFFSET = 34  # + node id -> 35, 36, 37
+
+APP_TOPIC = "streamforge.events"
+APP_TOPIC_PARTITIONS = 6
+CONSUMER_GROUP = "streamforge-consumer"
+READINESS_TOPIC = "sfops.lab.readiness"
+REPLICATION_FACTOR = 3
+MIN_INSYNC_REPLICAS = 2
+REQUEST_TIMEOUT = 5.0
+LAST_NODE_STOP_TIMEOUT = 5.0
+
+# Small heaps: the whole lab (PostgreSQL, Kafka, Kubernetes, API) shares 2 cores and 24 GiB.
+HEAP_OPTS = ["-Xms128m", "-Xmx384m"]
+
+
+# -- jars and java -----------------------------------------------------------------------------
+@functools.cache
+def libs_dir() -> Path:
+    out = run(["bash", str(INSTALL_SCRIPT), "--print-dir"], what="kafka install (print dir)")
+    return Path(out.strip())
+
+
+def ensure_jars(lab: Lab) -> Path:
+    """Resolve the jars when the cache is not complete (a cold run takes ~20 s with Maven)."""
+    directory = libs_dir()
+    if (directory / ".complete").exists():
+        return directory
+    lab.progress(f"kafka: resolving Apache Kafka {KAFKA_VERSION} jars into {directory}")
+    proc = subprocess.Popen(
+        ["bash", str(INSTALL_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lab.progress(line.rstrip())
+    if proc.wait() != 0:
+        raise LabError(f"kafka: {INSTALL_SCRIPT} failed (exit {proc.returncode})")
+    return directory
+
+
+def java_bin() -> str:
+    """Kafka 4.x needs Java 17+: $SFOPS_JAVA, then $JAVA_HOME, then the Debian JDK 17, then PATH."""
+    candidates = [
+        os.environ.get("SFOPS_JAVA", ""),
+        str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") else "",
+        "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+        shutil.which("java") or "",
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise LabError("kafka: no java found (install openjdk-17-jre-headless or set SFOPS_JAVA)")
+
+
+# -- layout --------------------------------------------------------------------------------------
+def kafka_dir(lab: Lab) -> Path:
+    return lab.path("kafka")
+
+
+def client_port(lab: Lab, node_id: int) -> int:
+    return lab.port(CLIENT_OFFSET + node_id)
+
+
+def controller_port(lab: Lab, node_id: int) -> int:
+    return lab.port(CONTROLLER_OFFSET + node_id)
+
+
+def bootstrap_servers(lab: Lab) -> str:
+    return ",".join(f"127.0.0.1:{client_port(lab, n)}" for n in NODES.values())
+
+
+def cluster_id(lab: Lab) -> str:
+    """One id for the whole cluster, made on first use (Kafka's form: URL-safe base64 of a
+    random UUID without padding, never starting with '-', which its tools would read as a flag)."""
+    path = kafka_dir(lab) / "cluster-id"
+    if path.exists():
+        return path.read_text().strip()
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            break
+    write_atomic(path, value + "\n")
+    return value
+
+
+# -- admin helpers (every call bounded) ------------------------------------------------------
+_QUIET = {"log_level": 0}  # probes run against starting brokers: refused connections are expected
+
+
+def admin_client(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> AdminClient:
+    return AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": int(timeout * 1000),
+            "socket.connection.setup.timeout.ms": int(timeout * 1000),
+            **_QUIET,
+        }
+    )
+
+
+def live_node_ids(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> set[int]:
+    """Node ids of the brokers ``describe_cluster`` reports (registered and not fenced)."""
+    admin = admin_client(bootstrap, timeout)
+    description = admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 1)
+    return {node.id for node in description.nodes}
+
+
+def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    *,
+    timeout: float = 15.0,
+    config: dict[str, str] | None = None,
+) -> bool:
+    """Create ``topic`` (RF 3) unless it exists; wait until every partition has a leader.
+
+    Returns True when this call created it."""
+    admin = admin_client(bootstrap)
+    created = False
+    new = NewTopic(
+        topic,
+        num_partitions=partitions,
+        replication_factor=REPLICATION_FACTOR,
+        config={"min.insync.replicas": str(MIN_INSYNC_REPLICAS), **(config or {})},
+    )
+    futures = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)
+    try:
+        futures[topic].result(timeout=timeout + 1)
+        created = True
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(topic=topic, timeout=REQUEST_TIMEOUT)
+        found = metadata.topics.get(topic)
+        if (
+            found is not None
+            and found.error is None
+            and len(found.partitions) == partitions
+            and all(p.leader >= 0 for p in found.partitions.values())
+        ):
+            return created
+        if time.monotonic() > deadline:
+            raise LabError(f"kafka: {topic}: a partition has no leader after {timeout}s")
+        time.sleep(0.2)
+
+
+def round_trip(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> bool:
+    """Produce one record with acks=all to the readiness topic and read it back."""
+    ensure_topic(bootstrap, READINESS_TOPIC, 1, config={"retention.ms": "3600000"})
+    marker = uuid.uuid4().hex.encode()
+    delivered: list[Any] = []
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout * 1000),
+            **_QUIET,
+        }
+    )
+    producer.produce(READINESS_TOPIC, value=marker, partition=0,
+                     on_delivery=lambda err, msg: delivered.append((err, msg)))
+    producer.flush(timeout)
+    if not delivered or delivered[0][0] is not None:
+        return False
+    offset = delivered[0][1].offset()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "sfops-lab-readiness",  # never joined or committed: assign() only
+            "enable.auto.commit": False,
+            **_QUIET,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(READINESS_TOPIC, 0, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None and message.value() == marker:
+                return True
+        return False
+    finally:
+        consumer.close()
+
+
+# -- components ----------------------------------------------------------------------------------
+class KafkaNode(Component):
+    group = GROUP
+    # SIGTERM is a controlled shutdown: leadership moves off the node before it exits.
+    stop_timeout = 60.0
+    ready_timeout = 120.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.node_id = NODES[name]
+
+    def node_dir(self, lab: Lab) -> Path:
+        return kafka_dir(lab) / self.name
+
+    def data_dir(self, lab: Lab) -> Path:
+        return self.node_dir(lab) / "data"
+
+    def ports(self, lab: Lab) -> Sequence[int]:
+        return (client_port(lab, self.node_id), controller_port(lab, self.node_id))
+
+    def cwd(self, lab: Lab) -> Path:
+        return self.node_dir(lab)
+
+    def server_properties(self, lab: Lab) -> str:
+        voters = ",".join(f"{n}@127.0.0.1:{controller_port(lab, n)}" for n in NODES.values())
+        client, controller = self.ports(lab)
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": self.node_id,
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{client}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": self.data_dir(lab),
+            # Durability as in production: RF 3 everywhere, two in-sync copies for acks=all.
+            "default.replication.factor": REPLICATION_FACTOR,
+            "min.insync.replicas": MIN_INSYNC_REPLICAS,
+            "offsets.topic.replication.factor": REPLICATION_FACTOR,
+            "transaction.state.log.replication.factor": REPLICATION_FACTOR,
+            "transaction.state.log.min.isr": MIN_INSYNC_REPLICAS,
+            "share.coordinator.state.topic.replication.factor": REPLICATION_FACTOR,
+            "share.coordinator.state.topic.min.isr": MIN_INSYNC_REPLICAS,
+            "unclean.leader.election.enable": "false",
+            "controlled.shutdown.enable": "true",
+            # Topics are created by the lab, never by a typo in a client.
+            "auto.create.topics.enable": "false",
+            # Leaders return to a restarted broker only through sfops's own preferred-leader
+            # election, so fault tests see a deterministic layout.
+            "auto.leader.rebalance.enable": "false",
+            # A killed broker is fenced (ISR shrinks, leaders move) within ~6 s, not 9-18 s.
+            "broker.session.timeout.ms": 6000,
+            "broker.heartbeat.interval.ms": 1000,
+            "replica.lag.time.max.ms": 10000,
+            # Lab sizing: few partitions for internal topics, few threads, small segments.
+            "offsets.topic.num.partitions": 6,
+            "transaction.state.log.num.partitions": 6,
+            "num.partitions": 1,
+            "num.network.threads": 2,
+            "num.io.threads": 2,
+            "background.threads": 2,
+            "num.replica.fetchers": 1,
+            "num.recovery.threads.per.data.dir": 1,
+            "log.segment.bytes": 64 * 1024 * 1024,
+            "log.retention.hours": 24,
+            "group.initial.rebalance.delay.ms": 0,
+        }
+        lines = ["# written by sfops lab; regenerated on every start"]
+        lines += [f"{key}={value}" for key, value in settings.items()]
+        return "\n".join(lines) + "\n"
+
+    def log4j2_xml(self, lab: Lab) -> str:
+        logs = self.node_dir(lab) / "logs"
+        return f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- written by sfops lab: INFO to a rolling server.log under the lab, WARN+ to stdout
+     (the lab's logs/{self.name}.log), so broker logs never leave the lab directory. -->
+<Configuration status="warn">
+  <Appenders>
+    <Console name="stdout" target="SYSTEM_OUT">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+      <ThresholdFilter level="WARN"/>
+    </Console>
+    <RollingFile name="server" fileName="{logs}/server.log"
+                 filePattern="{logs}/server.log.%i">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+      <SizeBasedTriggeringPolicy size="10 MB"/>
+      <DefaultRolloverStrategy max="3"/>
+    </RollingFile>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka.request.logger" level="WARN"/>
+    <!-- "could not connect to node N" while a peer is down is expected in a fault lab -->
+    <Logger name="org.apache.kafka.clients.NetworkClient" level="ERROR"/>
+    <Root level="INFO">
+      <AppenderRef ref="stdout"/>
+      <AppenderRef ref="server"/>
+    </Root>
+  </Loggers>
+</Configuration>
+"""
+
+    def prepare(self, lab: Lab) -> None:
+        libs = ensure_jars(lab)
+        (self.node_dir(lab) / "logs").mkdir(parents=True, exist_ok=True)
+        write_atomic(self.node_dir(lab) / "server.properties", self.server_properties(lab))
+        write_atomic(self.node_dir(lab) / "log4j2.xml", self.log4j2_xml(lab))
+        if (self.data_dir(lab) / "meta.properties").exists():
+            return
+        lab.progress(f"{self.name}: formatting storage (cluster id {cluster_id(lab)})")
+        run(
+            [
+                *self._java(lab, libs, heap=["-Xmx128m"]),
+                "kafka.tools.StorageTool",
+                "format",
+                "--config",
+                str(self.node_dir(lab) / "server.properties"),
+                "--cluster-id",
+                cluster_id(lab),
+                "--ignore-formatted",
+            ],
+            what=f"{self.name}: kafka-storage format",
+            cwd=self.node_dir(lab),
+        )
+
+    def _java(self, lab: Lab, libs: Path, heap: list[str]) -> list[str]:
+        return [
+            java_bin(),
+            *heap,
+            "-XX:+UseSerialGC",  # fewest GC threads: 2 cores are shared by the whole lab
+            # C1 only: a broker boots in about half the time on 2 cores; the lab never needs
+            # peak throughput.
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-XX:-UsePerfData",
+            f"-XX:ErrorFile={self.node_dir(lab)}/hs_err_%p.log",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.node_dir(lab) / 'logs'}",
+            f"-Dlog4j2.configurationFile={self.node_dir(lab) / 'log4j2.xml'}",
+            "-cp",
+            f"{libs}/*",
+        ]
+
+    def argv(self, lab: Lab) -> list[str]:
+        return [
+            *self._java(lab, libs_dir(), HEAP_OPTS),
+            "kafka.Kafka",
+            str(self.node_dir(lab) / "server.properties"),
+        ]
+
+    def ready(self, lab: Lab) -> bool:
+        client, controller = self.ports(lab)
+        if not port_in_use(controller):
+            return False
+        running = [node for node in NODES_COMPONENTS if node.running(lab)]
+        if len(running) < 2:
+            # No quorum is possible yet (the first node of `lab up`): a listening controller is
+            # all this node can show until a second voter starts.
+            return True
+        if not port_in_use(client):
+            return False
+        nodes = live_node_ids(f"127.0.0.1:{client}")
+        if self.node_id not in nodes:
+            return False
+        if len(running) < len(NODES):
+            return True
+        # The whole cluster is meant to be up: all three registered and data flows.
+        return len(nodes) == len(NODES) and round_trip(bootstrap_servers(lab))
+
+    def after_ready(self, lab: Lab) -> None:
+        if all(node.running(lab) for node in NODES_COMPONENTS):
+            if ensure_topic(bootstrap_servers(lab), APP_TOPIC, APP_TOPIC_PARTITIONS):
+                lab.progress(
+                    f"{self.name}: created topic {APP_TOPIC} "
+                    f"({APP_TOPIC_PARTITIONS} partitions, RF {REPLICATION_FACTOR})"
+                )
+
+    def stop(self, lab: Lab, *, kill: bool = False) -> None:
+        others = [n for n in NODES_COMPONENTS if n is not self and n.running(lab)]
+        if kill or others or not self.running(lab):
+            super().stop(lab, kill=kill)
+            return
+        # The last node: no controller quorum is left to grant its controlled shutdown, so
+        # Kafka would wait for one forever. Give it a moment, then kill it; the page cache
+        # survives a SIGKILL, so this costs a log recovery on the next start, never data.
+        lab.progress(f"{self.name}: last node, no quorum to grant a controlled shutdown")
+        self.stop_timeout = LAST_NODE_STOP_TIMEOUT
+        try:
+            super().stop(lab)
+        finally:
+            self.stop_timeout = type(self).stop_timeout
+
+    def status(self, lab: Lab) -> dict[str, Any]:
+        return {
+            **super().status(lab),
+            "node_id": self.node_id,
+            "controller_address": f"127.0.0.1:{controller_port(lab, self.node_id)}",
+        }
+
+
+class KafkaConsumerProcess(Component):
+    """The application's consumer group, reading APP_TOPIC and committing offsets."""
+
+    name = "kafka-consumer"
+    group = GROUP
+    stop_timeout = 20.0
+    ready_timeout = 60.0
+
+    def status_file(self, lab: Lab) -> Path:
+        return kafka_dir(lab) / "consumer-status.json"
+
+    def cwd(self, lab: Lab) -> Path:
+        return REPO  # so ``-m deploy.lab.kafka_consumer`` resolves without an installed package
+
+    def env(self, lab: Lab) -> dict[str, str]:
+        return {"PYTHONUNBUFFERED": "1"}
+
+    def prepare(self, lab: Lab) -> None:
+        self.status_file(lab).unlink(missing_ok=True)
+
+    def argv(self, lab: Lab) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "deploy.lab.kafka_consumer",
+            "--bootstrap",
+            bootstrap_servers(lab),
+            "--group",
+            CONSUMER_GROUP,
+            "--topic",
+            APP_TOPIC,
+            "--status-file",
+            str(self.status_file(lab)),
+        ]
+
+    def address(self, lab: Lab) -> str:
+        return f"group {CONSUMER_GROUP} on {APP_TOPIC}"
+
+    def ready(self, lab: Lab) -> bool:
+        """Ready once the consumer reports partitions assigned by the group coordinator."""
+        data = json.loads(self.status_file(lab).read_text())
+        return data.get("pid") == self.pid(lab) and bool(data.get("assigned"))
+
+
+NODES_COMPONENTS: list[KafkaNode] = [KafkaNode(name) for name in NODES]
+COMPONENTS: list[Component] = [*NODES_COMPONENTS, KafkaConsumerProcess()]
+
+
+def sfops_config(lab: Lab) -> dict[str, Any]:
+    return {
+        "kafka": {
+            "bootstrap_servers": bootstrap_servers(lab),
+            "consumer_groups": [CONSUMER_GROUP],
+            "request_timeout": REQUEST_TIMEOUT,
+        }
+    }

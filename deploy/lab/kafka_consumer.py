@@ -1,0 +1,126 @@
+"""The lab's application consumer: a member of a consumer group that reads a topic and commits
+its offsets, so the group's lag is a real, moving number for sfops to show.
+
+    python -m deploy.lab.kafka_consumer --bootstrap HOST:PORT,... --group G --topic T
+        [--max-rate N] [--status-file PATH]
+
+``--max-rate`` caps records per second (0 = as fast as they come), so a test can make lag
+grow on purpose. The status file (JSON: pid, assigned partitions, records consumed, time) is
+rewritten on every assignment change and every few seconds; the lab's readiness probe reads
+it. SIGTERM/SIGINT leave the group cleanly (final commit, then close).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+STATUS_EVERY_SECONDS = 2.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.lab.kafka_consumer")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--max-rate", type=float, default=0.0, help="records/s, 0 = unlimited")
+    parser.add_argument("--status-file", type=Path)
+    args = parser.parse_args(argv)
+
+    stopping = False
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    assigned: list[TopicPartition] = []
+    consumed = 0
+
+    def write_status() -> None:
+        if args.status_file is None:
+            return
+        status = {
+            "pid": os.getpid(),
+            "group": args.group,
+            "topic": args.topic,
+            "assigned": sorted(tp.partition for tp in assigned),
+            "consumed": consumed,
+            "time": time.time(),
+        }
+        tmp = args.status_file.with_name(f".{args.status_file.name}.tmp")
+        tmp.write_text(json.dumps(status) + "\n")
+        os.replace(tmp, args.status_file)
+
+    def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned[:] = partitions
+        log(f"assigned partitions {sorted(tp.partition for tp in partitions)}")
+        write_status()
+
+    def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log(f"revoked partitions {sorted(tp.partition for tp in partitions)}")
+        assigned.clear()
+        write_status()
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": args.group,
+            "client.id": f"{args.group}-{os.getpid()}",
+            "auto.offset.reset": "earliest",
+            # Offsets are committed in the background every second for records already handed
+            # to the application (at-least-once), so the group's lag tracks what was processed.
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 1000,
+            "enable.auto.offset.store": False,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 2000,
+        }
+    )
+    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
+    log(f"consuming {args.topic} as group {args.group} from {args.bootstrap}")
+    last_status = 0.0
+    try:
+        while not stopping:
+            message = consumer.poll(0.5)
+            now = time.monotonic()
+            if now - last_status > STATUS_EVERY_SECONDS:
+                write_status()
+                last_status = now
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log(f"consumer error: {error}")
+                continue
+            consumer.store_offsets(message)
+            consumed += 1
+            if args.max_rate > 0:
+                time.sleep(1.0 / args.max_rate)
+    finally:
+        log(f"stopping after {consumed} records; committing and leaving the group")
+        try:
+            consumer.commit(asynchronous=False)
+        except Exception as exc:  # nothing stored yet, or the brokers are gone
+            log(f"final commit skipped: {exc}")
+        consumer.close()
+    return 0
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%Y-%m-%dT%H:%M:%S')}] kafka-consumer: {message}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
