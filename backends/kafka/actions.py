@@ -1,0 +1,447 @@
+"""Kafka actions: preferred leader election, and drain/undrain of a broker (Cruise Control's
+"demote": move the broker to the end of every replica list — no data moves — then a
+preferred election takes leadership elsewhere).
+
+A drain persists the original replica orders *before* changing anything; a failure anywhere
+after that leaves a stated condition and the way back (``sfops kafka undrain N``). Writes
+(reassignment, election) are never retried blindly: each is one request, and what we wait for
+afterwards is read from fresh metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import ClassVar
+
+from backends.actions import Action, CheckResult, Step
+from backends.kafka.admin import ElectionOutcome
+from backends.kafka.model import PartitionState
+from backends.kafka.plan import (
+    DrainRecord,
+    PartitionKey,
+    drain_blockers,
+    drain_plan,
+    load_record,
+    names,
+    now_iso,
+    restore_plan,
+    save_record,
+    state_path,
+)
+from backends.kafka.service import KafkaService, partitions_from_metadata
+from backends.resilience import describe_error
+
+REASSIGN_BATCH = 1000
+REASSIGN_TIMEOUT = 60.0  # for the controller to finish the (metadata-only) reassignments
+LEADERSHIP_TIMEOUT = 60.0
+ISR_TIMEOUT = 90.0  # a restarted broker catching up before an undrain elects it
+WAIT_INTERVAL = 0.5
+MAX_LISTED = 20
+
+
+class KafkaActionError(Exception):
+    pass
+
+
+async def _wait_until(check: Callable[[], Awaitable[bool]], timeout: float  # noqa: ASYNC109
+                      ) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(WAIT_INTERVAL)
+
+
+class _KafkaAction(Action):
+    def __init__(self, service: KafkaService, target: str, params: dict[str, object]) -> None:
+        super().__init__(target, params)
+        self.service = service
+        self.cluster_id: str | None = None
+
+    async def partitions(self) -> list[PartitionState]:
+        metadata = await self.service.metadata()
+        self.cluster_id = metadata.cluster_id
+        min_isr = await self.service.admin.min_insync_replicas(sorted(metadata.topics))
+        return [p for t in partitions_from_metadata(metadata, min_isr) for p in t.partitions]
+
+    async def registered_brokers(self) -> set[int]:
+        metadata = await self.service.metadata()
+        return set(metadata.brokers)
+
+    async def _read_checks(self) -> tuple[list[PartitionState] | None, list[CheckResult]]:
+        try:
+            partitions = await self.partitions()
+        except Exception as exc:
+            return None, [CheckResult.failed("cluster reachable", describe_error(exc))]
+        offline = [p.name for p in partitions if p.offline]
+        checks = [CheckResult.passed("cluster reachable",
+                                     f"cluster {self.cluster_id}, {len(partitions)} partitions")]
+        if offline:
+            checks.append(CheckResult.failed(
+                "no offline partitions", f"{len(offline)} offline: {', '.join(offline[:10])}"))
+        else:
+            checks.append(CheckResult.passed("no offline partitions"))
+        return partitions, checks
+
+    async def reassign(self, plan: dict[PartitionKey, list[int]]) -> AsyncIterator[Step]:
+        """Send ``plan`` in batches, then wait until fresh metadata shows every new order."""
+        keys = sorted(plan)
+        for start in range(0, len(keys), REASSIGN_BATCH):
+            batch = {k: plan[k] for k in keys[start:start + REASSIGN_BATCH]}
+            results = await self.service.admin.reassign(batch, timeout=30.0)
+            failed = [r for r in results if not r.ok]
+            if failed:
+                raise KafkaActionError(
+                    f"reassignment refused for {len(failed)} partition(s): "
+                    + "; ".join(r.describe() for r in failed[:MAX_LISTED]))
+            yield Step(f"reassignment accepted for {start + len(batch)}/{len(keys)} partitions")
+
+        pending: list[PartitionKey] = keys
+
+        async def applied() -> bool:
+            nonlocal pending
+            current = {(p.topic, p.partition): list(p.replicas)
+                       for p in await self.partitions()}
+            pending = [k for k in pending if current.get(k) != plan[k]]
+            return not pending
+
+        if not await _wait_until(applied, REASSIGN_TIMEOUT):
+            ongoing = await self.service.admin.ongoing_reassignments(pending[:MAX_LISTED])
+            raise KafkaActionError(
+                f"{len(pending)} reassignment(s) not visible after {REASSIGN_TIMEOUT:g} s: "
+                f"{names(pending)} ({len(ongoing)} still in progress at the controller)")
+        yield Step(f"replica orders applied to {len(keys)} partitions")
+
+    async def elect(self, keys: list[PartitionKey]) -> list[ElectionOutcome]:
+        outcomes: list[ElectionOutcome] = []
+        for start in range(0, len(keys), REASSIGN_BATCH):
+            outcomes += await self.service.admin.elect_preferred(
+                keys[start:start + REASSIGN_BATCH])
+        return outcomes
+
+
+def election_summary(outcomes: list[ElectionOutcome]) -> str:
+    elected = sum(o.elected for o in outcomes)
+    not_needed = sum(o.not_needed for o in outcomes)
+    failed = [o for o in outcomes if o.failed]
+    text = f"{elected} elected, {not_needed} already preferred"
+    if failed:
+        text += f", {len(failed)} failed: " + "; ".join(
+            f"{o.name}: {o.error}" for o in failed[:MAX_LISTED])
+    return text
+
+
+# --------------------------------------------------------------------------- elect leaders
+
+
+class ElectLeaders(_KafkaAction):
+    name: ClassVar[str] = "kafka.elect-leaders"
+
+    def __init__(self, service: KafkaService, topic: str | None = None) -> None:
+        super().__init__(service, topic or "all-partitions", {"topic": topic})
+        self.topic = topic
+        self.outcomes: list[ElectionOutcome] = []
+
+    def describe(self) -> str:
+        scope = f"topic {self.topic}" if self.topic else "every partition"
+        return f"preferred leader election for {scope}"
+
+    def _scope(self, partitions: list[PartitionState]) -> list[PartitionState]:
+        return [p for p in partitions if self.topic is None or p.topic == self.topic]
+
+    async def preflight(self) -> list[CheckResult]:
+        partitions, checks = await self._read_checks()
+        if partitions is None:
+            return checks
+        checks = [c for c in checks if c.name != "no offline partitions"]
+        scope = self._scope(partitions)
+        if self.topic is not None and not scope:
+            checks.append(CheckResult.failed("topic exists", f"no topic named {self.topic!r}"))
+            return checks
+        moving = [p for p in scope if p.not_preferred]
+        detail = f"{len(moving)} of {len(scope)}"
+        if moving:
+            detail += ": " + names([(p.topic, p.partition) for p in moving])
+        checks.append(CheckResult.passed("partitions not on their preferred leader", detail))
+        unavailable = [p for p in moving if p.preferred_leader not in p.isr]
+        if unavailable:
+            checks.append(CheckResult.warned(
+                "preferred leader in sync",
+                f"{len(unavailable)} partition(s) keep their leader (preferred replica not "
+                f"in ISR): {names([(p.topic, p.partition) for p in unavailable])}"))
+        return checks
+
+    async def execute(self) -> AsyncIterator[Step]:
+        yield Step("requesting a preferred leader election", 0.1)
+        keys = None if self.topic is None else [
+            (p.topic, p.partition) for p in self._scope(await self.partitions())]
+        self.outcomes = await self.service.admin.elect_preferred(keys)
+        for outcome in self.outcomes:
+            if outcome.elected:
+                yield Step(f"{outcome.name}: elected")
+            elif outcome.failed:
+                yield Step(f"{outcome.name}: {outcome.error}")
+        yield Step(election_summary(self.outcomes), 1.0)
+
+    async def verify(self) -> list[CheckResult]:
+        remaining: list[PartitionState] = []
+
+        async def balanced() -> bool:
+            nonlocal remaining
+            remaining = [p for p in self._scope(await self.partitions())
+                         if p.not_preferred and p.preferred_leader in p.isr]
+            return not remaining
+
+        if await _wait_until(balanced, 10.0):
+            return [CheckResult.passed("preferred leaders", "every partition whose preferred "
+                                       "replica is in sync is led by it")]
+        return [CheckResult.failed(
+            "preferred leaders", f"{len(remaining)} partition(s) still not on their preferred "
+            f"leader: {names([(p.topic, p.partition) for p in remaining])}")]
+
+
+# --------------------------------------------------------------------------- drain / undrain
+
+
+class _BrokerAction(_KafkaAction):
+    def __init__(self, service: KafkaService, broker_id: int, state_dir: Path) -> None:
+        super().__init__(service, str(broker_id), {"broker_id": broker_id})
+        self.broker_id = broker_id
+        self.state_file = state_path(state_dir, broker_id)
+
+    async def _broker_check(self, partitions: list[PartitionState]) -> CheckResult:
+        registered = await self.registered_brokers()
+        in_replicas = {r for p in partitions for r in p.replicas}
+        known = sorted(registered | in_replicas)
+        if self.broker_id not in known:
+            return CheckResult.failed(
+                "broker exists", f"broker {self.broker_id} is not in this cluster "
+                f"(brokers: {', '.join(map(str, known)) or 'none'})")
+        state = "registered" if self.broker_id in registered else "NOT registered (down)"
+        return CheckResult.passed("broker exists", f"broker {self.broker_id} is {state}")
+
+
+class DrainBroker(_BrokerAction):
+    name: ClassVar[str] = "kafka.drain"
+
+    def __init__(self, service: KafkaService, broker_id: int, state_dir: Path) -> None:
+        super().__init__(service, broker_id, state_dir)
+        self.plan: dict[PartitionKey, list[int]] = {}
+
+    def describe(self) -> str:
+        return (f"drain Kafka broker {self.broker_id}: move it last in every replica list "
+                "(no data moves) and elect other leaders")
+
+    async def preflight(self) -> list[CheckResult]:
+        partitions, checks = await self._read_checks()
+        if partitions is None:
+            return checks
+        checks.append(broker := await self._broker_check(partitions))
+        if broker.status.value == "fail":
+            return checks
+        led = [p for p in partitions if p.leader == self.broker_id]
+        blockers = drain_blockers(partitions, self.broker_id)
+        if blockers:
+            checks.append(CheckResult.failed(
+                "another in-sync replica takes over, ISR above min.insync.replicas",
+                f"{len(blockers)} of {len(led)} led partition(s) unsafe: "
+                + "; ".join(b.describe() for b in blockers[:MAX_LISTED])
+                + (f" and {len(blockers) - MAX_LISTED} more" if len(blockers) > MAX_LISTED
+                   else "")))
+        else:
+            checks.append(CheckResult.passed(
+                "another in-sync replica takes over, ISR above min.insync.replicas",
+                f"all {len(led)} partition(s) it leads"))
+        self.plan = drain_plan(partitions, self.broker_id)
+        checks.append(CheckResult.passed(
+            "plan", f"reorder {len(self.plan)} partition(s), move leadership of {len(led)}"))
+        try:
+            record = load_record(self.state_file)
+        except (OSError, ValueError, KeyError) as exc:
+            checks.append(CheckResult.failed("drain record readable",
+                                             f"{self.state_file}: {exc}"))
+        else:
+            if record is not None:
+                checks.append(CheckResult.warned(
+                    "already drained", f"since {record.drained_at}; the original orders "
+                    f"recorded then are kept ({self.state_file})"))
+        return checks
+
+    async def execute(self) -> AsyncIterator[Step]:
+        yield Step("reading cluster metadata", 0.05)
+        partitions = await self.partitions()
+        self.plan = plan = drain_plan(partitions, self.broker_id)
+        current = {(p.topic, p.partition): list(p.replicas) for p in partitions}
+        original = {k: current[k] for k in plan}
+        record = load_record(self.state_file)
+        record = (record.merged(original) if record is not None
+                  else DrainRecord(self.broker_id, self.cluster_id, now_iso(), original))
+        save_record(self.state_file, record)
+        yield Step(f"original replica orders saved to {self.state_file} "
+                   f"({len(record.original)} partitions)", 0.15)
+        if plan:
+            async for step in self.reassign(plan):
+                yield Step(step.message, 0.5)
+        else:
+            yield Step(f"broker {self.broker_id} is already last in every replica list", 0.5)
+        to_elect = sorted((p.topic, p.partition) for p in await self.partitions()
+                          if p.leader == self.broker_id)
+        if to_elect:
+            yield Step(f"preferred election for the {len(to_elect)} partition(s) it leads",
+                       0.6)
+            outcomes = await self.elect(to_elect)
+            yield Step(election_summary(outcomes), 0.8)
+        still: list[PartitionKey] = []
+
+        async def led_nothing() -> bool:
+            nonlocal still
+            still = [(p.topic, p.partition) for p in await self.partitions()
+                     if p.leader == self.broker_id]
+            return not still
+
+        if not await _wait_until(led_nothing, LEADERSHIP_TIMEOUT):
+            raise KafkaActionError(
+                f"broker {self.broker_id} still leads {len(still)} partition(s) "
+                f"({names(still)}); replica orders are demoted and recorded in "
+                f"{self.state_file}; retry the drain, or undo with "
+                f"`sfops kafka undrain {self.broker_id}`")
+        yield Step(f"broker {self.broker_id} leads no partition", 1.0)
+
+    async def verify(self) -> list[CheckResult]:
+        partitions = await self.partitions()
+        led = [(p.topic, p.partition) for p in partitions if p.leader == self.broker_id]
+        not_last = [(p.topic, p.partition) for p in partitions
+                    if self.broker_id in p.replicas and p.replicas[-1] != self.broker_id]
+        return [
+            CheckResult.passed("leads nothing", f"broker {self.broker_id} leads 0 partitions")
+            if not led else CheckResult.failed("leads nothing", f"still leads {names(led)}"),
+            CheckResult.passed("last in every replica list")
+            if not not_last else CheckResult.failed("last in every replica list",
+                                                    names(not_last)),
+            CheckResult.passed("drain recorded", str(self.state_file))
+            if self.state_file.exists()
+            else CheckResult.failed("drain recorded", f"{self.state_file} missing"),
+        ]
+
+
+class UndrainBroker(_BrokerAction):
+    name: ClassVar[str] = "kafka.undrain"
+
+    def __init__(self, service: KafkaService, broker_id: int, state_dir: Path) -> None:
+        super().__init__(service, broker_id, state_dir)
+        self.restored: dict[PartitionKey, list[int]] = {}
+
+    def describe(self) -> str:
+        return (f"undrain Kafka broker {self.broker_id}: restore the recorded replica orders "
+                "and elect the preferred leaders")
+
+    def _record(self) -> DrainRecord:
+        record = load_record(self.state_file)
+        if record is None:
+            raise KafkaActionError(f"no drain recorded for broker {self.broker_id} "
+                                   f"({self.state_file} does not exist)")
+        return record
+
+    async def preflight(self) -> list[CheckResult]:
+        partitions, checks = await self._read_checks()
+        if partitions is None:
+            return checks
+        checks.append(broker := await self._broker_check(partitions))
+        try:
+            record = self._record()
+        except (OSError, ValueError, KeyError, KafkaActionError) as exc:
+            checks.append(CheckResult.failed("drain recorded", str(exc)))
+            return checks
+        checks.append(CheckResult.passed(
+            "drain recorded", f"{len(record.original)} partition(s) since {record.drained_at}"))
+        if record.cluster_id and self.cluster_id and record.cluster_id != self.cluster_id:
+            checks.append(CheckResult.failed(
+                "same cluster", f"recorded for cluster {record.cluster_id}, this is "
+                f"{self.cluster_id}"))
+        if broker.status.value == "pass" and self.broker_id not in await self.registered_brokers():
+            checks.append(CheckResult.failed("broker up", f"broker {self.broker_id} is not "
+                                             "registered: start it first"))
+        plan, skipped = restore_plan(partitions, record.original)
+        if skipped:
+            checks.append(CheckResult.warned("partitions left alone",
+                                             "; ".join(list(skipped.values())[:10])))
+        lagging = [(p.topic, p.partition) for p in partitions
+                   if (p.topic, p.partition) in record.original
+                   and record.original[(p.topic, p.partition)][0] == self.broker_id
+                   and self.broker_id not in p.isr]
+        if lagging:
+            checks.append(CheckResult.warned(
+                "broker in sync", f"not yet in the ISR of {len(lagging)} partition(s) it will "
+                f"lead ({names(lagging)}); the undrain waits up to {ISR_TIMEOUT:g} s"))
+        checks.append(CheckResult.passed("plan", f"restore the order of {len(plan)} "
+                                         "partition(s), then elect preferred leaders"))
+        return checks
+
+    def _should_lead(self, record: DrainRecord) -> list[PartitionKey]:
+        return sorted(k for k, order in record.original.items() if order[0] == self.broker_id)
+
+    async def execute(self) -> AsyncIterator[Step]:
+        record = self._record()
+        yield Step(f"read {self.state_file}", 0.05)
+        partitions = await self.partitions()
+        plan, skipped = restore_plan(partitions, record.original)
+        for line in skipped.values():
+            yield Step(f"left alone: {line}")
+        if plan:
+            async for step in self.reassign(plan):
+                yield Step(step.message, 0.4)
+        self.restored = {k: v for k, v in record.original.items() if k not in skipped}
+        self.state_file.unlink()
+        yield Step(f"original replica orders restored; {self.state_file} removed", 0.5)
+        should_lead = [k for k in self._should_lead(record) if k in self.restored]
+        lagging: list[PartitionKey] = []
+
+        async def in_sync() -> bool:
+            nonlocal lagging
+            isr = {(p.topic, p.partition): p.isr for p in await self.partitions()}
+            lagging = [k for k in should_lead if self.broker_id not in isr.get(k, ())]
+            return not lagging
+
+        yield Step(f"waiting for broker {self.broker_id} to be in sync", 0.55)
+        if not await _wait_until(in_sync, ISR_TIMEOUT):
+            raise KafkaActionError(
+                f"broker {self.broker_id} is not in the ISR of {names(lagging)} after "
+                f"{ISR_TIMEOUT:g} s; replica orders are restored — run "
+                "`sfops kafka elect-leaders` once it has caught up")
+        yield Step(f"preferred election for {len(self.restored)} partition(s)", 0.7)
+        outcomes = await self.elect(sorted(self.restored))
+        yield Step(election_summary(outcomes), 0.85)
+        wrong: list[PartitionKey] = []
+
+        async def leading() -> bool:
+            nonlocal wrong
+            leaders = {(p.topic, p.partition): p.leader for p in await self.partitions()}
+            wrong = [k for k in should_lead if leaders.get(k) != self.broker_id]
+            return not wrong
+
+        if not await _wait_until(leading, LEADERSHIP_TIMEOUT):
+            raise KafkaActionError(
+                f"broker {self.broker_id} does not lead {names(wrong)}; replica orders are "
+                "restored — run `sfops kafka elect-leaders`")
+        yield Step(f"broker {self.broker_id} leads its {len(should_lead)} preferred "
+                   "partition(s) again", 1.0)
+
+    async def verify(self) -> list[CheckResult]:
+        partitions = {(p.topic, p.partition): p for p in await self.partitions()}
+        wrong_order = [k for k, order in self.restored.items()
+                       if k in partitions and list(partitions[k].replicas) != order]
+        not_preferred = [k for k in self.restored
+                         if k in partitions and partitions[k].not_preferred]
+        return [
+            CheckResult.passed("original replica orders", f"{len(self.restored)} partition(s)")
+            if not wrong_order else CheckResult.failed("original replica orders",
+                                                       names(sorted(wrong_order))),
+            CheckResult.passed("preferred leaders")
+            if not not_preferred else CheckResult.failed("preferred leaders",
+                                                         names(sorted(not_preferred))),
+        ]

@@ -1,0 +1,297 @@
+"""What one Kafka poll saw, as immutable values, and the pure derivations from it (partition
+health counts, per-broker leadership, preferred-leader imbalance, the overview summary)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from backends.service import Alert, BackendSummary, Figure, Severity
+from backends.snapshot import Health
+
+CONTROLLER_LABEL = "metadata controller (not the KRaft quorum leader)"
+ALERT_SOURCE = "kafka"
+MAX_NAMED_PARTITIONS = 5
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    topic: str
+    partition: int
+    leader: int  # -1: no leader (offline)
+    replicas: tuple[int, ...]  # in preference order: replicas[0] is the preferred leader
+    isr: tuple[int, ...]
+    min_isr: int | None = None  # the topic's min.insync.replicas (None: not known yet)
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    @property
+    def offline(self) -> bool:
+        return self.leader < 0
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+    @property
+    def under_min_isr(self) -> bool:
+        return self.min_isr is not None and len(self.isr) < self.min_isr
+
+    @property
+    def at_min_isr(self) -> bool:
+        return self.min_isr is not None and len(self.isr) == self.min_isr
+
+    @property
+    def preferred_leader(self) -> int | None:
+        return self.replicas[0] if self.replicas else None
+
+    @property
+    def not_preferred(self) -> bool:
+        """Led, but not by its first replica (what a preferred election would fix)."""
+        return not self.offline and bool(self.replicas) and self.leader != self.replicas[0]
+
+
+@dataclass(frozen=True)
+class TopicState:
+    name: str
+    partitions: tuple[PartitionState, ...]
+    internal: bool = False
+    min_isr: int | None = None
+    error: str | None = None
+
+    @property
+    def replication_factor(self) -> int:
+        return max((len(p.replicas) for p in self.partitions), default=0)
+
+    @property
+    def problems(self) -> int:
+        return sum(p.offline or p.under_replicated or p.under_min_isr for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class BrokerState:
+    broker_id: int
+    host: str | None
+    port: int | None
+    rack: str | None = None
+    registered: bool = True  # in the cluster metadata (registered and not fenced)
+    reachable: bool | None = None  # its listener accepted a TCP connection (None: not probed)
+    leaders: int = 0
+    replicas: int = 0
+    preferred: int = 0  # partitions whose first replica it is
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}" if self.host is not None else "?"
+
+    @property
+    def up(self) -> bool:
+        return self.registered and self.reachable is not False
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None  # None: the group has no committed offset here
+    latest: int | None  # high watermark (None: could not be read)
+
+    @property
+    def lag(self) -> int | None:
+        if self.committed is None or self.latest is None:
+            return None
+        return max(self.latest - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class GroupState:
+    group_id: str
+    state: str  # "STABLE", "EMPTY", "DEAD", ... (Kafka's, upper case)
+    members: int
+    partitions: tuple[PartitionLag, ...] = ()
+    error: str | None = None
+
+    @property
+    def total_lag(self) -> int:
+        return sum(p.lag or 0 for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class PartitionCounts:
+    total: int = 0
+    online: int = 0
+    offline: int = 0
+    under_replicated: int = 0
+    under_min_isr: int = 0
+    at_min_isr: int = 0
+    not_preferred: int = 0
+
+
+@dataclass(frozen=True)
+class KafkaStatus:
+    bootstrap: str
+    cluster_id: str | None
+    controller_id: int | None  # CONTROLLER_LABEL: a live broker on KRaft, not the quorum leader
+    brokers: tuple[BrokerState, ...]
+    topics: tuple[TopicState, ...]
+    groups: tuple[GroupState, ...] = ()
+    counts: PartitionCounts = field(default_factory=PartitionCounts)
+    problems: tuple[str, ...] = ()  # parts of the poll that failed (configs, groups)
+    poll_seconds: float = 0.0
+
+    def partitions(self) -> Iterable[PartitionState]:
+        for topic in self.topics:
+            yield from topic.partitions
+
+    def broker(self, broker_id: int) -> BrokerState | None:
+        return next((b for b in self.brokers if b.broker_id == broker_id), None)
+
+    @property
+    def brokers_up(self) -> int:
+        return sum(b.up for b in self.brokers)
+
+    @property
+    def leader_skew(self) -> int:
+        return _skew(b.leaders for b in self.brokers if b.up)
+
+    @property
+    def replica_skew(self) -> int:
+        return _skew(b.replicas for b in self.brokers if b.up)
+
+    @property
+    def worst_group(self) -> GroupState | None:
+        return max(self.groups, key=lambda g: g.total_lag, default=None)
+
+    @property
+    def total_lag(self) -> int:
+        return sum(g.total_lag for g in self.groups)
+
+
+def _skew(values: Iterable[int]) -> int:
+    values = list(values)
+    return max(values) - min(values) if values else 0
+
+
+def count_partitions(partitions: Iterable[PartitionState]) -> PartitionCounts:
+    total = offline = urp = under_min = at_min = not_preferred = 0
+    for p in partitions:
+        total += 1
+        offline += p.offline
+        urp += p.under_replicated
+        under_min += p.under_min_isr
+        at_min += p.at_min_isr
+        not_preferred += p.not_preferred
+    return PartitionCounts(total, total - offline, offline, urp, under_min, at_min, not_preferred)
+
+
+def tally_brokers(
+    brokers: Sequence[BrokerState], partitions: Iterable[PartitionState]
+) -> tuple[BrokerState, ...]:
+    """The brokers with their leader/replica/preferred counts filled in; a broker that appears
+    only in replica lists (never seen in metadata) is added as unregistered."""
+    leaders: dict[int, int] = {}
+    replicas: dict[int, int] = {}
+    preferred: dict[int, int] = {}
+    for p in partitions:
+        if p.leader >= 0:
+            leaders[p.leader] = leaders.get(p.leader, 0) + 1
+        for r in p.replicas:
+            replicas[r] = replicas.get(r, 0) + 1
+        if p.replicas:
+            preferred[p.replicas[0]] = preferred.get(p.replicas[0], 0) + 1
+    by_id = {b.broker_id: b for b in brokers}
+    for broker_id in replicas:
+        by_id.setdefault(broker_id, BrokerState(broker_id, None, None, registered=False))
+    return tuple(
+        BrokerState(b.broker_id, b.host, b.port, b.rack, b.registered, b.reachable,
+                    leaders.get(b.broker_id, 0), replicas.get(b.broker_id, 0),
+                    preferred.get(b.broker_id, 0))
+        for b in sorted(by_id.values(), key=lambda b: b.broker_id)
+    )
+
+
+def _names(partitions: Sequence[PartitionState]) -> str:
+    shown = ", ".join(p.name for p in partitions[:MAX_NAMED_PARTITIONS])
+    more = len(partitions) - MAX_NAMED_PARTITIONS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def health_and_alerts(status: KafkaStatus) -> tuple[Health, list[Alert]]:
+    alerts: list[Alert] = []
+    healths = [Health.OK]
+
+    def alert(key: str, severity: Severity, message: str) -> None:
+        alerts.append(Alert(ALERT_SOURCE, key, severity, message))
+        healths.append(Health.FAILED if severity is Severity.CRITICAL else Health.DEGRADED)
+
+    for broker in status.brokers:
+        if not broker.registered:
+            alert(f"broker-down:{broker.broker_id}", Severity.WARNING,
+                  f"broker {broker.broker_id} ({broker.address}) is not in the cluster metadata "
+                  "(down or fenced)")
+        elif broker.reachable is False:
+            alert(f"broker-down:{broker.broker_id}", Severity.WARNING,
+                  f"broker {broker.broker_id} ({broker.address}) does not accept connections")
+    if status.brokers and status.brokers_up == 0:
+        alert("no-broker-up", Severity.CRITICAL, "no broker is up")
+    partitions = list(status.partitions())
+    offline = [p for p in partitions if p.offline]
+    if offline:
+        alert("partitions-offline", Severity.CRITICAL,
+              f"{len(offline)} partition(s) offline (no leader): {_names(offline)}")
+    under_min = [p for p in partitions if p.under_min_isr and not p.offline]
+    if under_min:
+        alert("partitions-under-min-isr", Severity.CRITICAL,
+              f"{len(under_min)} partition(s) under min.insync.replicas (acks=all writes "
+              f"fail): {_names(under_min)}")
+    urp = [p for p in partitions if p.under_replicated and not p.offline]
+    if urp:
+        alert("partitions-under-replicated", Severity.WARNING,
+              f"{len(urp)} partition(s) under-replicated: {_names(urp)}")
+    for group in status.groups:
+        if group.error:
+            alert(f"group-error:{group.group_id}", Severity.WARNING,
+                  f"consumer group {group.group_id}: {group.error}")
+        elif group.members == 0 and group.total_lag > 0:
+            alert(f"group-idle:{group.group_id}", Severity.WARNING,
+                  f"consumer group {group.group_id} has no active member and lag "
+                  f"{group.total_lag}")
+    for problem in status.problems:
+        alerts.append(Alert(ALERT_SOURCE, f"poll-problem:{problem.split(':', 1)[0]}",
+                            Severity.INFO, problem))
+    return Health.worst(healths), alerts
+
+
+def summarize_status(status: KafkaStatus, title: str = "Kafka",
+                     error: str | None = None) -> BackendSummary:
+    health, alerts = health_and_alerts(status)
+    counts = status.counts
+    worst = status.worst_group
+    figures = [
+        Figure("brokers up", f"{status.brokers_up}/{len(status.brokers)}",
+               Health.OK if status.brokers_up == len(status.brokers) else Health.DEGRADED),
+        Figure("offline", str(counts.offline),
+               Health.FAILED if counts.offline else Health.OK),
+        Figure("URP", str(counts.under_replicated),
+               Health.DEGRADED if counts.under_replicated else Health.OK),
+    ]
+    if worst is not None:
+        figures.append(Figure("worst lag", f"{worst.total_lag} ({worst.group_id})"))
+    if error is not None:
+        # Showing the last good value of a now-failing poll: nothing current can be vouched for.
+        health = Health.FAILED
+        alerts.insert(0, Alert(ALERT_SOURCE, "kafka-unreachable", Severity.CRITICAL,
+                               f"{title}: {error}"))
+    return BackendSummary(
+        name="kafka",
+        title=title,
+        health=health,
+        figures=tuple(figures),
+        alerts=tuple(alerts),
+        spark_label="consumer lag",
+        spark_value=float(status.total_lag),
+        error=error,
+    )
