@@ -7,9 +7,7 @@ import json
 import sys
 from typing import Any
 
-from backends.audit import AuditLog
 from tui import exitcodes
-from tui.commands._action import load_config
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from backends.audit import AuditLog
+    from tui.commands._action import load_config
+
     config = load_config(args)
     if config is None:
         return exitcodes.USAGE

@@ -12,14 +12,14 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from backends.config import ConfigError, SfopsConfig, redact_text, redacted
-from backends.resilience import PollJob
-from backends.service import BackendService, BackendSummary
-from backends.snapshot import Health, Snapshot
 from tui import exitcodes
-from tui.commands._action import load_config
+
+if TYPE_CHECKING:
+    from backends.config import SfopsConfig
+    from backends.service import BackendService, BackendSummary
+    from backends.snapshot import Snapshot
 
 DEFAULT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 3.0
@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: building the parser (every `sfops` start) must not load the backends.
+    from backends.config import ConfigError
+    from tui.commands._action import load_config
+
     config = load_config(args)
     if config is None:
         return exitcodes.USAGE
@@ -57,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-Result = tuple[BackendService, Snapshot[Any], BackendSummary]
+Result = tuple["BackendService", "Snapshot[Any]", "BackendSummary"]
 
 
 async def poll_all(config: SfopsConfig, *, timeout: float) -> list[Result]:  # noqa: ASYNC109
+    from backends.config import redact_text
+    from backends.resilience import PollJob
     from backends.services import build_services
 
     services = build_services(config)
@@ -87,6 +93,8 @@ async def _close(service: BackendService) -> None:
 
 
 def exit_code(results: list[Result]) -> int:
+    from backends.snapshot import Health
+
     if any(not snapshot.ok for _, snapshot, _ in results):
         return exitcodes.UNREACHABLE
     if any(summary.health is not Health.OK for _, _, summary in results):
@@ -95,6 +103,9 @@ def exit_code(results: list[Result]) -> int:
 
 
 def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, Any]:
+    from backends.config import redacted
+    from backends.snapshot import Health
+
     overall = Health.worst(summary.health for _, _, summary in results)
     return {
         "health": overall.value,
@@ -125,7 +136,7 @@ def print_table(results: list[Result], out: TextIO) -> None:
     for _, _, summary in results:
         figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
         rows.append((summary.title, summary.health.value.upper(),
-                     figures or (summary.error or "")))
+                     _printable(figures or (summary.error or ""))))
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
         print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]}".rstrip(), file=out)
@@ -133,4 +144,10 @@ def print_table(results: list[Result], out: TextIO) -> None:
     if alerts:
         print("", file=out)
         for alert in alerts:
-            print(f"{alert.severity.name.lower():<8}  {alert.source}: {alert.message}", file=out)
+            message = _printable(f"{alert.source}: {alert.message}")
+            print(f"{alert.severity.name.lower():<8}  {message}", file=out)
+
+
+def _printable(text: str) -> str:
+    """Outside text (server errors, names) must not drive the terminal (escape sequences)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
