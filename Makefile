@@ -6,9 +6,9 @@ SFOPS := $(VENV)/bin/sfops
 TEST_LAB := .lab-test
 PYTEST_ARGS ?=
 
-.PHONY: install install-base install-kafka install-k8s demo lab-up lab-down lint test test-only clean
+.PHONY: install install-base install-kafka install-k8s install-lint demo lab-up lab-down lint test test-only clean
 
-install: install-base install-kafka install-k8s
+install: install-base install-kafka install-k8s install-lint
 
 install-base:
 	@bash deploy/lab/install/base.sh
@@ -18,6 +18,10 @@ install-kafka: install-base
 
 install-k8s: install-base
 	@bash deploy/lab/install/k8s.sh
+
+# dclint (Compose Specification schema check) from the npm registry, cached outside the repo.
+install-lint:
+	@bash deploy/lab/install/lint-tools.sh
 
 # Install, start the whole lab, open sfops on it.
 demo: install lab-up
