@@ -123,7 +123,7 @@ class Failover(_PgAction):
             return checks
         statuses = await self.cluster.read_all()
         candidate = statuses[self.to]
-        last = self.cluster.state.last_primary_lsn()
+        last = self.cluster.last_primary_lsn()
         others = [n for n in statuses if n != self.to]
 
         # The primary: gone, confirmed over several attempts.
@@ -388,7 +388,7 @@ class Switchover(_PgAction):
             raise PgActionError(f"{old} did not stop cleanly ({exc}); {new} is still a "
                                 f"standby: check {old} and `sfops pg status`") from None
         await host.write_standby_signal()
-        cluster.state.fence(old, reason="switchover", method="standby.signal",
+        cluster.fence(old, reason="switchover", method="standby.signal",
                             new_primary=new)
         control = await host.controldata()
         state = control.get("Database cluster state", "")

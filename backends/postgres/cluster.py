@@ -23,7 +23,7 @@ from backends.config import PostgresMember, SfopsConfig
 from backends.executors import Executor, executor_from_config
 from backends.postgres.connection import MemberConnection, PgError
 from backends.postgres.host import CLEAN_STATES, HostError, MemberHost, passfile_line
-from backends.postgres.model import MemberStatus, format_lsn, parse_lsn
+from backends.postgres.model import LastPrimaryLsn, MemberStatus, format_lsn, parse_lsn
 from backends.postgres.service import PostgresService
 from backends.postgres.state import PgState
 from backends.resilience import call_write
@@ -55,6 +55,7 @@ class PgCluster:
         self.service = service or PostgresService(self.pg, state=self.state,
                                                   secrets=config.secrets())
         self._executors: dict[str, Executor] = {}
+        self.system_identifier: str | None = None  # of the cluster, once a member answered
 
     @property
     def members(self) -> dict[str, PostgresMember]:
@@ -84,11 +85,27 @@ class PgCluster:
 
     async def read(self, name: str) -> MemberStatus:
         """A fresh read, not through the poll's breaker (an action must see the truth)."""
-        return await self.service.read_member(name, use_breaker=False)
+        status = await self.service.read_member(name, use_breaker=False)
+        self.system_identifier = status.system_identifier or self.system_identifier
+        return status
 
     async def read_all(self) -> dict[str, MemberStatus]:
         members = await self.service.read_members(use_breaker=False)
+        for member in members:
+            self.system_identifier = member.system_identifier or self.system_identifier
         return {m.name: m for m in members}
+
+    def fence(self, name: str, *, reason: str, method: str, new_primary: str) -> None:
+        self.state.fence(name, reason=reason, method=method, new_primary=new_primary,
+                         system_identifier=self.system_identifier)
+
+    def last_primary_lsn(self) -> LastPrimaryLsn | None:
+        """The last primary position sfops saw, if it was seen on this cluster."""
+        last = self.state.last_primary_lsn()
+        if (last is not None and last.system_identifier and self.system_identifier
+                and last.system_identifier != self.system_identifier):
+            return None
+        return last
 
     async def close(self) -> None:
         await self.service.close()
@@ -190,26 +207,35 @@ async def fence(cluster: PgCluster, name: str, new_primary: str) -> AsyncIterato
     try:
         host = cluster.host(name)
     except PgActionError as exc:
-        cluster.state.fence(name, reason="failover", method="recorded", new_primary=new_primary)
+        cluster.fence(name, reason="failover", method="recorded", new_primary=new_primary)
         yield Step(f"{name}: no host access ({exc}); recorded as fenced: sfops alerts if it "
                    "reappears as a primary")
         return
     problem = await host.reachable()
     if problem is not None:
-        cluster.state.fence(name, reason="failover", method="recorded", new_primary=new_primary)
+        cluster.fence(name, reason="failover", method="recorded", new_primary=new_primary)
         yield Step(f"{name}: host unreachable ({problem}); recorded as fenced: sfops raises a "
                    "split-brain alert if it reappears as a primary")
         return
     await host.write_standby_signal()
-    cluster.state.fence(name, reason="failover", method="standby.signal",
+    cluster.fence(name, reason="failover", method="standby.signal",
                         new_primary=new_primary)
     yield Step(f"{name}: standby.signal written: a restart comes up read-only as a standby")
     if await host.running():
         yield Step(f"{name}: still running (hung?); stopping it")
         try:
             await host.stop("fast", timeout=10)
-        except HostError:
-            await host.stop("immediate", timeout=10)
+        except HostError as exc:
+            # It does not answer signals it can handle: STONITH, the postmaster is killed.
+            try:
+                pid = await host.kill_postmaster()
+            except HostError as kill_exc:
+                yield Step(f"{name}: could not stop it ({exc}; {kill_exc}); it keeps "
+                           "standby.signal and sfops alerts if it answers as a primary: "
+                           "stop it by hand")
+                return
+            yield Step(f"{name}: did not stop within 10 s; postmaster {pid} killed")
+            return
         yield Step(f"{name}: stopped")
 
 
@@ -310,7 +336,7 @@ async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[S
     slot = slot_name_for(name)
 
     await host.write_standby_signal()
-    cluster.state.fence(name, reason="rejoin in progress", method="standby.signal",
+    cluster.fence(name, reason="rejoin in progress", method="standby.signal",
                         new_primary=primary)
     yield Step(f"{name}: standby.signal written (fenced while it rejoins)")
     async for step in _stop_cleanly(cluster, host):

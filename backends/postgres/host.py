@@ -154,6 +154,15 @@ class MemberHost:
         await self.run([self.binary("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
                         "-w", "-t", str(int(timeout))], timeout=timeout + 10)
 
+    async def kill_postmaster(self) -> str | None:
+        """SIGKILL the postmaster (fencing a hung former primary); its pid, if there was one."""
+        text = await self.read_text(self.path("postmaster.pid"))
+        pid = (text or "").split("\n", 1)[0].strip()
+        if not pid.isdigit():
+            return None
+        await self.run([self.binary("pg_ctl"), "kill", "KILL", pid], timeout=15.0)
+        return pid
+
     async def start(self) -> None:
         """Start without waiting (a standby is not "ready" until it has caught up); the
         caller probes readiness itself."""

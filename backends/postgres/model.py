@@ -105,6 +105,7 @@ class MemberStatus:
     connections: int | None = None
     max_connections: int | None = None
     server_version: str | None = None
+    system_identifier: str | None = None  # which cluster (a re-initialised one is another)
     wal_receiver: WalReceiver | None = None
     standbys: tuple[StandbyRow, ...] = ()
     slots: tuple[SlotRow, ...] = ()
@@ -181,6 +182,7 @@ class LastPrimaryLsn:
     lsn: int
     timeline: int | None
     seen_at: float  # wall clock (time.time())
+    system_identifier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,8 +273,10 @@ def with_lag(members: Sequence[MemberStatus]) -> tuple[MemberStatus, ...]:
             lag_bytes = max(0, primary_lsn - member.replayed_lsn)
         elif member.received_lsn is not None and member.replayed_lsn is not None:
             lag_bytes = max(0, member.received_lsn - member.replayed_lsn)
-        caught_up = (member.received_lsn is not None
-                     and member.received_lsn == member.replayed_lsn)
+        # Right after a restart the receive position is the start of the streamed segment,
+        # behind replay: that is caught up too.
+        caught_up = (member.received_lsn is not None and member.replayed_lsn is not None
+                     and member.received_lsn <= member.replayed_lsn)
         lag_seconds = 0.0 if caught_up else member.seconds_since_replay
         result.append(replace(member, replication_lag_bytes=lag_bytes,
                               replication_lag_seconds=lag_seconds))
@@ -360,7 +364,12 @@ def build_cluster(
 ) -> ClusterStatus:
     from dataclasses import replace
 
-    fenced = dict(fenced or {})
+    identifiers = {m.system_identifier for m in members if m.system_identifier}
+    fenced = {name: entry for name, entry in (fenced or {}).items()
+              if not identifiers or entry.get("system_identifier") in (None, *identifiers)}
+    if (last_primary_lsn is not None and identifiers
+            and last_primary_lsn.system_identifier not in (None, *identifiers)):
+        last_primary_lsn = None  # seen on a cluster that has since been re-initialised
     with_fence = [replace(m, fenced=m.name in fenced) for m in with_lag(members)]
     return ClusterStatus(
         members=tuple(with_fence),

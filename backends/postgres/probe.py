@@ -19,8 +19,10 @@ from backends.postgres.model import (
 # running where they raise ("recovery is (not) in progress"): they are volatile, so they are
 # evaluated only on the branch taken. The timeline on a primary comes from the WAL file name
 # of the insert position: unlike pg_control_checkpoint() it is right immediately after a
-# promotion, before the first checkpoint on the new timeline.
-MEMBER_SQL = """
+# promotion, before the first checkpoint on the new timeline. On a standby whose WAL receiver
+# is not running, the newest timeline among its WAL segments stands in for received_tli (the
+# last restartpoint may still be on the previous timeline).
+MEMBER_SQL = r"""
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS current_lsn,
        pg_last_wal_receive_lsn()::text AS received_lsn,
@@ -33,9 +35,14 @@ SELECT pg_is_in_recovery() AS in_recovery,
             THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        END AS primary_timeline,
        (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline,
+       CASE WHEN pg_is_in_recovery() THEN
+           (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
+             WHERE name ~ '^[0-9A-F]{24}(\.partial)?$')
+       END AS wal_timeline,
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int
            AS connections,
        current_setting('max_connections')::int AS max_connections,
+       (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier,
        current_setting('server_version') AS server_version,
        current_setting('primary_conninfo') AS primary_conninfo,
        current_setting('primary_slot_name') AS primary_slot_name
@@ -129,7 +136,7 @@ async def read_member(conn: MemberConnection) -> MemberStatus:
     )
     if in_recovery:
         timeline = (receiver.received_tli if receiver and receiver.received_tli
-                    else row["checkpoint_timeline"])
+                    else row["wal_timeline"] or row["checkpoint_timeline"])
     else:
         timeline = row["primary_timeline"] or row["checkpoint_timeline"]
     return MemberStatus(
@@ -147,6 +154,7 @@ async def read_member(conn: MemberConnection) -> MemberStatus:
         connections=row["connections"],
         max_connections=row["max_connections"],
         server_version=row["server_version"],
+        system_identifier=row["system_identifier"],
         wal_receiver=receiver,
         standbys=standbys,
         slots=slots,

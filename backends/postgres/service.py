@@ -100,7 +100,7 @@ class PostgresService:
                     streaming = [m.name for m in members if m.is_standby and m.streaming]
                     last_lsn = await asyncio.to_thread(
                         self.state.record_primary_lsn, primary.name, current,
-                        primary.timeline, streaming)
+                        primary.timeline, streaming, primary.system_identifier)
                 else:
                     last_lsn = await asyncio.to_thread(self.state.last_primary_lsn)
                 fenced = await asyncio.to_thread(self.state.fenced)

@@ -73,14 +73,16 @@ class PgState:
                 member=str(entry["member"]), lsn=int(entry["lsn"]),
                 timeline=None if entry.get("timeline") is None else int(entry["timeline"]),
                 seen_at=float(entry["seen_at"]),
+                system_identifier=entry.get("system_identifier"),
             )
         except (KeyError, TypeError, ValueError):
             return None
 
     def record_primary_lsn(self, member: str, lsn: int, timeline: int | None,
-                           streaming: Iterable[str] = ()) -> LastPrimaryLsn:
+                           streaming: Iterable[str] = (),
+                           system_identifier: str | None = None) -> LastPrimaryLsn:
         """Remember the primary's position (and which standbys stream from it now)."""
-        seen = LastPrimaryLsn(member, lsn, timeline, time.time())
+        seen = LastPrimaryLsn(member, lsn, timeline, time.time(), system_identifier)
         streaming = list(streaming)
 
         def change(data: dict[str, Any]) -> None:
@@ -90,10 +92,12 @@ class PgState:
             old = data.get("last_primary_lsn")
             # Never move backwards on the same timeline (two sfops polling at once).
             if (isinstance(old, dict) and old.get("member") == member
+                    and old.get("system_identifier") == system_identifier
                     and old.get("timeline") == timeline and int(old.get("lsn", 0)) > lsn):
                 return
             data["last_primary_lsn"] = {"member": member, "lsn": lsn, "timeline": timeline,
-                                        "seen_at": seen.seen_at}
+                                        "seen_at": seen.seen_at,
+                                        "system_identifier": system_identifier}
 
         self.update(change)
         return seen
@@ -108,11 +112,12 @@ class PgState:
         entries = self.read().get("fenced")
         return {str(k): dict(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
 
-    def fence(self, member: str, *, reason: str, method: str, new_primary: str) -> None:
+    def fence(self, member: str, *, reason: str, method: str, new_primary: str,
+              system_identifier: str | None = None) -> None:
         def change(data: dict[str, Any]) -> None:
             data.setdefault("fenced", {})[member] = {
                 "since": time.time(), "reason": reason, "method": method,
-                "new_primary": new_primary,
+                "new_primary": new_primary, "system_identifier": system_identifier,
             }
 
         self.update(change)
