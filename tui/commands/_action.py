@@ -59,12 +59,12 @@ def add_action_flags(parser: argparse.ArgumentParser) -> None:
                         help="run even if a preflight check fails (recorded in the audit log)")
 
 
-def load_config(args: argparse.Namespace, err: TextIO = sys.stderr) -> SfopsConfig | None:
+def load_config(args: argparse.Namespace, err: TextIO | None = None) -> SfopsConfig | None:
     """The configuration, or None after printing the error (callers exit USAGE)."""
     try:
         return load(args.config)
     except ConfigError as exc:
-        print(f"sfops: configuration error:\n{exc}", file=err)
+        print(f"sfops: configuration error:\n{exc}", file=err or sys.stderr)
         return None
 
 
