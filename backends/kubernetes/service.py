@@ -1,0 +1,221 @@
+"""KubernetesService: informers for the configured namespaces feeding an in-memory store;
+``poll()`` only reads that store, so a refresh costs no API request at all."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from backends.config import KubernetesConfig, SfopsConfig
+from backends.kubernetes.client import (
+    KubeClient,
+    KubeError,
+    KubeUnavailable,
+    connection_from_kubeconfig,
+)
+from backends.kubernetes.informer import (
+    BUDGETS,
+    DEPLOYMENTS,
+    EVENTS,
+    NODES,
+    PODS,
+    REPLICASETS,
+    Informer,
+    Resource,
+)
+from backends.kubernetes.model import (
+    BudgetInfo,
+    DeploymentInfo,
+    EventInfo,
+    NodeInfo,
+    PodInfo,
+    ReplicaSetInfo,
+    budget_from_json,
+    deployment_from_json,
+    event_from_json,
+    node_from_json,
+    pod_from_json,
+    replicaset_from_json,
+    utcnow,
+)
+from backends.kubernetes.status import ClusterStatus, build_status, summarize_cluster
+from backends.resilience import CircuitBreaker
+from backends.service import BackendSummary, summary_for_failure
+from backends.snapshot import Snapshot
+
+# Watch cluster-wide (filtering client-side) beyond this many namespaces: a handful of long
+# watches instead of six per namespace.
+CLUSTER_WIDE_ABOVE = 4
+FIRST_SYNC_WAIT = 4.0  # a poll waits this long for the first LIST, then shows what it has
+ALL_NAMESPACES = ("*", "all")
+
+
+class KubernetesService:
+    """:class:`~backends.service.BackendService` for one cluster (one kubeconfig context)."""
+
+    name = "kubernetes"
+    title = "Kubernetes"
+
+    def __init__(self, config: KubernetesConfig, client: KubeClient, *,
+                 request_timeout: float = 10.0) -> None:
+        self.config = config
+        self.client = client
+        self.request_timeout = request_timeout
+        self.breaker: CircuitBreaker | None = CircuitBreaker(
+            "kubernetes", failure_threshold=3, reset_timeout=10.0,
+            is_failure=lambda exc: isinstance(exc, KubeUnavailable),
+        )
+        all_namespaces = any(ns in ALL_NAMESPACES for ns in config.namespaces)
+        self.namespaces: tuple[str, ...] = () if all_namespaces else tuple(config.namespaces)
+        self.version = 0  # bumped on every store change
+        self._built_version = -1
+        self._last: ClusterStatus | None = None
+        self._probe_cache: dict[Any, Any] = {}
+        self.deployments: list[Informer[DeploymentInfo]] = []
+        self.replicasets: list[Informer[ReplicaSetInfo]] = []
+        self.pods: list[Informer[PodInfo]] = []
+        self.budgets: list[Informer[BudgetInfo]] = []
+        self.events: list[Informer[EventInfo]] = []
+        self.nodes: Informer[NodeInfo] = Informer(client, NODES, None, node_from_json,
+                                                  on_change=self._changed)
+        self._started = False
+
+    # ------------------------------------------------------------------ informers
+
+    def _scopes(self) -> list[str | None]:
+        if not self.namespaces or len(self.namespaces) > CLUSTER_WIDE_ABOVE:
+            return [None]
+        return list(self.namespaces)
+
+    def _wanted(self, namespace: str) -> bool:
+        return not self.namespaces or namespace in self.namespaces
+
+    def _informer(self, resource: Resource, scope: str | None, convert: Any,
+                  params: dict[str, str] | None = None) -> Informer[Any]:
+        keep = (lambda item: True) if scope is not None or not self.namespaces else (
+            lambda item: self._wanted(item.namespace))
+        return Informer(self.client, resource, scope, convert, on_change=self._changed,
+                        params=params, keep=keep, request_timeout=max(30.0, self.request_timeout))
+
+    def start(self) -> None:
+        """Start the informers (idempotent); they run on the current event loop."""
+        if self._started:
+            return
+        self._started = True
+        for scope in self._scopes():
+            self.deployments.append(self._informer(DEPLOYMENTS, scope, deployment_from_json))
+            self.replicasets.append(self._informer(REPLICASETS, scope, replicaset_from_json))
+            self.pods.append(self._informer(PODS, scope, pod_from_json))
+            self.budgets.append(self._informer(BUDGETS, scope, budget_from_json))
+            self.events.append(self._informer(EVENTS, scope, event_from_json,
+                                              {"fieldSelector": "type=Warning"}))
+        for informer in self.informers:
+            informer.start()
+
+    @property
+    def informers(self) -> list[Informer[Any]]:
+        return [*self.deployments, *self.replicasets, *self.pods, *self.budgets, *self.events,
+                self.nodes]
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    async def wait_synced(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until every informer has listed once; False on timeout."""
+        self.start()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(i.synced.wait() for i in self.informers))
+        except TimeoutError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ BackendService
+
+    async def poll(self) -> ClusterStatus:
+        first = not self._started
+        self.start()
+        if first or not all(i.synced.is_set() for i in self.informers):
+            await self.wait_synced(FIRST_SYNC_WAIT)
+        unsynced = [i for i in self.informers if not i.synced.is_set()]
+        failing = [i for i in self.informers if i.error is not None]
+        if unsynced and failing:
+            # Never listed and failing: nothing trustworthy to show.
+            raise KubeUnavailable(f"{self.client.host}: {failing[0].error}")
+        if failing and all(not i.connected for i in self.informers):
+            raise KubeUnavailable(f"{self.client.host}: {failing[0].error}")
+        return self.current()
+
+    def current(self) -> ClusterStatus:
+        """The snapshot value from the stores (rebuilt only when something changed)."""
+        now_mono = time.monotonic()
+        errors = [f"{i.name}: {i.error}" for i in self.informers if i.error is not None]
+        broken_since = [i.error_since for i in self.informers if i.error_since is not None]
+        age = now_mono - min(broken_since) if broken_since else 0.0
+        if self._last is not None and self._built_version == self.version and not errors:
+            return self._last
+        syncing = sorted({i.resource.name for i in self.informers if not i.synced.is_set()})
+        status = build_status(
+            host=self.client.host,
+            namespaces=self.namespaces or ("*",),
+            deployments=_values(self.deployments),
+            replicasets=_values(self.replicasets),
+            pods=_values(self.pods),
+            nodes=self.nodes.items.values(),
+            budgets=_values(self.budgets),
+            events=_values(self.events),
+            now=utcnow(),
+            syncing=syncing,
+            watch_errors=errors,
+            data_age_s=age,
+            probe_cache=self._probe_cache,
+        )
+        self._last, self._built_version = status, self.version
+        return status
+
+    def summarize(self, snapshot: Snapshot[Any]) -> BackendSummary:
+        status = snapshot.best
+        if not isinstance(status, ClusterStatus):
+            return summary_for_failure(self.name, self.title, snapshot)
+        summary = summarize_cluster(self.name, self.title, status)
+        if snapshot.error:
+            return BackendSummary(
+                name=summary.name, title=summary.title, health=summary.health,
+                figures=summary.figures, alerts=summary.alerts, spark_label=summary.spark_label,
+                spark_value=summary.spark_value, error=snapshot.error,
+            )
+        return summary
+
+    async def close(self) -> None:
+        await asyncio.gather(*(i.stop() for i in self.informers), return_exceptions=True)
+        await self.client.close()
+
+
+def _values(informers: Sequence[Informer[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for informer in informers:
+        out.extend(informer.items.values())
+    return out
+
+
+def make_client(config: KubernetesConfig, *, kubeconfig: Any = None,
+                context: str | None = None) -> KubeClient:
+    connection = connection_from_kubeconfig(kubeconfig or config.kubeconfig,
+                                            context or config.context)
+    return KubeClient(connection)
+
+
+def build_service(config: SfopsConfig, *, context: str | None = None
+                  ) -> KubernetesService | None:
+    section = config.kubernetes
+    if section is None:
+        return None
+    try:
+        client = make_client(section, context=context)
+    except KubeError as exc:
+        from backends.config import ConfigError
+
+        raise ConfigError(f"{config.path}: kubernetes: {exc}") from exc
+    return KubernetesService(section, client)

@@ -1,0 +1,137 @@
+"""Informer (list + watch) against a scripted fake client: bookmarks move the resourceVersion,
+410 Gone re-lists, other failures reconnect with backoff and resume from the version."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from test_k8s_objects import pod
+
+from backends.kubernetes.client import KubeApiError, KubeUnavailable
+from backends.kubernetes.informer import PODS, Backoff, Informer
+from backends.kubernetes.model import pod_from_json
+
+
+def _with_rv(obj: dict[str, Any], rv: str) -> dict[str, Any]:
+    obj["metadata"]["resourceVersion"] = rv
+    return obj
+
+
+class FakeClient:
+    host = "https://fake"
+
+    def __init__(self, lists: list[tuple[list[dict[str, Any]], str]],
+                 watches: list[list[Any]]) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.list_calls = 0
+        self.watch_versions: list[str] = []
+
+    async def list_pages(self, path, convert, *, params=None, timeout=None, page_size=500):
+        self.list_calls += 1
+        items, rv = self.lists.pop(0)
+        return [convert(i) for i in items], rv
+
+    async def watch(self, path, *, resource_version, params=None, timeout_seconds=300):
+        self.watch_versions.append(resource_version)
+        if not self.watches:
+            await asyncio.sleep(3600)
+        for event in self.watches.pop(0):
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+
+
+async def _until(predicate, timeout=2.0):
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def test_list_then_watch_events_and_bookmarks():
+    client = FakeClient(
+        lists=[([pod("a"), pod("b")], "100")],
+        watches=[[
+            {"type": "MODIFIED", "object": _with_rv(pod("a", ready=False), "101")},
+            {"type": "DELETED", "object": _with_rv(pod("b"), "102")},
+            {"type": "ADDED", "object": _with_rv(pod("c"), "103")},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "150"}}},
+        ]],
+    )
+    changes = []
+    informer = Informer(client, PODS, "streamforge", pod_from_json,  # type: ignore[arg-type]
+                        on_change=lambda: changes.append(1), backoff=Backoff(0.001, 0.01, 0))
+    informer.start()
+    try:
+        await _until(lambda: informer.resource_version == "150")
+        assert sorted(informer.items) == ["streamforge/a", "streamforge/c"]
+        assert not informer.items["streamforge/a"].ready
+        assert client.watch_versions[0] == "100"
+        # The stream ended normally: the next watch resumes from the bookmark, no re-list.
+        await _until(lambda: len(client.watch_versions) == 2)
+        assert client.watch_versions[1] == "150"
+        assert client.list_calls == 1
+        assert informer.connected and informer.error is None
+    finally:
+        await informer.stop()
+
+
+async def test_gone_relists_and_replaces_the_store():
+    client = FakeClient(
+        lists=[([pod("a"), pod("b")], "100"), ([pod("b")], "300")],
+        watches=[[KubeApiError(410, "Gone", "too old resource version: 100 (250)")]],
+    )
+    informer = Informer(client, PODS, None, pod_from_json,  # type: ignore[arg-type]
+                        backoff=Backoff(0.001, 0.01, 0))
+    informer.start()
+    try:
+        await _until(lambda: client.list_calls == 2 and len(client.watch_versions) == 2)
+        assert sorted(informer.items) == ["streamforge/b"]  # a was deleted while we were away
+        assert client.watch_versions == ["100", "300"]
+    finally:
+        await informer.stop()
+
+
+async def test_connection_failure_reconnects_from_the_version_without_relisting():
+    client = FakeClient(
+        lists=[([pod("a")], "100")],
+        watches=[[{"type": "ADDED", "object": _with_rv(pod("b"), "120")},
+                  KubeUnavailable("watch pods: connection refused")],
+                 [KubeUnavailable("watch pods: connection refused")],
+                 [{"type": "ADDED", "object": _with_rv(pod("c"), "130")}]],
+    )
+    informer = Informer(client, PODS, None, pod_from_json,  # type: ignore[arg-type]
+                        backoff=Backoff(0.001, 0.01, 0))
+    informer.start()
+    try:
+        await _until(lambda: "streamforge/c" in informer.items)
+        assert client.watch_versions[:3] == ["100", "120", "120"]
+        assert client.list_calls == 1
+        assert informer.connected and informer.error is None
+    finally:
+        await informer.stop()
+
+
+async def test_failure_is_visible_until_recovery():
+    client = FakeClient(lists=[([pod("a")], "100")],
+                        watches=[[KubeUnavailable("watch pods: connection refused")]] * 50)
+    informer = Informer(client, PODS, None, pod_from_json,  # type: ignore[arg-type]
+                        backoff=Backoff(0.05, 0.05, 0))
+    informer.start()
+    try:
+        await _until(lambda: informer.error is not None)
+        assert not informer.connected
+        assert "connection refused" in informer.error
+        assert informer.error_since is not None
+        assert "streamforge/a" in informer.items  # the last good data stays
+    finally:
+        await informer.stop()
+
+
+def test_keep_filter_drops_objects_of_other_namespaces():
+    informer = Informer(None, PODS, None, pod_from_json,  # type: ignore[arg-type]
+                        keep=lambda p: p.namespace == "streamforge")
+    informer.apply({"type": "ADDED", "object": pod("x", namespace="other")})
+    informer.apply({"type": "ADDED", "object": pod("y")})
+    assert list(informer.items) == ["streamforge/y"]

@@ -1,0 +1,211 @@
+"""Pure rendering of the Kubernetes snapshot: deployments with their pods, nodes, budgets and
+warnings -> rows of ``rich.text.Text`` cells.
+
+Pod names, images, event messages and reasons come from the cluster: they are only ever put
+into ``Text`` as plain strings (``Text(value)`` / ``append``), never parsed as markup, so a
+message containing ``[@click=app.quit]`` is shown, not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from rich.text import Text
+
+from backends.kubernetes.model import TIMES, ProbeOutcome, RolloutState
+from backends.kubernetes.status import ClusterStatus, DeploymentStatus, NodeStatus, PodStatus
+from backends.snapshot import Health
+
+COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "NODE / IMAGE", "PROBES", "AGE")
+
+ROLLOUT_STYLE = {
+    RolloutState.COMPLETE: "green",
+    RolloutState.ROLLING: "yellow",
+    RolloutState.PAUSED: "cyan",
+    RolloutState.FAILED: "bold red",
+}
+HEALTH_STYLE = {Health.OK: "green", Health.DEGRADED: "yellow", Health.FAILED: "bold red",
+                Health.UNKNOWN: "grey50"}
+PROBE_MARK = {ProbeOutcome.PASSING: ("✓", "green"), ProbeOutcome.FAILING: ("✗", "bold red"),
+              ProbeOutcome.PENDING: ("…", "yellow"), ProbeOutcome.UNKNOWN: ("?", "grey50")}
+PROBE_LETTER = {"startup": "S", "liveness": "L", "readiness": "R"}
+
+Row = tuple[str, Sequence[Text]]
+
+
+def age(created: datetime | None, now: datetime) -> str:
+    """kubectl's compact age: 45s, 12m, 3h, 5d."""
+    if created is None:
+        return "?"
+    seconds = max(0, int((now - created).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Outside text as a cell: never markup."""
+    return Text(str(value), style=style, no_wrap=True, overflow="ellipsis")
+
+
+def deployment_key(d: DeploymentStatus) -> str:
+    return f"deploy:{d.info.namespace}/{d.info.name}"
+
+
+def pod_key(p: PodStatus) -> str:
+    return f"pod:{p.info.namespace}/{p.info.name}"
+
+
+def node_key(n: NodeStatus) -> str:
+    return f"node:{n.info.name}"
+
+
+def rollout_text(d: DeploymentStatus) -> Text:
+    text = Text(d.rollout.state.value, style=ROLLOUT_STYLE[d.rollout.state])
+    if d.current_revision is not None:
+        text.append(f" rev {d.current_revision}", style="dim")
+        if d.previous_revision is not None:
+            text.append(f"←{d.previous_revision}", style="dim")
+    if d.rollout.state is not RolloutState.COMPLETE:
+        text.append(" ")
+        text.append(d.rollout.message)
+    return text
+
+
+def images_text(images: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{c}={i}" for c, i in images)
+
+
+def deployment_cells(d: DeploymentStatus, now: datetime, *, show_namespace: bool) -> list[Text]:
+    info = d.info
+    name = f"{info.namespace}/{info.name}" if show_namespace else info.name
+    ready = Text(f"{info.ready}/{info.desired}", style=HEALTH_STYLE[d.health])
+    counts = Text(f"upd {info.updated} avl {info.available}", style="dim")
+    return [
+        Text.assemble(("▸ ", "bold"), (name, "bold")),
+        ready,
+        rollout_text(d),
+        Text(str(sum(p.info.restarts for p in d.pods)) if d.pods else "", style="dim"),
+        plain(images_text(info.images), "dim"),
+        counts,
+        plain(age(info.created, now)),
+    ]
+
+
+def probes_text(p: PodStatus) -> Text:
+    text = Text()
+    for probe in p.probes:
+        mark, style = PROBE_MARK[probe.outcome]
+        text.append(f"{PROBE_LETTER[probe.kind.value]}{mark} ", style=style)
+    failure = p.probe_failure
+    if failure:
+        text.append(failure, style="red")  # appended as plain text: may come from the cluster
+    if not p.probes:
+        text.append("none", style="dim")
+    return text
+
+
+def pod_status_text(p: PodStatus) -> Text:
+    info = p.info
+    if info.deleting:
+        return Text("Terminating", style="yellow")
+    if info.waiting_reason:
+        return plain(info.waiting_reason, "bold red")
+    style = "green" if info.phase == "Running" and p.ready else (
+        "yellow" if info.phase in ("Pending", "Running") else "red")
+    return plain(info.phase, style)
+
+
+def pod_cells(p: PodStatus, now: datetime, *, indent: str = "  └ ") -> list[Text]:
+    info = p.info
+    ready_style = "green" if p.ready else "bold red"
+    restarts = Text(str(info.restarts), style="yellow" if info.restarts else "dim")
+    if info.last_restart_reason:
+        restarts.append(" ")
+        restarts.append(info.last_restart_reason, style="dim")
+    return [
+        Text.assemble((indent, "dim"), (info.name, "")),
+        Text(f"{info.ready_containers}/{info.total_containers}", style=ready_style),
+        pod_status_text(p),
+        restarts,
+        plain(info.node or "-", "" if info.node else "dim"),
+        probes_text(p),
+        plain(age(info.created, now)),
+    ]
+
+
+def node_cells(n: NodeStatus, now: datetime) -> list[Text]:
+    info = n.info
+    if info.ready is None:
+        ready = Text("Unknown", style="grey50")
+    else:
+        ready = Text("Ready" if info.ready else "NotReady",
+                     style="green" if info.ready else "bold red")
+    if n.draining:
+        state = Text("draining", style="bold yellow")
+        if n.terminating:
+            state.append(f" ({n.terminating} terminating)", style="yellow")
+    elif info.unschedulable:
+        state = Text("cordoned", style="yellow")
+    else:
+        state = Text("schedulable", style="green")
+    return [
+        Text.assemble(("■ ", "bold"), (info.name, "bold")),
+        ready,
+        state,
+        Text(""),
+        Text(f"{n.pods} pods", style="dim"),
+        Text(""),
+        plain(age(info.created, now)),
+    ]
+
+
+def section(title: str) -> list[Text]:
+    return [Text(title, style="bold underline"), *(Text("") for _ in COLUMNS[1:])]
+
+
+def cluster_rows(status: ClusterStatus, now: datetime, *, pods: bool = True) -> list[Row]:
+    """Deployments, each followed by its pods, then pods of no Deployment, then nodes."""
+    show_namespace = len({d.info.namespace for d in status.deployments}) > 1
+    rows: list[Row] = []
+    for d in status.deployments:
+        rows.append((deployment_key(d), deployment_cells(d, now, show_namespace=show_namespace)))
+        if pods:
+            rows.extend((pod_key(p), pod_cells(p, now)) for p in d.pods)
+    if pods and status.other_pods:
+        rows.append(("section:other", section("other pods")))
+        rows.extend((pod_key(p), pod_cells(p, now, indent="  ")) for p in status.other_pods)
+    rows.append(("section:nodes", section(f"nodes ({len(status.nodes)})")))
+    rows.extend((node_key(n), node_cells(n, now)) for n in status.nodes)
+    return rows
+
+
+def detail_text(status: ClusterStatus, now: datetime, *, warnings: int = 3) -> Text:
+    """Budgets and the newest warnings, under the table."""
+    text = Text()
+    if not status.synced:
+        text.append(f"syncing: {', '.join(status.syncing)}\n", style="yellow")
+    for error in status.watch_errors[:2]:
+        text.append("watch: ", style="red")
+        text.append(error)
+        text.append("\n")
+    for budget in status.budgets:
+        style = "yellow" if budget.disruptions_allowed == 0 else "dim"
+        text.append(f"PDB {budget.key}: {budget.spec_text}, allows "
+                    f"{budget.disruptions_allowed} ({budget.current_healthy}/"
+                    f"{budget.expected_pods} healthy)\n", style=style)
+    for event in status.warnings[:warnings]:
+        text.append(f"{age(event.last, now):>4} ", style="dim")
+        text.append(event.reason, style="yellow")
+        text.append(f" {event.object_kind.lower()}/{event.object_name}: ")
+        text.append(event.message)
+        if event.count > 1:
+            text.append(f" ({TIMES}{event.count})", style="dim")
+        text.append("\n")
+    text.rstrip()
+    return text
