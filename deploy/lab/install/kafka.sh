@@ -32,9 +32,16 @@ if [[ -f "$marker" && "$(cat "$marker")" == "$pom_hash" ]]; then
   exit 0
 fi
 
-if ! command -v mvn >/dev/null 2>&1; then
-  echo "kafka.sh: mvn not found (apt-get install maven)" >&2
-  exit 1
+# Maven (and a JDK >= 17 for the brokers) from Debian when the machine lacks them.
+if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+  if [[ "$(id -u)" -ne 0 ]]; then
+    echo "kafka.sh: mvn or java not found; as root: apt-get install maven openjdk-17-jre-headless" >&2
+    exit 1
+  fi
+  echo "[kafka] apt-get install maven openjdk-17-jre-headless ..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    maven openjdk-17-jre-headless >/dev/null
 fi
 if ! grep -q "<kafka.version>$KAFKA_VERSION</kafka.version>" "$pom"; then
   echo "kafka.sh: $pom does not pin kafka.version $KAFKA_VERSION" >&2
