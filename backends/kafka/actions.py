@@ -39,6 +39,8 @@ REASSIGN_TIMEOUT = 60.0  # for the controller to finish the (metadata-only) reas
 LEADERSHIP_TIMEOUT = 60.0
 ISR_TIMEOUT = 90.0  # a restarted broker catching up before an undrain elects it
 WAIT_INTERVAL = 0.5
+VERIFY_TIMEOUT = 10.0
+REELECT_INTERVAL = 3.0
 MAX_LISTED = 20
 
 
@@ -46,15 +48,20 @@ class KafkaActionError(Exception):
     pass
 
 
-async def _wait_until(check: Callable[[], Awaitable[bool]], timeout: float  # noqa: ASYNC109
-                      ) -> bool:
+async def _wait_until(check: Callable[[], Awaitable[bool]], timeout: float,  # noqa: ASYNC109
+                      confirmations: int = 2) -> bool:
+    """True once ``check`` held on ``confirmations`` consecutive reads. Metadata requests go
+    to any broker and each applies the metadata log on its own, so one up-to-date answer may
+    be followed by a slightly older one; two in a row make that unlikely."""
     deadline = time.monotonic() + timeout
+    held = 0
     while True:
-        if await check():
+        held = held + 1 if await check() else 0
+        if held >= confirmations:
             return True
         if time.monotonic() >= deadline:
             return False
-        await asyncio.sleep(WAIT_INTERVAL)
+        await asyncio.sleep(WAIT_INTERVAL if held == 0 else 0.1)
 
 
 class _KafkaAction(Action):
@@ -197,7 +204,7 @@ class ElectLeaders(_KafkaAction):
                          if p.not_preferred and p.preferred_leader in p.isr]
             return not remaining
 
-        if await _wait_until(balanced, 10.0):
+        if await _wait_until(balanced, VERIFY_TIMEOUT):
             return [CheckResult.passed("preferred leaders", "every partition whose preferred "
                                        "replica is in sync is led by it")]
         return [CheckResult.failed(
@@ -297,11 +304,17 @@ class DrainBroker(_BrokerAction):
             outcomes = await self.elect(to_elect)
             yield Step(election_summary(outcomes), 0.8)
         still: list[PartitionKey] = []
+        last_election = time.monotonic()
 
         async def led_nothing() -> bool:
-            nonlocal still
+            nonlocal still, last_election
             still = [(p.topic, p.partition) for p in await self.partitions()
                      if p.leader == self.broker_id]
+            if still and time.monotonic() - last_election > REELECT_INTERVAL:
+                # A metadata answer older than the reassignment hid these from the first
+                # election; electing again is harmless (ELECTION_NOT_NEEDED at worst).
+                last_election = time.monotonic()
+                await self.elect(still)
             return not still
 
         if not await _wait_until(led_nothing, LEADERSHIP_TIMEOUT):
@@ -313,10 +326,18 @@ class DrainBroker(_BrokerAction):
         yield Step(f"broker {self.broker_id} leads no partition", 1.0)
 
     async def verify(self) -> list[CheckResult]:
-        partitions = await self.partitions()
-        led = [(p.topic, p.partition) for p in partitions if p.leader == self.broker_id]
-        not_last = [(p.topic, p.partition) for p in partitions
-                    if self.broker_id in p.replicas and p.replicas[-1] != self.broker_id]
+        led: list[PartitionKey] = []
+        not_last: list[PartitionKey] = []
+
+        async def drained() -> bool:
+            nonlocal led, not_last
+            partitions = await self.partitions()
+            led = [(p.topic, p.partition) for p in partitions if p.leader == self.broker_id]
+            not_last = [(p.topic, p.partition) for p in partitions
+                        if self.broker_id in p.replicas and p.replicas[-1] != self.broker_id]
+            return not led and not not_last
+
+        await _wait_until(drained, VERIFY_TIMEOUT)
         return [
             CheckResult.passed("leads nothing", f"broker {self.broker_id} leads 0 partitions")
             if not led else CheckResult.failed("leads nothing", f"still leads {names(led)}"),
@@ -432,11 +453,19 @@ class UndrainBroker(_BrokerAction):
                    "partition(s) again", 1.0)
 
     async def verify(self) -> list[CheckResult]:
-        partitions = {(p.topic, p.partition): p for p in await self.partitions()}
-        wrong_order = [k for k, order in self.restored.items()
-                       if k in partitions and list(partitions[k].replicas) != order]
-        not_preferred = [k for k in self.restored
-                         if k in partitions and partitions[k].not_preferred]
+        wrong_order: list[PartitionKey] = []
+        not_preferred: list[PartitionKey] = []
+
+        async def restored() -> bool:
+            nonlocal wrong_order, not_preferred
+            partitions = {(p.topic, p.partition): p for p in await self.partitions()}
+            wrong_order = [k for k, order in self.restored.items()
+                           if k in partitions and list(partitions[k].replicas) != order]
+            not_preferred = [k for k in self.restored
+                             if k in partitions and partitions[k].not_preferred]
+            return not wrong_order and not not_preferred
+
+        await _wait_until(restored, VERIFY_TIMEOUT)
         return [
             CheckResult.passed("original replica orders", f"{len(self.restored)} partition(s)")
             if not wrong_order else CheckResult.failed("original replica orders",
