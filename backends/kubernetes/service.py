@@ -212,8 +212,12 @@ def build_service(config: SfopsConfig, *, context: str | None = None
     section = config.kubernetes
     if section is None:
         return None
+    # A read-only session uses the read-only identity when one is configured, so even a bug
+    # in a front end could not change anything (the API server would refuse it).
+    readonly_kubeconfig = getattr(section, "readonly_kubeconfig", None)
+    kubeconfig = readonly_kubeconfig if config.sfops.read_only and readonly_kubeconfig else None
     try:
-        client = make_client(section, context=context)
+        client = make_client(section, kubeconfig=kubeconfig, context=context)
     except KubeError as exc:
         from backends.config import ConfigError
 

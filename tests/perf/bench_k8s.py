@@ -1,0 +1,246 @@
+"""Benchmark: sfops's Kubernetes slice vs a kubectl poller, on the lab's scale mode.
+
+    sfops lab --dir /tmp/lab-k8s-scale --port-base 29000 up --only k8s \\
+        --k8s-nodes 500 --k8s-pods 5000
+    .venv/bin/python tests/perf/bench_k8s.py --lab /tmp/lab-k8s-scale [--steady 60]
+
+Prints (same cluster, same run):
+  * start → complete pod table: sfops's initial sync (LIST in pages + watches) until every
+    pod is in the snapshot and rendered into rows; and the headless TUI until its drill-down
+    table holds every pod row;
+  * memory: RSS growth of this process for the synced store and snapshot;
+  * key-press → screen latency while the table updates (cursor moves in the headless TUI);
+  * API requests (and bytes) per minute at steady state: sfops's watches vs a periodic
+    ``kubectl get pods -A -o json`` at the same refresh interval;
+  * a full LIST by ``kubectl get pods -A -o json`` vs sfops's initial sync of pods alone.
+Not a pytest module (file name does not start with test_): it is run by hand or by CI perf jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from backends.config import KubernetesConfig, load  # noqa: E402
+from backends.kubernetes.informer import PODS, Informer  # noqa: E402
+from backends.kubernetes.model import pod_from_json  # noqa: E402
+from backends.kubernetes.service import KubernetesService, make_client  # noqa: E402
+from tui.render.kubernetes import cluster_rows  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 1e6
+
+
+def section_from_lab(lab_dir: Path) -> tuple[KubernetesConfig, Path]:
+    import tomllib
+
+    data = tomllib.loads((lab_dir / "sfops.toml").read_text())
+    raw = data["kubernetes"]
+    section = KubernetesConfig(kubeconfig=Path(raw["kubeconfig"]), context=raw.get("context"),
+                               namespaces=tuple(raw.get("namespaces") or ("default",)))
+    return section, Path(raw["kubeconfig"])
+
+
+def kubectl_bin() -> str:
+    from deploy.lab.k8s_pki import bin_dir
+
+    return str(bin_dir() / "kubectl")
+
+
+def kubectl_list(kubeconfig: Path) -> tuple[float, int, int]:
+    started = time.monotonic()
+    out = subprocess.run([kubectl_bin(), f"--kubeconfig={kubeconfig}", "get", "pods", "-A",
+                          "-o", "json"], capture_output=True, check=True).stdout
+    elapsed = time.monotonic() - started
+    return elapsed, len(out), len(json.loads(out)["items"])
+
+
+async def sync_pods_only(section: KubernetesConfig) -> tuple[float, int]:
+    client = make_client(section)
+    informer = Informer(client, PODS, None, pod_from_json)
+    started = time.monotonic()
+    await informer.relist()
+    elapsed = time.monotonic() - started
+    await client.close()
+    return elapsed, len(informer.items)
+
+
+async def full_table(section: KubernetesConfig, want_pods: int, steady: float,
+                     refresh: float) -> dict[str, Any]:
+    gc.collect()
+    rss_before = rss_mb()
+    service = KubernetesService(section, make_client(section))
+    started = time.monotonic()
+    service.start()
+    while True:
+        await service.wait_synced(60)
+        status = service.current()
+        if status.synced and status.pod_count >= want_pods:
+            break
+        await asyncio.sleep(0.05)
+    synced_at = time.monotonic() - started
+    rows = cluster_rows(status, datetime.now(UTC))
+    table_at = time.monotonic() - started
+    gc.collect()
+    rss_after = rss_mb()
+    requests_at_sync = service.client.stats.total
+    bytes_at_sync = service.client.stats.bytes_received
+
+    # Steady state: poll() every refresh interval as the TUI would; count API requests.
+    t0 = time.monotonic()
+    r0, b0 = service.client.stats.total, service.client.stats.bytes_received
+    poll_times = []
+    while time.monotonic() - t0 < steady:
+        p0 = time.monotonic()
+        await service.poll()
+        poll_times.append(time.monotonic() - p0)
+        await asyncio.sleep(refresh)
+    minutes = (time.monotonic() - t0) / 60
+    result = {
+        "pods": status.pod_count, "deployments": len(status.deployments),
+        "nodes": len(status.nodes), "rows": len(rows),
+        "sync_s": synced_at, "table_s": table_at,
+        "rss_mb": rss_after - rss_before,
+        "initial_requests": requests_at_sync, "initial_mb": bytes_at_sync / 1e6,
+        "steady_requests_per_min": (service.client.stats.total - r0) / minutes,
+        "steady_mb_per_min": (service.client.stats.bytes_received - b0) / 1e6 / minutes,
+        "poll_ms_median": statistics.median(poll_times) * 1000 if poll_times else 0.0,
+        "poll_ms_max": max(poll_times) * 1000 if poll_times else 0.0,
+        "informers": len(service.informers),
+    }
+    await service.close()
+    return result
+
+
+def kubectl_poller(kubeconfig: Path, seconds: float, refresh: float) -> dict[str, float]:
+    """`kubectl get pods -A -o json` every ``refresh`` seconds (after the previous finished)."""
+    started = time.monotonic()
+    count, total_bytes, times = 0, 0, []
+    while time.monotonic() - started < seconds:
+        elapsed, size, _ = kubectl_list(kubeconfig)
+        count += 1
+        total_bytes += size
+        times.append(elapsed)
+        time.sleep(max(0.0, refresh - elapsed))
+    minutes = (time.monotonic() - started) / 60
+    return {"requests_per_min": count / minutes, "mb_per_min": total_bytes / 1e6 / minutes,
+            "list_s_median": statistics.median(times)}
+
+
+async def tui_table(config_path: Path, section: KubernetesConfig, want_pods: int
+                    ) -> dict[str, float]:
+    """Headless TUI: start → drill-down table with every pod row; key-press latency."""
+    from textual.widgets import DataTable
+
+    from backends.actions import ActionRunner
+    from backends.audit import AuditLog
+    from backends.kubernetes.service import KubernetesService
+    from tui.app import SfopsApp
+
+    config = load(config_path) if _loads(config_path) else None
+    if config is None:
+        return {}
+    config = dataclasses.replace(config, kubernetes=section)
+    service = KubernetesService(section, make_client(section))
+    runner = ActionRunner(AuditLog(Path("/tmp/sfops-bench-audit.jsonl")), read_only=True)
+    app = SfopsApp(config, [service], runner=runner)
+    started = time.monotonic()
+    result: dict[str, float] = {}
+    async with app.run_test(size=(120, 40)) as pilot:
+        while "kubernetes" not in app.snapshots:
+            await asyncio.sleep(0.02)
+        await pilot.press("1")
+        while True:
+            try:
+                table = app.screen.query_one("#table", DataTable)
+                if table.row_count >= want_pods:
+                    break
+            except Exception:
+                pass
+            await asyncio.sleep(0.02)
+        result["tui_table_s"] = time.monotonic() - started
+        latencies = []
+        for _ in range(20):
+            before = table.cursor_row
+            t0 = time.monotonic()
+            await pilot.press("down")
+            while table.cursor_row == before:
+                await asyncio.sleep(0.001)
+            latencies.append(time.monotonic() - t0)
+            await asyncio.sleep(0.2)
+        result["key_latency_ms_median"] = statistics.median(latencies) * 1000
+        result["key_latency_ms_max"] = max(latencies) * 1000
+        result["loop_lag_max_ms"] = app.loop_lag_max * 1000
+    return result
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load(path)
+        return True
+    except Exception as exc:
+        print(f"(headless TUI skipped: {path} does not load: {str(exc).splitlines()[0]})")
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab", type=Path, required=True)
+    parser.add_argument("--steady", type=float, default=60.0, help="seconds of steady state")
+    parser.add_argument("--refresh", type=float, default=2.0)
+    parser.add_argument("--no-tui", action="store_true")
+    args = parser.parse_args()
+    section, kubeconfig = section_from_lab(args.lab)
+    print(f"cluster: {args.lab} namespaces {', '.join(section.namespaces)}")
+
+    k_time, k_bytes, k_pods = kubectl_list(kubeconfig)
+    print(f"kubectl get pods -A -o json: {k_pods} pods, {k_bytes / 1e6:.1f} MB in {k_time:.2f} s")
+    s_time, s_pods = asyncio.run(sync_pods_only(section))
+    print(f"sfops initial sync of pods (LIST in pages of 500, converted): {s_pods} pods in "
+          f"{s_time:.2f} s")
+    # The pod table covers the configured namespaces (the lab lists all of them).
+    want = s_pods if len(section.namespaces) > 1 else 1
+    result = asyncio.run(full_table(section, min(want, s_pods), args.steady, args.refresh))
+    print(f"sfops start → complete pod table: {result['pods']} pods, {result['deployments']} "
+          f"deployments, {result['nodes']} nodes synced in {result['sync_s']:.2f} s, "
+          f"{result['rows']} rows rendered at {result['table_s']:.2f} s "
+          f"({result['informers']} informers, {result['initial_requests']} requests, "
+          f"{result['initial_mb']:.1f} MB)")
+    print(f"sfops memory for store + snapshot: +{result['rss_mb']:.0f} MB RSS")
+    print(f"sfops steady state ({args.steady:.0f} s, poll every {args.refresh:g} s): "
+          f"{result['steady_requests_per_min']:.1f} requests/min, "
+          f"{result['steady_mb_per_min']:.2f} MB/min; poll() median "
+          f"{result['poll_ms_median']:.1f} ms, max {result['poll_ms_max']:.1f} ms")
+    poller = kubectl_poller(kubeconfig, args.steady, args.refresh)
+    print(f"kubectl poller (get pods -A -o json every {args.refresh:g} s): "
+          f"{poller['requests_per_min']:.1f} requests/min, {poller['mb_per_min']:.1f} MB/min, "
+          f"each LIST {poller['list_s_median']:.2f} s median")
+    if not args.no_tui:
+        tui = asyncio.run(tui_table(args.lab / "sfops.toml", section, result["rows"] - 5))
+        if tui:
+            print(f"headless TUI start → drill-down table full: {tui['tui_table_s']:.2f} s; "
+                  f"key press → cursor moved: median {tui['key_latency_ms_median']:.0f} ms, "
+                  f"max {tui['key_latency_ms_max']:.0f} ms; event-loop lag max "
+                  f"{tui['loop_lag_max_ms']:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
