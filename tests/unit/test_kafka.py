@@ -1,0 +1,277 @@
+"""Kafka slice without a cluster: derivations, drain planning and safety, the drain record,
+and the reassignment wire protocol against a fake broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+import pytest
+
+from backends.kafka import protocol
+from backends.kafka.model import (
+    BrokerState,
+    GroupState,
+    KafkaStatus,
+    PartitionLag,
+    PartitionState,
+    TopicState,
+    count_partitions,
+    summarize_status,
+    tally_brokers,
+)
+from backends.kafka.plan import (
+    DrainRecord,
+    drain_blockers,
+    drain_plan,
+    load_record,
+    restore_plan,
+    save_record,
+    state_path,
+)
+from backends.service import Severity
+from backends.snapshot import Health
+
+
+def part(topic="t", partition=0, leader=1, replicas=(1, 2, 3), isr=None, min_isr=2):
+    return PartitionState(topic, partition, leader, tuple(replicas),
+                          tuple(replicas if isr is None else isr), min_isr)
+
+
+def status_of(partitions, brokers=None, groups=()):
+    brokers = brokers or [BrokerState(i, "127.0.0.1", 9000 + i, reachable=True)
+                          for i in (1, 2, 3)]
+    topics = {}
+    for p in partitions:
+        topics.setdefault(p.topic, []).append(p)
+    return KafkaStatus(
+        bootstrap="x:1", cluster_id="c", controller_id=1,
+        brokers=tally_brokers(brokers, partitions),
+        topics=tuple(TopicState(name, tuple(ps), min_isr=2) for name, ps in topics.items()),
+        groups=tuple(groups), counts=count_partitions(partitions),
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+def test_partition_counts():
+    partitions = [
+        part(partition=0),
+        part(partition=1, isr=(1, 2)),  # URP, at min ISR
+        part(partition=2, isr=(1,)),  # URP, under min ISR
+        part(partition=3, leader=-1, isr=()),  # offline
+        part(partition=4, leader=2),  # not on preferred leader
+    ]
+    c = count_partitions(partitions)
+    assert (c.total, c.online, c.offline) == (5, 4, 1)
+    assert c.under_replicated == 3
+    assert c.under_min_isr == 2  # the offline one has an empty ISR too
+    assert c.at_min_isr == 1
+    assert c.not_preferred == 1
+
+
+def test_unknown_min_isr_counts_neither_under_nor_at():
+    p = part(isr=(1,), min_isr=None)
+    assert not p.under_min_isr and not p.at_min_isr and p.under_replicated
+
+
+def test_tally_brokers_counts_and_adds_unregistered_replica_holders():
+    partitions = [part(partition=0, leader=1, replicas=(1, 2, 4)),
+                  part(partition=1, leader=2, replicas=(2, 1, 4))]
+    brokers = tally_brokers([BrokerState(1, "h", 1), BrokerState(2, "h", 2)], partitions)
+    by_id = {b.broker_id: b for b in brokers}
+    assert by_id[1].leaders == 1 and by_id[1].replicas == 2 and by_id[1].preferred == 1
+    assert by_id[4].registered is False and by_id[4].address == "?"
+    assert by_id[4].replicas == 2 and by_id[4].leaders == 0
+
+
+def test_healthy_summary():
+    summary = summarize_status(status_of([part(partition=i) for i in range(3)]))
+    assert summary.health is Health.OK
+    assert [f.value for f in summary.figures[:3]] == ["3/3", "0", "0"]
+    assert summary.alerts == ()
+
+
+def test_down_broker_and_urp_degrade_with_stable_alert_keys():
+    brokers = [BrokerState(1, "h", 1, reachable=True), BrokerState(2, "h", 2, reachable=True),
+               BrokerState(3, "h", 3, registered=False)]
+    status = status_of([part(isr=(1, 2))], brokers=brokers)
+    summary = summarize_status(status)
+    assert summary.health is Health.DEGRADED
+    keys = {a.key for a in summary.alerts}
+    assert keys == {"broker-down:3", "partitions-under-replicated"}
+    assert summary.figures[0].value == "2/3"
+
+
+def test_offline_partition_is_critical():
+    summary = summarize_status(status_of([part(leader=-1, isr=())]))
+    assert summary.health is Health.FAILED
+    assert any(a.key == "partitions-offline" and a.severity is Severity.CRITICAL
+               for a in summary.alerts)
+
+
+def test_failed_poll_with_last_good_value_is_failed():
+    summary = summarize_status(status_of([part()]), error="no broker answered")
+    assert summary.health is Health.FAILED
+    assert summary.alerts[0].key == "kafka-unreachable"
+
+
+def test_lag_spark_and_idle_group_alert():
+    group = GroupState("g", "EMPTY", 0, (PartitionLag("t", 0, 10, 25),
+                                         PartitionLag("t", 1, None, 5)))
+    assert group.total_lag == 15
+    summary = summarize_status(status_of([part()], groups=[group]))
+    assert summary.spark_value == 15
+    assert any(a.key == "group-idle:g" for a in summary.alerts)
+    assert summary.figures[-1].value == "15 (g)"
+
+
+def test_skew():
+    status = status_of([part(partition=0, leader=1), part(partition=1, leader=1),
+                        part(partition=2, leader=1, replicas=(1, 3, 2))])
+    assert status.leader_skew == 3  # broker 1 leads 3, brokers 2 and 3 lead 0
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_drain_plan_moves_broker_last_in_sync_first():
+    partitions = [
+        part(partition=0, replicas=(2, 1, 3)),
+        part(partition=1, replicas=(1, 2, 3)),
+        part(partition=2, replicas=(1, 3, 2)),  # already last: untouched
+        part(partition=3, replicas=(2, 1, 3), isr=(2, 3)),  # 1 lags: 3 becomes preferred
+        part(partition=4, replicas=(1, 3)),  # broker 2 not a replica
+    ]
+    plan = drain_plan(partitions, 2)
+    assert plan == {("t", 0): [1, 3, 2], ("t", 1): [1, 3, 2], ("t", 3): [3, 1, 2]}
+    for new in plan.values():
+        assert sorted(new) == [1, 2, 3]  # never adds or removes a replica
+
+
+def test_drain_blockers_name_unsafe_partitions():
+    partitions = [
+        part(partition=0, leader=2, replicas=(2, 1, 3)),  # fine: ISR 3 > 2
+        part(partition=1, leader=2, replicas=(2, 1, 3), isr=(2, 1)),  # ISR 2 == min
+        part(partition=2, leader=2, replicas=(2, 1, 3), isr=(2,)),  # no other ISR member
+        part(partition=3, leader=1, replicas=(1, 2, 3), isr=(1, 2)),  # not led by 2
+        part(partition=4, leader=2, replicas=(2, 1, 3), min_isr=None),
+    ]
+    blockers = {b.partition.name: b.reason for b in drain_blockers(partitions, 2)}
+    assert set(blockers) == {"t-1", "t-2", "t-4"}
+    assert "not above min.insync.replicas=2" in blockers["t-1"]
+    assert "no other in-sync replica" in blockers["t-2"]
+    assert "unknown" in blockers["t-4"]
+
+
+def test_restore_plan_skips_changed_replica_sets():
+    original = {("t", 0): [2, 1, 3], ("t", 1): [2, 3, 1], ("t", 2): [2, 1, 3],
+                ("gone", 0): [2, 1, 3]}
+    partitions = [part(partition=0, replicas=(1, 3, 2)),
+                  part(partition=1, replicas=(3, 4, 2)),  # reassigned since: leave it
+                  part(partition=2, replicas=(2, 1, 3))]  # already restored
+    plan, skipped = restore_plan(partitions, original)
+    assert plan == {("t", 0): [2, 1, 3]}
+    assert set(skipped) == {("t", 1), ("gone", 0)}
+
+
+def test_drain_record_round_trip_and_merge_keeps_first_order(tmp_path):
+    path = state_path(tmp_path / "state", 2)
+    record = DrainRecord(2, "cid", "2026-01-01T00:00:00+00:00", {("t", 0): [2, 1, 3]})
+    save_record(path, record)
+    assert json.loads(path.read_text())["partitions"][0]["replicas"] == [2, 1, 3]
+    loaded = load_record(path)
+    assert loaded == record
+    merged = loaded.merged({("t", 0): [1, 3, 2], ("t", 1): [2, 3, 1]})
+    assert merged.original == {("t", 0): [2, 1, 3], ("t", 1): [2, 3, 1]}
+    assert load_record(tmp_path / "missing.json") is None
+    assert not list(path.parent.glob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- wire protocol
+
+
+def test_alter_request_encoding():
+    data = protocol.encode_alter_request({("ab", 1): [3, 1, 2]}, 30000, 7)
+    # header v2: api key 45, version 0, correlation 7, client id "sfops", no tags
+    assert data[:8] == struct.pack(">hhi", 45, 0, 7)
+    assert data[8:10 + 5] == b"\x00\x05sfops"
+    body = data[10 + 5 + 1:]
+    assert body[:4] == struct.pack(">i", 30000)
+    assert body[4] == 2  # one topic (compact: n + 1)
+    assert body[5:8] == b"\x03ab"
+    assert body[8] == 2  # one partition
+    assert body[9:13] == struct.pack(">i", 1)
+    assert body[13] == 4  # three replicas
+    assert body[14:26] == struct.pack(">iii", 3, 1, 2)
+
+
+def test_empty_replica_list_is_refused():
+    with pytest.raises(ValueError, match="cancel"):
+        protocol.encode_alter_request({("t", 0): []}, 1000, 1)
+
+
+def _alter_response(correlation_id: int, results) -> bytes:
+    body = struct.pack(">i", correlation_id) + b"\x00"
+    body += struct.pack(">ih", 0, 0) + b"\x00"  # throttle, error, null message
+    body += bytes([len(results) + 1])
+    for topic, partitions in results:
+        body += bytes([len(topic) + 1]) + topic.encode() + bytes([len(partitions) + 1])
+        for index, code, message in partitions:
+            body += struct.pack(">ih", index, code)
+            body += (bytes([len(message) + 1]) + message.encode()) if message else b"\x00"
+            body += b"\x00"
+        body += b"\x00"
+    return body + b"\x00"
+
+
+def test_alter_response_decoding():
+    data = _alter_response(9, [("t", [(0, 0, None), (1, 3, "Unable to find")])])
+    results = protocol.decode_alter_response(data, 9)
+    assert [r.ok for r in results] == [True, False]
+    assert results[1].describe() == "t-1: UNKNOWN_TOPIC_OR_PARTITION: Unable to find"
+    with pytest.raises(protocol.KafkaProtocolError, match="correlation"):
+        protocol.decode_alter_response(data, 10)
+    with pytest.raises(protocol.KafkaProtocolError, match="truncated"):
+        protocol.decode_alter_response(data[:-6], 9)
+
+
+async def test_round_trip_against_a_fake_broker_and_connect_fallback():
+    received: list[bytes] = []
+
+    async def handle(reader, writer):
+        size = struct.unpack(">i", await reader.readexactly(4))[0]
+        request = await reader.readexactly(size)
+        received.append(request)
+        correlation_id = struct.unpack(">i", request[4:8])[0]
+        response = _alter_response(correlation_id, [("t", [(0, 0, None)])])
+        writer.write(struct.pack(">i", len(response)) + response)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        # The first address refuses connections: nothing was sent there, so moving on is safe.
+        results = await protocol.alter_partition_reassignments(
+            [("127.0.0.1", 1), ("127.0.0.1", port)], {("t", 0): [1, 2, 3]}, timeout=5)
+    assert [r.ok for r in results] == [True]
+    assert len(received) == 1
+
+
+async def test_no_broker_listening_is_a_clear_connect_failure():
+    with pytest.raises(protocol.ConnectFailed, match="no broker accepted"):
+        await protocol.list_partition_reassignments([("127.0.0.1", 1)], timeout=1)
+
+
+async def test_silent_broker_times_out():
+    async def handle(reader, writer):
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(TimeoutError):
+            await protocol.list_partition_reassignments([("127.0.0.1", port)], timeout=0.3)

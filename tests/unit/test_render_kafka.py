@@ -1,0 +1,105 @@
+"""Pure Kafka renderers: rows of Text cells; outside names never become markup."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from backends.kafka.model import (
+    BrokerState,
+    GroupState,
+    KafkaStatus,
+    PartitionLag,
+    PartitionState,
+    TopicState,
+    count_partitions,
+    tally_brokers,
+)
+from tui.render.kafka import (
+    BROKER_COLUMNS,
+    GROUP_COLUMNS,
+    PARTITION_COLUMNS,
+    TOPIC_COLUMNS,
+    broker_rows,
+    cluster_text,
+    group_lag_rows,
+    group_rows,
+    partition_rows,
+    topic_rows,
+)
+
+EVIL_TOPIC = "[bold red]pwn[/] [@click=app.quit]x[/]"
+EVIL_GROUP = "[@click=app.bell]group[/]"
+
+
+def make_status() -> KafkaStatus:
+    partitions = (
+        PartitionState(EVIL_TOPIC, 0, 1, (1, 2, 3), (1, 2, 3), 2),
+        PartitionState(EVIL_TOPIC, 1, 2, (1, 2, 3), (1, 2), 2),
+        PartitionState("ok", 0, -1, (1, 2, 3), (), 2),
+    )
+    brokers = tally_brokers(
+        [BrokerState(1, "127.0.0.1", 9001, "[i]rack[/i]", reachable=True),
+         BrokerState(2, "127.0.0.1", 9002, reachable=True),
+         BrokerState(3, "127.0.0.1", 9003, registered=False)],
+        partitions)
+    return KafkaStatus(
+        bootstrap="x", cluster_id="[b]cid[/b]", controller_id=2, brokers=brokers,
+        topics=(TopicState(EVIL_TOPIC, partitions[:2], min_isr=2),
+                TopicState("ok", partitions[2:], min_isr=2)),
+        groups=(GroupState(EVIL_GROUP, "EMPTY", 0, (PartitionLag(EVIL_TOPIC, 0, 5, 9),)),),
+        counts=count_partitions(partitions),
+    )
+
+
+def test_broker_rows():
+    rows = broker_rows(make_status())
+    assert [key for key, _ in rows] == ["1", "2", "3"]
+    for _, cells in rows:
+        assert len(cells) == len(BROKER_COLUMNS)
+        assert all(isinstance(c, Text) for c in cells)
+    one = [c.plain for c in rows[0][1]]
+    assert one == ["1", "127.0.0.1:9001", "[i]rack[/i]", "up", "1", "3", "3"]
+    assert rows[2][1][3].plain == "down"
+
+
+def test_markup_like_names_are_rendered_literally():
+    status = make_status()
+    topic = topic_rows(status)
+    assert topic[0][0] == EVIL_TOPIC
+    assert topic[0][1][0].plain == EVIL_TOPIC
+    assert topic[0][1][0].spans == []  # no style came from the name
+    groups = group_rows(status)
+    assert groups[0][1][0].plain == EVIL_GROUP
+    lag = group_lag_rows(status.groups[0])
+    assert lag[0][1][0].plain == f"{EVIL_TOPIC}-0"
+    detail = cluster_text(status)
+    assert "[b]cid[/b]" in detail.plain
+    assert EVIL_GROUP in detail.plain
+    # Nothing in any span carries a link/click meta (what markup would have produced).
+    for text in [detail, *[c for _, cells in topic + groups for c in cells]]:
+        for span in text.spans:
+            assert "click" not in str(span.style)
+
+
+def test_topic_and_partition_rows():
+    status = make_status()
+    topics = {key: [c.plain for c in cells] for key, cells in topic_rows(status)}
+    assert len(next(iter(topics.values()))) == len(TOPIC_COLUMNS)
+    assert topics["ok"][5] == "1"  # offline
+    assert topics[EVIL_TOPIC][4] == "1"  # URP
+    rows = partition_rows(status.topics[0])
+    assert len(rows[0][1]) == len(PARTITION_COLUMNS)
+    assert [c.plain for c in rows[1][1]] == [f"{EVIL_TOPIC}-1", "2", "1,2,3", "1,2",
+                                           "under-replicated"]
+    offline = partition_rows(status.topics[1])[0][1]
+    assert offline[1].plain == "none" and offline[4].plain == "offline"
+
+
+def test_group_rows_and_cluster_text():
+    status = make_status()
+    rows = group_rows(status)
+    assert len(rows[0][1]) == len(GROUP_COLUMNS)
+    assert [c.plain for c in rows[0][1]][1:] == ["EMPTY", "0", "4", "1"]
+    text = cluster_text(status).plain
+    assert "metadata controller (not the KRaft quorum leader): 2" in text
+    assert "offline 1" in text and "URP 2" in text

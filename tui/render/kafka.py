@@ -1,0 +1,155 @@
+"""Pure rendering of a KafkaStatus into table rows of ``rich.text.Text`` cells.
+
+Topic and consumer-group names come from the cluster; group ids may contain anything
+(``[@click=app.quit]``), so every cell is built as plain ``Text`` — never parsed as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from backends.kafka.model import (
+    CONTROLLER_LABEL,
+    BrokerState,
+    GroupState,
+    KafkaStatus,
+    PartitionState,
+    TopicState,
+)
+
+Row = tuple[str, Sequence[Text]]
+
+BROKER_COLUMNS = ("Broker", "Address", "Rack", "State", "Leaders", "Replicas", "Preferred")
+TOPIC_COLUMNS = ("Topic", "Partitions", "RF", "Min ISR", "URP", "Offline", "Not preferred")
+PARTITION_COLUMNS = ("Partition", "Leader", "Replicas", "ISR", "State")
+GROUP_COLUMNS = ("Group", "State", "Members", "Lag", "Partitions")
+
+OK, WARN, BAD, DIM = "green", "yellow", "bold red", "dim"
+
+
+def _ids(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))
+
+
+def broker_state(broker: BrokerState) -> Text:
+    if not broker.registered:
+        return Text("down", style=BAD)
+    if broker.reachable is False:
+        return Text("unreachable", style=BAD)
+    return Text("up", style=OK)
+
+
+def broker_rows(status: KafkaStatus) -> list[Row]:
+    rows: list[Row] = []
+    for b in status.brokers:
+        leaders = Text(str(b.leaders))
+        if b.up and b.leaders == 0 and b.replicas > 0:
+            leaders.stylize(WARN)  # drained, or leadership never came back
+        rows.append((str(b.broker_id), [
+            Text(str(b.broker_id)),
+            Text(b.address),
+            Text(b.rack or "-", style="" if b.rack else DIM),
+            broker_state(b),
+            leaders,
+            Text(str(b.replicas)),
+            Text(str(b.preferred)),
+        ]))
+    return rows
+
+
+def _count(value: int, style: str) -> Text:
+    return Text(str(value), style=style if value else DIM)
+
+
+def topic_rows(status: KafkaStatus) -> list[Row]:
+    rows: list[Row] = []
+    for t in status.topics:
+        urp = sum(p.under_replicated for p in t.partitions)
+        offline = sum(p.offline for p in t.partitions)
+        moved = sum(p.not_preferred for p in t.partitions)
+        rows.append((t.name, [
+            Text(t.name, style=DIM if t.internal else ""),
+            Text(str(len(t.partitions))),
+            Text(str(t.replication_factor)),
+            Text(str(t.min_isr) if t.min_isr is not None else "?"),
+            _count(urp, WARN),
+            _count(offline, BAD),
+            _count(moved, WARN),
+        ]))
+    return rows
+
+
+def partition_state(p: PartitionState) -> Text:
+    if p.offline:
+        return Text("offline", style=BAD)
+    if p.under_min_isr:
+        return Text("under min ISR", style=BAD)
+    if p.under_replicated:
+        return Text("under-replicated", style=WARN)
+    if p.not_preferred:
+        return Text("not preferred", style=WARN)
+    return Text("ok", style=OK)
+
+
+def partition_rows(topic: TopicState) -> list[Row]:
+    return [
+        (p.name, [Text(p.name), Text(str(p.leader) if p.leader >= 0 else "none"),
+                  Text(_ids(p.replicas)), Text(_ids(p.isr)), partition_state(p)])
+        for p in topic.partitions
+    ]
+
+
+def group_rows(status: KafkaStatus) -> list[Row]:
+    rows: list[Row] = []
+    for g in status.groups:
+        state = Text(g.error or g.state, style=BAD if g.error else
+                     (OK if g.state == "STABLE" else WARN))
+        rows.append((g.group_id, [
+            Text(g.group_id),
+            state,
+            Text(str(g.members), style=WARN if g.members == 0 else ""),
+            Text(str(g.total_lag)),
+            Text(str(len(g.partitions))),
+        ]))
+    return rows
+
+
+def group_lag_rows(group: GroupState) -> list[Row]:
+    return [
+        (f"{p.topic}-{p.partition}", [
+            Text(f"{p.topic}-{p.partition}"),
+            Text("-" if p.committed is None else str(p.committed)),
+            Text("-" if p.latest is None else str(p.latest)),
+            Text("?" if p.lag is None else str(p.lag)),
+        ])
+        for p in group.partitions
+    ]
+
+
+def cluster_text(status: KafkaStatus) -> Text:
+    """The lines under the broker table: cluster, partition health, skew, groups."""
+    c = status.counts
+    text = Text()
+    text.append("cluster ")
+    text.append(status.cluster_id or "?", style="bold")
+    text.append(f"   {CONTROLLER_LABEL}: {status.controller_id}\n", style=DIM)
+    text.append(f"partitions {c.total}: online {c.online}, ")
+    text.append(f"offline {c.offline}", style=BAD if c.offline else "")
+    text.append(", ")
+    text.append(f"URP {c.under_replicated}", style=WARN if c.under_replicated else "")
+    text.append(", ")
+    text.append(f"under min ISR {c.under_min_isr}", style=BAD if c.under_min_isr else "")
+    text.append(f", at min ISR {c.at_min_isr}, ")
+    text.append(f"not on preferred leader {c.not_preferred}",
+                style=WARN if c.not_preferred else "")
+    text.append(f"\nleader skew {status.leader_skew}, replica skew {status.replica_skew}")
+    for g in status.groups:
+        text.append("\ngroup ")
+        text.append(g.group_id)
+        text.append(f": {g.error or g.state}, {g.members} member(s), lag {g.total_lag}")
+    for problem in status.problems:
+        text.append("\n")
+        text.append(problem, style=WARN)
+    return text
