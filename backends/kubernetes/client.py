@@ -184,6 +184,8 @@ class KubeClient:
                 headers["Authorization"] = self.connection.token
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=headers, trust_env=False,
+                # One watch event is one line; allow big objects (lines up to 2 x 4 MiB).
+                read_bufsize=4 * 1024 * 1024,
                 timeout=aiohttp.ClientTimeout(total=self.timeout, connect=CONNECT_TIMEOUT),
             )
         return self._session
@@ -284,11 +286,13 @@ class KubeClient:
         params: Mapping[str, str | int] | None = None,
         timeout_seconds: int = 300,
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream watch events (dicts with ``type`` and ``object``) from ``resource_version``,
         with bookmarks. Ends when the server closes the stream (``timeout_seconds``); raises
         KubeApiError for an ERROR event (410 Gone: the caller re-lists) or a bad status, and
-        KubeUnavailable when the connection fails or stays silent for ``idle_timeout``."""
+        KubeUnavailable when the connection fails or stays silent for ``idle_timeout``.
+        ``on_open`` is called once the server has accepted the watch."""
         session = self._get_session()
         self.stats.count("watch")
         query: dict[str, str | int] = dict(params or {})
@@ -303,6 +307,8 @@ class KubeClient:
             ) as response:
                 if response.status >= 400:
                     raise _status_error(response.status, await response.read(), what)
+                if on_open is not None:
+                    on_open()  # connected: a quiet resource sends nothing for minutes
                 async for line in response.content:
                     self.stats.bytes_received += len(line)
                     if not line.strip():

@@ -144,6 +144,11 @@ class Informer(Generic[V]):
         self.error_since = None
         self.last_event = time.monotonic()
 
+    def _opened(self) -> None:
+        if not self.connected or self.error is not None:
+            self._healthy()
+            self.on_change()
+
     def _failed(self, exc: BaseException) -> None:
         self.connected = False
         self.error = str(exc) or type(exc).__name__
@@ -185,6 +190,7 @@ class Informer(Generic[V]):
                 async for event in self.client.watch(
                     self.path, resource_version=self.resource_version, params=self.params,
                     timeout_seconds=random.randint(low, high),  # noqa: S311 - spread reconnects
+                    on_open=self._opened,
                 ):
                     if not self.connected:
                         self._healthy()
@@ -199,6 +205,7 @@ class Informer(Generic[V]):
                 if exc.gone:
                     log.info("informer %s: %s; re-listing", self.name, exc)
                     need_list = True
+                    await asyncio.sleep(self.backoff.delay(1))  # never a hot loop
                     continue
                 attempt += 1
                 self._failed(exc)

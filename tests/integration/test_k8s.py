@@ -403,7 +403,7 @@ def test_drain_evicts_one_at_a_time_waits_on_the_budget_and_skips_daemonsets(
                                     f"spec.nodeName={target}")["items"]]
         assert not [p for p in on_node if p["metadata"]["namespace"] == NS]
         assert [p for p in on_node if p["metadata"]["namespace"] == DAEMONSET_NS]
-        assert settled(lab, 6)
+        wait_for("6 available again elsewhere", lambda: settled(lab, 6))
 
         result = sfops(config_path, "k8s", "uncordon", target, "--yes")
         assert result.returncode == 0, result.stderr

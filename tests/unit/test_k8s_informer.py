@@ -33,11 +33,17 @@ class FakeClient:
         items, rv = self.lists.pop(0)
         return [convert(i) for i in items], rv
 
-    async def watch(self, path, *, resource_version, params=None, timeout_seconds=300):
+    async def watch(self, path, *, resource_version, params=None, timeout_seconds=300,
+                    on_open=None):
         self.watch_versions.append(resource_version)
         if not self.watches:
+            if on_open is not None:
+                on_open()
             await asyncio.sleep(3600)
-        for event in self.watches.pop(0):
+        script = self.watches.pop(0)
+        if on_open is not None and not (script and isinstance(script[0], BaseException)):
+            on_open()  # the server accepted the watch
+        for event in script:
             if isinstance(event, BaseException):
                 raise event
             yield event
@@ -125,6 +131,20 @@ async def test_failure_is_visible_until_recovery():
         assert "connection refused" in informer.error
         assert informer.error_since is not None
         assert "streamforge/a" in informer.items  # the last good data stays
+    finally:
+        await informer.stop()
+
+
+async def test_an_accepted_watch_clears_the_error_even_without_events():
+    client = FakeClient(lists=[([pod("a")], "100")],
+                        watches=[[KubeUnavailable("watch pods: connection refused")]])
+    informer = Informer(client, PODS, None, pod_from_json,  # type: ignore[arg-type]
+                        backoff=Backoff(0.001, 0.01, 0))
+    informer.start()
+    try:
+        await _until(lambda: len(client.watch_versions) == 2)
+        await _until(lambda: informer.error is None)
+        assert informer.connected and informer.error_since is None
     finally:
         await informer.stop()
 
