@@ -73,7 +73,9 @@ class LabHandle:
 
         return load(self.config_path)
 
-    def sfops(self, *args: str, timeout: float = 120.0, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def sfops(
+        self, *args: str, timeout: float = 120.0, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real `sfops` CLI against this lab's configuration."""
         return subprocess.run(
             [sys.executable, "-m", "tui.cli", "--config", str(self.config_path), *args],
