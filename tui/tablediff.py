@@ -17,6 +17,8 @@ def sync_table(table: DataTable[Text], rows: Sequence[tuple[str, Sequence[Text]]
 
     The table's columns must have been added with string keys "c0", "c1", …
     """
+    if rows and len(table.columns) < len(rows[0][1]):
+        return 0  # the screen is not mounted yet (columns come in on_mount); next poll will do
     changed = 0
     wanted = {key for key, _ in rows}
     with table.app.batch_update():
