@@ -159,6 +159,9 @@ class SfopsApp(App[None]):
         self.headless = False
         self.loop_lag_max = 0.0  # seconds; the worst event-loop delay seen (tests, benchmark)
         self._lag_expected = 0.0
+        from tui.screens import preload
+
+        preload([service.name for service in self.services])
         self.sub_title = (str(config_path) if config_path else "") + (
             "  [READ-ONLY]" if self.read_only else ""
         )
@@ -385,7 +388,7 @@ def help_text(app: SfopsApp) -> Text:
     ]
     from tui.screens import screen_key_help
 
-    lines += screen_key_help(read_only=app.read_only)
+    lines += screen_key_help([s.name for s in app.services], read_only=app.read_only)
     for key, what in lines:
         text.append(f"{key:<14}", style="bold cyan")
         text.append(f"{what}\n")

@@ -51,9 +51,16 @@ def palette_actions(app: SfopsApp) -> Iterator[tuple[str, str, Callable[[], Acti
                 )
 
 
-def screen_key_help(*, read_only: bool) -> list[tuple[str, str]]:
+def preload(backends: list[str]) -> None:
+    """Import the screens (and through them the backends' action modules) before the event
+    loop runs: importing e.g. the kubernetes client takes seconds and would freeze the UI."""
+    for backend in backends:
+        screen_for(backend)
+
+
+def screen_key_help(backends: list[str], *, read_only: bool) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
-    for backend in SCREEN_MODULES:
+    for backend in backends:
         screen = screen_for(backend)
         if screen is None or read_only:
             continue
