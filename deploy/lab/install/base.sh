@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
 step() { printf '[install %s] %s\n' "$1" "$2"; }
 need_root() { [ "$(id -u)" -eq 0 ] || { echo "install: run as root (apt-get, useradd)" >&2; exit 2; }; }
 
-packages=(postgresql nginx-light openssh-server openssh-client tmux kcat procps)
+packages=(postgresql nginx-light openssh-server openssh-client tmux kcat procps python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -37,10 +37,14 @@ else
   step 2/4 "lab operator user sfops-lab present"
 fi
 
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  step 3/4 "creating .venv"
+# Debian's interpreter, not one under /root: the lab's operator user runs this checkout's
+# sfops over SSH in the end-to-end tests and must be able to execute it.
+PYTHON="${PYTHON:-/usr/bin/python3}"
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.sfops-python 2>/dev/null)" != "$PYTHON" ]; then
+  step 3/4 "creating .venv with $PYTHON"
+  rm -rf .venv
   "$PYTHON" -m venv .venv
+  echo "$PYTHON" > .venv/.sfops-python
 fi
 stamp=.venv/.sfops-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
