@@ -313,6 +313,28 @@ async def _stop_cleanly(cluster: PgCluster, host: MemberHost) -> AsyncIterator[S
                             f"log lines: {await host.log_tail()}")
 
 
+async def _checkpoint_on_timeline(cluster: PgCluster, primary: str,
+                                  timeline: int | None) -> AsyncIterator[Step]:
+    """pg_rewind takes the source's timeline from its control file, which a promotion only
+    updates at the first checkpoint after it: without one, the rewind follows the previous
+    timeline and the target cannot start (Patroni waits for this checkpoint too)."""
+    conn = cluster.conn(primary)
+    row = await conn.fetchone("SELECT timeline_id FROM pg_control_checkpoint()",
+                              what="read checkpoint timeline")
+    if timeline is None or row["timeline_id"] == timeline:
+        return
+    yield Step(f"{primary}: CHECKPOINT (its control file still says timeline "
+               f"{row['timeline_id']}; pg_rewind reads it from there)")
+    await call_write(lambda: conn.fetch("CHECKPOINT", what="CHECKPOINT", statement_timeout=120),
+                     what="CHECKPOINT")
+    row = await conn.fetchone("SELECT timeline_id FROM pg_control_checkpoint()",
+                              what="read checkpoint timeline")
+    if row["timeline_id"] != timeline:
+        raise PgActionError(f"{primary}'s control file is on timeline {row['timeline_id']}, "
+                            f"not {timeline}, even after a CHECKPOINT; the rejoining member "
+                            "is stopped with standby.signal (fenced): retry the rejoin")
+
+
 async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[Step]:
     """Turn ``name`` into a streaming standby of ``primary`` (rewinding it when its history
     diverged). Leaves it stopped with standby.signal if anything fails before the start."""
@@ -342,6 +364,8 @@ async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[S
     async for step in _stop_cleanly(cluster, host):
         yield step
 
+    async for step in _checkpoint_on_timeline(cluster, primary, primary_status.timeline):
+        yield step
     saved = await host.save_config_files()
     yield Step(f"{name}: pg_rewind from {primary} (timeline {primary_status.timeline})")
     try:
