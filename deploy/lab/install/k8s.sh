@@ -35,6 +35,9 @@ export GOFLAGS="${GOFLAGS:--mod=mod}"
 jobs="${SFOPS_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 
 mkdir -p "$bin"
+# Two `lab up`s (or a test run and a manual one) must not build the same binary at once.
+exec 9>"$cache/$key/.build.lock"
+flock 9
 start=$(date +%s)
 
 # name|module dir|package
