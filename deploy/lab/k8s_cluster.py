@@ -103,8 +103,7 @@ def apply_stack(lab: Lab) -> None:
             "secret",
             "generic",
             "streamforge-api-secrets",
-            "--from-literal=DATABASE_USER=streamforge",
-            f"--from-literal=DATABASE_PASSWORD={secrets.token_urlsafe(24)}",
+            f"--from-literal=database-password={secrets.token_urlsafe(24)}",
         )
 
 

@@ -255,3 +255,105 @@ def test_unready_pod_shows_ready_false_and_available_count_drops(
     wait_for(
         "availableReplicas back to 3", lambda: deployment(admin).status.available_replicas == 3, 30
     )
+
+
+def test_every_manifest_passes_server_side_dry_run(k8s_lab: Lab) -> None:
+    manifests = k8s.REPO / "deploy" / "k8s"
+    # Same field manager as the lab's own apply; earlier tests' rollouts own some fields now.
+    apply = ["apply", "--server-side", "--dry-run=server", "--force-conflicts"]
+    out = k8s.kubectl(k8s_lab, *apply, "--field-manager=sfops-lab", "-k", str(manifests))
+    for kind in (
+        "namespace",
+        "configmap",
+        "serviceaccount",
+        "deployment",
+        "service",
+        "poddisruptionbudget",
+        "clusterrole",
+        "role",
+        "rolebinding",
+    ):
+        assert f"{kind}" in out, out
+    # The Secret template is valid too (it is kept out of the kustomization on purpose).
+    k8s.kubectl(
+        k8s_lab,
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        str(manifests / "secret.template.yaml"),
+    )
+
+
+def can(
+    api: client.ApiClient,
+    verb: str,
+    resource: str,
+    *,
+    group: str = "",
+    subresource: str = "",
+    namespace: str | None = NS,
+) -> bool:
+    review = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb,
+                resource=resource,
+                group=group,
+                subresource=subresource,
+                namespace=namespace,
+            )
+        )
+    )
+    answer = client.AuthorizationV1Api(api).create_self_subject_access_review(
+        review, _request_timeout=TIMEOUT
+    )
+    return bool(answer.status.allowed)
+
+
+# What the sfops panels read: (resource, API group, namespaced)
+SHOWN = [
+    ("pods", "", True),
+    ("events", "", True),
+    ("services", "", True),
+    ("endpoints", "", True),
+    ("deployments", "apps", True),
+    ("replicasets", "apps", True),
+    ("poddisruptionbudgets", "policy", True),
+    ("endpointslices", "discovery.k8s.io", True),
+    ("nodes", "", False),
+    ("namespaces", "", False),
+]
+
+
+def test_readonly_service_account_reads_what_sfops_shows_and_nothing_more(
+    readonly: client.ApiClient,
+) -> None:
+    for resource, group, namespaced in SHOWN:
+        ns = NS if namespaced else None
+        for verb in ("get", "list", "watch"):
+            assert can(readonly, verb, resource, group=group, namespace=ns), (verb, resource)
+    assert not can(readonly, "get", "secrets")
+    assert not can(readonly, "patch", "deployments", group="apps")
+    assert not can(readonly, "patch", "deployments", group="apps", subresource="scale")
+    assert not can(readonly, "create", "pods", subresource="eviction")
+    assert not can(readonly, "patch", "nodes", namespace=None)
+    assert not can(readonly, "delete", "pods")
+
+
+def test_operator_service_account_has_only_the_verbs_actions_need(k8s_lab: Lab) -> None:
+    api = config.new_client_from_config(config_file=str(k8s.operator_kubeconfig(k8s_lab)))
+    try:
+        for resource, group, namespaced in SHOWN:
+            assert can(api, "list", resource, group=group, namespace=NS if namespaced else None)
+        assert can(api, "patch", "deployments", group="apps")  # restart, undo, set image
+        assert can(api, "patch", "deployments", group="apps", subresource="scale")
+        assert can(api, "create", "pods", subresource="eviction")  # drain
+        assert can(api, "patch", "nodes", namespace=None)  # cordon
+        assert not can(api, "patch", "deployments", group="apps", namespace="kube-system")
+        assert not can(api, "delete", "deployments", group="apps")
+        assert not can(api, "delete", "pods")
+        assert not can(api, "get", "secrets")
+        assert not can(api, "create", "deployments", group="apps")
+    finally:
+        api.close()
