@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import PurePosixPath
 from typing import Any
 
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backends.actions import Step
@@ -356,10 +357,17 @@ async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[S
         # Fall back to the template's own passfile (same replication user).
         conninfo = cluster.replication_conninfo(name, primary, template, None)
     slot = slot_name_for(name)
+    if _follows(statuses[name], primary_status, cluster.member(primary).port):
+        # Already replaying the primary's own history (a fenced member that came back
+        # pointing at it): nothing to rewind. Stopping it to run pg_rewind would even hurt —
+        # its control file can still name the old timeline while its WAL is on the new one.
+        async for step in _adopt_follower(cluster, name, primary, conninfo, slot):
+            yield step
+        return
 
     await host.write_standby_signal()
     cluster.fence(name, reason="rejoin in progress", method="standby.signal",
-                        new_primary=primary)
+                  new_primary=primary)
     yield Step(f"{name}: standby.signal written (fenced while it rejoins)")
     async for step in _stop_cleanly(cluster, host):
         yield step
@@ -368,15 +376,24 @@ async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[S
         yield step
     saved = await host.save_config_files()
     yield Step(f"{name}: pg_rewind from {primary} (timeline {primary_status.timeline})")
+    rewind_error: HostError | None = None
     try:
         output = await host.rewind(cluster.superuser_conninfo(primary),
                                    cluster.passfile_text(primary))
+    except HostError as exc:
+        rewind_error, output = exc, ""
     finally:
         await host.restore_config_files(saved)
-    rewound = "no rewind required" not in output
-    yield Step(f"{name}: " + ("history rewound to the divergence point" if rewound
-                              else "no rewind needed (its history is a prefix of the "
-                                   "primary's)"))
+    if rewind_error is not None:
+        # E.g. "could not find previous WAL record": a standby that had already followed
+        # part of the new timeline. If its history is a prefix of the primary's it will
+        # stream; if not, it stays a read-only, fenced standby and we say so below.
+        yield Step(f"{name}: {rewind_error}; trying it as a standby as it is")
+    else:
+        rewound = "no rewind required" not in output
+        yield Step(f"{name}: " + ("history rewound to the divergence point" if rewound
+                                  else "no rewind needed (its history is a prefix of the "
+                                       "primary's)"))
     async for step in ensure_slot(cluster, primary, slot):
         yield step
     await host.set_recovery({"primary_conninfo": conninfo, "primary_slot_name": slot})
@@ -396,14 +413,52 @@ async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[S
     streaming = await wait_for(streams, STREAM_WAIT_SECONDS, 0.5)
     if not streaming:
         running = await host.running()
+        cause = f" (pg_rewind: {rewind_error})" if rewind_error is not None else ""
         raise PgActionError(
             f"{name} did not start streaming from {primary} within {STREAM_WAIT_SECONDS:.0f} "
-            f"s; it is {'running read-only as a standby' if running else 'stopped'} with "
-            f"standby.signal (fenced, never a primary); check its log "
-            f"({host.log_file}): {await host.log_tail()}")
+            f"s{cause}; it is {'running read-only as a standby' if running else 'stopped'} "
+            f"with standby.signal (fenced, never a primary); check its log "
+            f"({host.log_file}): {await host.log_tail()}; if its data diverged beyond "
+            "repair, re-seed it from a base backup")
     cluster.state.unfence(name)
     yield Step(f"{name}: streaming from {primary}, timeline {streaming.timeline}, replayed "
                f"{format_lsn(streaming.replayed_lsn)}")
+
+
+async def _write(conn: MemberConnection, statement: str, what: str) -> None:
+    await call_write(lambda: conn.fetch(statement, what=what), what=what)
+
+
+def _follows(member: MemberStatus, primary: MemberStatus, primary_port: int) -> bool:
+    receiver = member.wal_receiver
+    return (member.is_standby and member.streaming and receiver is not None
+            and receiver.sender_port == primary_port and member.timeline == primary.timeline)
+
+
+async def _adopt_follower(cluster: PgCluster, name: str, primary: str, conninfo: str,
+                          slot: str) -> AsyncIterator[Step]:
+    yield Step(f"{name}: already streams {primary}'s timeline; no rewind, no restart")
+    async for step in ensure_slot(cluster, primary, slot):
+        yield step
+    conn = cluster.conn(name)
+    for key, value in (("primary_conninfo", conninfo), ("primary_slot_name", slot)):
+        statement = sql.SQL("ALTER SYSTEM SET {} = {}").format(
+            sql.Identifier(key), sql.Literal(value)).as_string(None)
+        await _write(conn, statement, f"set {key}")
+    await call_write(lambda: conn.fetch("SELECT pg_reload_conf()", what="reload"),
+                     what="reload")
+    yield Step(f"{name}: primary_conninfo and slot {slot} set (reloaded)")
+
+    async def streams() -> MemberStatus | None:
+        status = await cluster.read(name)
+        return status if status.is_standby and status.streaming else None
+
+    streaming = await wait_for(streams, STREAM_WAIT_SECONDS, 0.5)
+    if not streaming:
+        raise PgActionError(f"{name} stopped streaming after its settings were reloaded; it "
+                            "is a read-only standby (fenced): check its log and retry")
+    cluster.state.unfence(name)
+    yield Step(f"{name}: streaming from {primary}, timeline {streaming.timeline}")
 
 
 async def checkpoint_received(cluster: PgCluster, name: str, checkpoint_lsn: int,
