@@ -426,10 +426,10 @@ def test_read_only_displays_and_refuses_before_any_request(
 
     # A kubeconfig whose server nothing listens on: a request would fail as "unreachable".
     dead = tmp_path / "dead.kubeconfig"
-    text = readonly.read_text()
-    server = next(ln.split("server:", 1)[1].strip() for ln in text.splitlines()
-                  if "server:" in ln)
-    dead.write_text(text.replace(server, "https://127.0.0.1:9"))
+    kubeconfig = json.loads(readonly.read_text())  # the lab writes JSON (valid YAML)
+    for cluster in kubeconfig["clusters"]:
+        cluster["cluster"]["server"] = "https://127.0.0.1:9"
+    dead.write_text(json.dumps(kubeconfig))
     dead_config = _write_config(lab, tmp_path / "dead.toml", kubeconfig=dead, read_only=True)
     before = deployment(lab)["metadata"]["resourceVersion"]
     for args in (("restart", NAME), ("set-image", NAME, f"api={IMAGE}"), ("undo", NAME),
