@@ -360,6 +360,18 @@ class SfopsApp(App[None]):
         """The SSH link dropped: the terminal is gone, the action is not. Detach output and
         let a running action go on, headless, to its end; its outcome goes to the audit log."""
         self.headless = True
+        # Stop the input thread first: on a hung-up terminal (or /dev/null) its select()
+        # is always readable and read() returns b"", so it would spin and starve the loop.
+        driver = self._driver
+        exit_event = getattr(driver, "exit_event", None)
+        if exit_event is not None:
+            exit_event.set()
+        # Nothing can be shown any more: drop output at the source. Textual's writer thread
+        # may be wedged on the dead terminal, and a full writer queue would then block the
+        # event loop (and the action) forever in Queue.put.
+        if driver is not None:
+            driver.write = lambda data: None  # type: ignore[method-assign]
+            driver.flush = lambda: None  # type: ignore[method-assign]
         with contextlib.suppress(OSError):
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):

@@ -16,7 +16,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # How much of an existing log the first read looks at: enough for a window of history on a
@@ -35,6 +35,9 @@ class Attempt:
     address: str
     status: int | None  # upstream status of this attempt; None when unknown ("-")
     response_time: float | None  # seconds
+    # When the request reached nginx (its log time minus $request_time): tells a request
+    # that was already in flight at a reload from one routed under the new configuration.
+    started: float | None = field(default=None, compare=False)
 
 
 def _split(value: str) -> list[str]:
@@ -61,6 +64,7 @@ def parse_line(line: str) -> list[Attempt]:
     if not isinstance(record, dict):
         return []
     at = _number(str(record.get("msec", "")))
+    duration = _number(str(record.get("request_time", "")))
     addresses = _split(str(record.get("upstream_addr") or ""))
     if at is None or not addresses or addresses == [""] or addresses == ["-"]:
         return []
@@ -73,7 +77,7 @@ def parse_line(line: str) -> list[Attempt]:
         status = _number(statuses[index]) if index < len(statuses) else None
         seconds = _number(times[index]) if index < len(times) else None
         attempts.append(Attempt(at, address, int(status) if status is not None else None,
-                                seconds))
+                                seconds, at - duration if duration is not None else at))
     return attempts
 
 
@@ -108,6 +112,7 @@ class TrafficWindow:
         self._clock = clock
         self._attempts: deque[Attempt] = deque()
         self._last_seen: dict[str, float] = {}
+        self._last_started: dict[str, float] = {}
         self._since: float | None = None  # earliest time we have complete data for
 
     def add(self, attempts: Iterable[Attempt]) -> None:
@@ -115,6 +120,9 @@ class TrafficWindow:
             self._attempts.append(attempt)
             if attempt.at > self._last_seen.get(attempt.address, 0.0):
                 self._last_seen[attempt.address] = attempt.at
+            started = attempt.at if attempt.started is None else attempt.started
+            if started > self._last_started.get(attempt.address, 0.0):
+                self._last_started[attempt.address] = started
             if self._since is None or attempt.at < self._since:
                 self._since = attempt.at
 
@@ -126,6 +134,10 @@ class TrafficWindow:
 
     def last_request_at(self, address: str) -> float | None:
         return self._last_seen.get(address)
+
+    def last_request_started_at(self, address: str) -> float | None:
+        """When the newest request to ``address`` reached nginx (epoch seconds)."""
+        return self._last_started.get(address)
 
     def _prune(self, now: float) -> None:
         horizon = now - self.window

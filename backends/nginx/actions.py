@@ -303,7 +303,10 @@ class DrainMember(_MemberAction):
                 if workers_gone_at is None:
                     workers_gone_at = time.time()
                 elif time.time() - workers_gone_at >= QUIET_AFTER_WORKERS:
-                    if last is not None and last > workers_gone_at:
+                    # A request that *started* after the old workers were gone was routed by
+                    # the new configuration; one that merely finished late was in flight.
+                    newest = self.service.window.last_request_started_at(address)
+                    if newest is not None and newest > workers_gone_at:
                         raise NginxActionError(
                             f"{self.target} still receives requests after the reload "
                             "(another upstream or nginx instance uses it?)")
@@ -334,10 +337,11 @@ class DrainMember(_MemberAction):
         checks = [await self._serving(), await self._marked()]
         drained_at = self.drained_at
         if drained_at is not None and self.member is not None:
-            last = await self._last_request(self.member.address)
-            if last is not None and last > drained_at:
+            await self._last_request(self.member.address)  # reads the log's new lines
+            newest = self.service.window.last_request_started_at(self.member.address)
+            if newest is not None and newest > drained_at:
                 checks.append(CheckResult.failed("no new requests",
-                                                 f"a request to {self.target} finished after "
+                                                 f"a request to {self.target} started after "
                                                  "the drain completed"))
             else:
                 checks.append(CheckResult.passed("no new requests",

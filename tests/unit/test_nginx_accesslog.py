@@ -127,3 +127,17 @@ def test_tail_advance_counts_file_bytes_not_decoded_ones() -> None:
     # the remote read replaced one invalid byte by U+FFFD (3 bytes): offset must still be 6
     assert tail.feed("ab\ufffdc\n".encode(), advance=6) == ["ab\ufffdc"]
     assert tail.offset == 6
+
+
+def test_start_time_tells_in_flight_requests_from_new_ones():
+    """A request logged after a reload but started before it was in flight, not new."""
+    from backends.nginx.accesslog import TrafficWindow, parse_line
+
+    line = ('{"msec":1000.0,"request_time":6.0,"upstream_addr":"a:1",'
+            '"upstream_status":"200","upstream_response_time":"6.0"}')
+    attempts = parse_line(line)
+    assert attempts[0].started == 994.0
+    window = TrafficWindow(clock=lambda: 1000.0)
+    window.add(attempts)
+    assert window.last_request_at("a:1") == 1000.0
+    assert window.last_request_started_at("a:1") == 994.0

@@ -1,0 +1,120 @@
+"""sfops as a person uses it: in tmux, over a real SSH session to the lab's sshd, keys sent
+with send-keys, the screen read with capture-pane."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.tmux import TmuxSession, ssh_sfops_command
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+if shutil.which("tmux") is None:
+    pytest.skip("tmux is not installed (make install installs it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def stack(lab):
+    return lab.ensure("pg", "api", "nginx", "sshd")
+
+
+@pytest.fixture
+def session(stack):
+    sessions: list[TmuxSession] = []
+
+    def open_session(*args: str) -> TmuxSession:
+        stack.ensure("pg", "api", "nginx", "sshd")  # also hands <lab>/sfops to the SSH user
+        tmux = TmuxSession(ssh_sfops_command(stack.dir, stack.port(20), *args))
+        sessions.append(tmux)
+        return tmux
+
+    yield open_session
+    for tmux in sessions:
+        tmux.kill()
+
+
+def audit_records(stack) -> list[dict]:
+    path = stack.dir / "sfops" / "audit.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_overview_over_ssh_shows_nginx_then_a_failing_member(stack, session):
+    tmux = session()
+    tmux.wait_for("Load balancer", timeout=40)
+    tmux.wait_for("3/3", timeout=30)  # all upstream members up
+    try:
+        stack.stop("api-2")
+        screen = tmux.wait_for("api-2", timeout=30)  # the alert names the failing member
+        assert "FAILED" in screen or "DEGRADED" in screen
+        tmux.send("1")
+        tmux.wait_for("failing", timeout=20)
+    finally:
+        stack.start("api-2")
+    tmux.send("q")
+
+
+def test_dropped_ssh_mid_drain_runs_on_headless_and_is_audited(stack, session):
+    before = len(audit_records(stack))
+    url = f"http://127.0.0.1:{stack.port(0)}"
+    # Slow requests in flight keep nginx's old workers (and so the drain) busy for a while.
+    slow = [
+        threading.Thread(target=lambda: httpx.get(f"{url}/slow?seconds=6", timeout=30))
+        for _ in range(6)
+    ]
+    tmux = session()
+    tmux.wait_for("Load balancer", timeout=40)
+    tmux.send("1")
+    tmux.wait_for("api-3", timeout=20)
+    tmux.send("Down", "Down")
+    for thread in slow:
+        thread.start()
+    tmux.send("d")
+    tmux.wait_for("to confirm", timeout=40)
+    tmux.send("BTab")  # from Cancel (focused) back to the name field
+    time.sleep(0.5)  # at a person's pace: each key lands before the next
+    tmux.type("api-3")
+    time.sleep(0.5)
+    tmux.send("Enter")
+    tmux.wait_for("Running", timeout=20)
+    tmux.kill()  # the SSH client dies: sshd hangs up on sfops (SIGHUP)
+    deadline = time.monotonic() + 90
+    records: list[dict] = []
+    while time.monotonic() < deadline:
+        records = audit_records(stack)[before:]
+        if records:
+            break
+        time.sleep(0.5)
+    for thread in slow:
+        thread.join()
+    try:
+        assert records, "no audit record after the SSH session dropped mid-drain"
+        record = records[-1]
+        assert (record["action"], record["target"]) == ("nginx.drain", "api-3")
+        assert record["outcome"] == "succeeded", record
+        upstream = (stack.dir / "nginx" / "conf.d" / "upstream.conf").read_text()
+        api3 = f"127.0.0.1:{stack.port(3)}"
+        line = next(line for line in upstream.splitlines() if api3 in line)
+        assert " down" in line, line
+        # nginx kept serving throughout
+        assert httpx.get(f"{url}/nginx-health", timeout=5).status_code == 200
+        # and the sfops process is gone (it exits once the action finished)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            left = subprocess.run(["pgrep", "-u", "sfops-lab", "-f", "sfops --config"],
+                                  capture_output=True, text=True, check=False)
+            if left.stdout.strip() == "":
+                break
+            time.sleep(0.5)
+        assert left.stdout.strip() == "", "sfops did not exit after its headless action"
+    finally:
+        done = stack.sfops("nginx", "undrain", "api-3", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
