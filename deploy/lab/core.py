@@ -97,7 +97,14 @@ class Lab:
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)  # noqa: S103 - other lab users (postgres, sfops-lab) traverse it
-        write_atomic(self.dir / STATE_FILE, json.dumps(self.settings.to_json(), indent=2) + "\n")
+        # Merge: lab.json also records which groups were brought up (deploy.lab.ops).
+        path = self.dir / STATE_FILE
+        try:
+            stored = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            stored = {}
+        stored.update(self.settings.to_json())
+        write_atomic(path, json.dumps(stored, indent=2) + "\n")
 
     # -- layout -------------------------------------------------------------------------
     def port(self, offset: int) -> int:

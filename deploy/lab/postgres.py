@@ -112,6 +112,7 @@ class PostgresMember(Component):
 
     def _layout(self, lab: Lab) -> None:
         ensure_secrets(lab)
+        self._remove_stale_pidfile(lab)
         for path in (lab.path(self.name), self.socket_dir(lab)):
             path.mkdir(parents=True, exist_ok=True)
             _chown_postgres(path)
@@ -122,6 +123,18 @@ class PostgresMember(Component):
         password = secret_path(lab, "replicator").read_text().strip()
         write_atomic(passfile, f"*:*:*:replicator:{password}\n", mode=0o600)
         _chown_postgres(passfile)
+
+    def _remove_stale_pidfile(self, lab: Lab) -> None:
+        """A killed postmaster whose pid is still a zombie (nobody reaped it yet) makes
+        postgres refuse to start ("lock file already exists"): the pid exists for kill(0).
+        Only called when the lab found no live member, so the file is stale."""
+        pidfile = self.data_dir(lab) / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if not pid_alive(pid):
+            pidfile.unlink(missing_ok=True)
 
     def _settings(self, lab: Lab) -> str:
         return "\n".join(
@@ -175,6 +188,10 @@ class PrimaryMember(PostgresMember):
             out.write(self._settings(lab))
 
     def after_ready(self, lab: Lab) -> None:
+        with psycopg.connect(**self.superuser_conninfo(lab)) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        if row is not None and row[0]:
+            return  # a standby now (after a failover): roles and slots come from its primary
         run(
             ["bash", str(SCRIPTS / "init-primary.sh")],
             what=f"{self.name}: init-primary.sh",
