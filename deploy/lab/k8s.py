@@ -234,7 +234,7 @@ class Kwok(Component):
         write_role_kubeconfigs(lab)
         wait_available(lab, NAMESPACE, [DEPLOYMENT], timeout=180)
         if lab.settings.k8s_pods > 0:
-            wait_scale(lab, timeout=max(300.0, lab.settings.k8s_pods / 10))
+            wait_scale(lab, timeout=max(300.0, lab.settings.k8s_pods / 5))
         lab.progress(
             f"k8s: nodes, manifests and Deployments ready in {time.monotonic() - started:.1f}s"
         )

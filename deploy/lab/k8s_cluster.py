@@ -63,7 +63,7 @@ def apply_nodes(lab: Lab) -> None:
         "-f",
         "-",
         input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-        timeout=max(60.0, count / 5),
+        timeout=max(120.0, count / 2),
     )
 
 
@@ -154,6 +154,8 @@ def apply_scale(lab: Lab) -> None:
         "-f",
         "-",
         input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        # One request per object, to an API server busy creating the first Deployments' pods.
+        timeout=300.0,
     )
 
 
