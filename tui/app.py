@@ -71,14 +71,15 @@ class BackendPanel(Vertical):
         yield Sparkline([], classes="panel-spark")
 
     def show(self, summary: BackendSummary, snapshot: Snapshot[Any]) -> None:
-        title = Text(f"{self.index} ")
-        title.append_text(panel_title(summary))
-        self.query_one(".panel-title", Static).update(title)
         breaker = self.service.breaker.state if self.service.breaker is not None else None
-        body = panel_body(
-            summary, data_age=snapshot.age(), stale_for=snapshot.stale_for(), breaker=breaker
+        title = Text(f"{self.index} ")
+        title.append_text(
+            panel_title(
+                summary, data_age=snapshot.age(), stale_for=snapshot.stale_for(), breaker=breaker
+            )
         )
-        self.query_one(".panel-body", Static).update(body)
+        self.query_one(".panel-title", Static).update(title)
+        self.query_one(".panel-body", Static).update(panel_body(summary))
         if summary.spark_value is not None:
             self.history.append(summary.spark_value)
             self.query_one(".panel-spark", Sparkline).data = list(self.history)
@@ -107,6 +108,9 @@ class OverviewScreen(Screen[None]):
     def on_mount(self) -> None:
         add_columns(self.query_one("#alerts", DataTable), ["sev", "source", "message", "since"])
         add_columns(self.query_one("#recent", DataTable), ["time", "action", "outcome", "user"])
+        app = self.app
+        assert isinstance(app, SfopsApp)
+        app.load_recent_actions()
         if not self.app.services:  # type: ignore[attr-defined]
             self.notify(
                 "no backends configured: add [nginx], [postgres], [kafka] or "
@@ -183,7 +187,6 @@ class SfopsApp(App[None]):
         self.poller.start()
         self._lag_expected = time.monotonic() + 0.1
         self.set_interval(0.1, self._measure_lag)
-        self.load_recent_actions()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
@@ -192,6 +195,10 @@ class SfopsApp(App[None]):
     async def on_unmount(self) -> None:
         await self.poller.stop()
         await asyncio.gather(*(s.close() for s in self.services), return_exceptions=True)
+
+    def on_resize(self) -> None:
+        # 80x24 is the design size: smaller panels there, roomier ones on taller terminals.
+        self.set_class(self.size.height < 30, "-compact")
 
     def _measure_lag(self) -> None:
         now = time.monotonic()

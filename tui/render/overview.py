@@ -48,40 +48,36 @@ def age_text(seconds: float | None) -> str:
     return f"{seconds / 60:.0f}m ago"
 
 
-def panel_title(summary: BackendSummary) -> Text:
+def panel_title(
+    summary: BackendSummary,
+    *,
+    data_age: float | None = None,
+    stale_for: float | None = None,
+    breaker: BreakerState | None = None,
+) -> Text:
+    """"PostgreSQL ● OK · 1s" — plus how stale the shown data is when polls fail, and the
+    circuit breaker when it is not closed."""
     title = Text(f"{summary.title} ", style="bold")
     title.append_text(badge(summary.health))
+    if summary.error and stale_for is not None:
+        title.append(f" · data {age_text(stale_for)}", style="yellow")
+    elif data_age is not None:
+        title.append(f" · {age_text(data_age)}", style="dim")
+    if breaker is not None and breaker is not BreakerState.CLOSED:
+        title.append(f" · breaker {breaker.value}", style="yellow")
     return title
 
 
-def panel_body(
-    summary: BackendSummary,
-    *,
-    data_age: float | None,
-    stale_for: float | None,
-    breaker: BreakerState | None,
-    width: int = 38,
-) -> Text:
-    """Key figures, one per line, then data age and breaker state."""
+def panel_body(summary: BackendSummary, *, width: int = 38) -> Text:
+    """Key figures, one per line, then the last poll's error (if any)."""
     body = Text(no_wrap=True, overflow="ellipsis")
     for figure in summary.figures:
         body.append(f"{figure.label:<18.18}", style="dim")
-        body.append(
-            Text(
-                figure.value,
-                style=HEALTH_STYLE[figure.health] if figure.health is not Health.OK else "",
-            )
-        )
+        style = HEALTH_STYLE[figure.health] if figure.health is not Health.OK else ""
+        body.append(Text(figure.value, style=style))
         body.append("\n")
     if summary.error:
         body.append(Text(_clip(f"poll: {summary.error}", width), style="red"))
-        body.append("\n")
-    footer = f"data {age_text(data_age)}"
-    if stale_for:
-        footer += f", last good {age_text(stale_for)}"
-    if breaker is not None and breaker is not BreakerState.CLOSED:
-        footer += f", breaker {breaker.value}"
-    body.append(footer, style="dim")
     return body
 
 
@@ -117,6 +113,9 @@ class AlertTracker:
 
 
 def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list[AlertRow]:
+    if not tracked:
+        return [AlertRow("none", Severity.INFO, (Text("ok", style="green"), Text(""),
+                                                 Text("nothing is wrong right now"), Text("")))]
     rows = []
     for alert, first in tracked:
         rows.append(
