@@ -28,7 +28,22 @@ def default_config_path() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "sfops" / "sfops.toml"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, if any (skipping global options)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--config":
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sfops",
         description="StreamForge Ops: a keyboard-first control plane for nginx, PostgreSQL, "
@@ -50,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="show everything, change nothing: mutating commands and keys do not exist",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    # Importing a command module imports its backend (the kubernetes client alone takes a
+    # second or more): register only the command that was asked for, all of them for help.
+    chosen = chosen_command(sys.argv[1:] if argv is None else argv)
+    wanted = [chosen] if chosen in COMMAND_MODULES else list(COMMAND_MODULES)
+    for name in wanted:
         try:
             module = importlib.import_module(f"tui.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -62,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.config is None:
         args.config = default_config_path()
