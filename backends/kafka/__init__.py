@@ -1,12 +1,16 @@
 """The Kafka slice: cluster, broker and partition health, consumer lag (read side); preferred
-leader election and broker drain/undrain (Cruise Control's demote) as actions."""
+leader election and broker drain/undrain (Cruise Control's demote) as actions.
 
-from backends.kafka.admin import ElectionOutcome, KafkaAdmin, KafkaUnreachable
+librdkafka (confluent_kafka) is loaded only in admin worker processes (:mod:`.worker`); importing
+this package does not load it."""
+
 from backends.kafka.model import (
     CONTROLLER_LABEL,
     BrokerState,
+    ElectionOutcome,
     GroupState,
     KafkaStatus,
+    KafkaUnreachable,
     PartitionCounts,
     PartitionLag,
     PartitionState,
@@ -20,7 +24,6 @@ __all__ = [
     "BrokerState",
     "ElectionOutcome",
     "GroupState",
-    "KafkaAdmin",
     "KafkaService",
     "KafkaStatus",
     "KafkaUnreachable",

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from backends.actions import Action, CheckResult, Step
-from backends.kafka.admin import ElectionOutcome
-from backends.kafka.model import PartitionState
+from backends.kafka.model import ClusterView, ElectionOutcome, PartitionState
 from backends.kafka.plan import (
     DrainRecord,
     PartitionKey,
@@ -31,8 +30,9 @@ from backends.kafka.plan import (
     save_record,
     state_path,
 )
-from backends.kafka.service import KafkaService, partitions_from_metadata
-from backends.resilience import describe_error
+from backends.kafka.service import KafkaService
+from backends.kafka.worker import METADATA_POLICY, IsolatedAdmin
+from backends.resilience import call_read, describe_error
 
 REASSIGN_BATCH = 1000
 REASSIGN_TIMEOUT = 60.0  # for the controller to finish the (metadata-only) reassignments
@@ -69,16 +69,50 @@ class _KafkaAction(Action):
         super().__init__(target, params)
         self.service = service
         self.cluster_id: str | None = None
+        self._admin: IsolatedAdmin | None = None
+
+    @property
+    def admin(self) -> IsolatedAdmin:
+        """This action's own admin worker, started on first use: a fresh process, so a
+        fresh AdminClient, never the service's long-lived polling one. Why: librdkafka
+        crashed the process twice with one AdminClient kept across polls (a segfault after an
+        undrain; an ``eonce->refcnt > 0`` assertion when a broker was killed mid-poll), and a
+        long-lived client kept asking a killed "controller" broker until timeout. An action
+        is short and runs while brokers move, restart or die, so it starts with no history;
+        in its own process a crash fails this action (its reads retried once on a fresh
+        worker, its writes never), not the UI, and the polls go on undisturbed. Its worker
+        ends when the action object is dropped, or sooner with :meth:`close`."""
+        if self._admin is None:
+            self._admin = self.service.action_admin()
+        return self._admin
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    async def verify(self) -> list[CheckResult]:
+        # The last phase the runner calls: the worker is not needed after it.
+        try:
+            return await self._verify()
+        finally:
+            await self.close()
+
+    async def _verify(self) -> list[CheckResult]:
+        raise NotImplementedError
+
+    async def view(self) -> ClusterView:
+        # A read: retried once, which also covers a worker that crashed (the retry runs on
+        # the fresh worker started in its place).
+        view = await call_read(self.admin.view, METADATA_POLICY, what="kafka metadata")
+        self.cluster_id = view.cluster_id
+        return view
 
     async def partitions(self) -> list[PartitionState]:
-        metadata = await self.service.metadata()
-        self.cluster_id = metadata.cluster_id
-        min_isr = await self.service.admin.min_insync_replicas(sorted(metadata.topics))
-        return [p for t in partitions_from_metadata(metadata, min_isr) for p in t.partitions]
+        return (await self.view()).partitions()
 
     async def registered_brokers(self) -> set[int]:
-        metadata = await self.service.metadata()
-        return set(metadata.brokers)
+        return set((await self.view()).brokers)
 
     async def _read_checks(self) -> tuple[list[PartitionState] | None, list[CheckResult]]:
         try:
@@ -100,7 +134,7 @@ class _KafkaAction(Action):
         keys = sorted(plan)
         for start in range(0, len(keys), REASSIGN_BATCH):
             batch = {k: plan[k] for k in keys[start:start + REASSIGN_BATCH]}
-            results = await self.service.admin.reassign(batch, timeout=30.0)
+            results = await self.admin.reassign(batch, timeout=30.0)
             failed = [r for r in results if not r.ok]
             if failed:
                 raise KafkaActionError(
@@ -118,7 +152,7 @@ class _KafkaAction(Action):
             return not pending
 
         if not await _wait_until(applied, REASSIGN_TIMEOUT):
-            ongoing = await self.service.admin.ongoing_reassignments(pending[:MAX_LISTED])
+            ongoing = await self.admin.ongoing_reassignments(pending[:MAX_LISTED])
             raise KafkaActionError(
                 f"{len(pending)} reassignment(s) not visible after {REASSIGN_TIMEOUT:g} s: "
                 f"{names(pending)} ({len(ongoing)} still in progress at the controller)")
@@ -127,7 +161,7 @@ class _KafkaAction(Action):
     async def elect(self, keys: list[PartitionKey]) -> list[ElectionOutcome]:
         outcomes: list[ElectionOutcome] = []
         for start in range(0, len(keys), REASSIGN_BATCH):
-            outcomes += await self.service.admin.elect_preferred(
+            outcomes += await self.admin.elect_preferred(
                 keys[start:start + REASSIGN_BATCH])
         return outcomes
 
@@ -187,7 +221,7 @@ class ElectLeaders(_KafkaAction):
         yield Step("requesting a preferred leader election", 0.1)
         keys = None if self.topic is None else [
             (p.topic, p.partition) for p in self._scope(await self.partitions())]
-        self.outcomes = await self.service.admin.elect_preferred(keys)
+        self.outcomes = await self.admin.elect_preferred(keys)
         for outcome in self.outcomes:
             if outcome.elected:
                 yield Step(f"{outcome.name}: elected")
@@ -195,7 +229,7 @@ class ElectLeaders(_KafkaAction):
                 yield Step(f"{outcome.name}: {outcome.error}")
         yield Step(election_summary(self.outcomes), 1.0)
 
-    async def verify(self) -> list[CheckResult]:
+    async def _verify(self) -> list[CheckResult]:
         remaining: list[PartitionState] = []
 
         async def balanced() -> bool:
@@ -325,7 +359,7 @@ class DrainBroker(_BrokerAction):
                 f"`sfops kafka undrain {self.broker_id}`")
         yield Step(f"broker {self.broker_id} leads no partition", 1.0)
 
-    async def verify(self) -> list[CheckResult]:
+    async def _verify(self) -> list[CheckResult]:
         led: list[PartitionKey] = []
         not_last: list[PartitionKey] = []
 
@@ -452,7 +486,7 @@ class UndrainBroker(_BrokerAction):
         yield Step(f"broker {self.broker_id} leads its {len(should_lead)} preferred "
                    "partition(s) again", 1.0)
 
-    async def verify(self) -> list[CheckResult]:
+    async def _verify(self) -> list[CheckResult]:
         wrong_order: list[PartitionKey] = []
         not_preferred: list[PartitionKey] = []
 

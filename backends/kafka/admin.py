@@ -4,6 +4,10 @@ Every call carries an explicit timeout (``list_topics()`` without one blocks for
 broker answers) and runs off the loop: blocking calls in a thread, futures through
 ``asyncio.wrap_future``, each also bounded by :func:`with_timeout` a little beyond the
 client's own timeout, so a stuck librdkafka call can never stall the UI.
+
+This module runs only inside an admin worker process (:mod:`backends.kafka.worker`): the sfops
+process itself never loads librdkafka's client, so a crash in it (we have seen a segfault and
+an ``eonce->refcnt > 0`` assertion abort) kills the worker, never the UI.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import (
@@ -31,51 +34,56 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ResourceType,
 )
 
-from backends.kafka import protocol
+from backends.kafka.model import (
+    ClusterInfo,
+    ClusterView,
+    ElectionOutcome,
+    KafkaUnreachable,
+    PartitionState,
+    TopicState,
+)
 from backends.resilience import with_timeout
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+__all__ = ["ClusterInfo", "ClusterView", "ElectionOutcome", "KafkaAdmin", "KafkaUnreachable",
+           "partitions_from_metadata", "view_from_metadata"]
+
 MIN_ISR_TTL = 300.0  # topic configs change rarely; re-read every five minutes
 GRACE = 1.0  # our outer bound beyond the client's own timeout
 
 
-class KafkaUnreachable(Exception):
-    """No broker answered a metadata request in time."""
+def partitions_from_metadata(metadata: ClusterMetadata,
+                             min_isr: dict[str, int | None]) -> tuple[TopicState, ...]:
+    topics: list[TopicState] = []
+    for name in sorted(metadata.topics):
+        topic = metadata.topics[name]
+        limit = min_isr.get(name)
+        partitions = tuple(
+            PartitionState(
+                topic=name, partition=pid, leader=p.leader, replicas=tuple(p.replicas),
+                isr=tuple(p.isrs), min_isr=limit,
+                error=str(p.error) if p.error is not None else None,
+            )
+            for pid, p in sorted(topic.partitions.items())
+        )
+        topics.append(TopicState(
+            name=name, partitions=partitions, internal=name.startswith("__"), min_isr=limit,
+            error=str(topic.error) if topic.error is not None else None,
+        ))
+    return tuple(topics)
 
 
-@dataclass(frozen=True)
-class ClusterInfo:
-    cluster_id: str | None
-    controller_id: int | None
-    racks: dict[int, str | None]
-    nodes: dict[int, tuple[str, int]]
-
-
-@dataclass(frozen=True)
-class ElectionOutcome:
-    topic: str
-    partition: int
-    error_code: int  # 0: elected
-    error: str | None
-
-    @property
-    def name(self) -> str:
-        return f"{self.topic}-{self.partition}"
-
-    @property
-    def elected(self) -> bool:
-        return self.error_code == 0
-
-    @property
-    def not_needed(self) -> bool:
-        """Already led by the preferred replica: not an error."""
-        return self.error_code == KafkaError.ELECTION_NOT_NEEDED
-
-    @property
-    def failed(self) -> bool:
-        return not (self.elected or self.not_needed)
+def view_from_metadata(metadata: ClusterMetadata,
+                       min_isr: dict[str, int | None]) -> ClusterView:
+    controller = metadata.controller_id
+    return ClusterView(
+        cluster_id=metadata.cluster_id,
+        controller_id=controller if controller is not None and controller >= 0 else None,
+        brokers={b.id: (str(b.host), int(b.port)) for b in metadata.brokers.values()},
+        topics=partitions_from_metadata(metadata, min_isr),
+    )
 
 
 def _error_cb(error: KafkaError) -> None:
@@ -222,26 +230,3 @@ class KafkaAdmin:
             text = kafka_error.str() if isinstance(kafka_error, KafkaError) else str(error)
             outcomes.append(ElectionOutcome(tp.topic, tp.partition, code, text))
         return sorted(outcomes, key=lambda o: (o.topic, o.partition))
-
-    def servers(self, metadata: ClusterMetadata | None = None) -> list[tuple[str, int]]:
-        """Where to send protocol requests: live brokers first, then the bootstrap list."""
-        found: list[tuple[str, int]] = []
-        if metadata is not None:
-            found = [(str(b.host), b.port) for b in metadata.brokers.values()]
-        for server in protocol.parse_servers(self.bootstrap):
-            if server not in found:
-                found.append(server)
-        return found
-
-    async def reassign(self, assignments: dict[tuple[str, int], list[int]],
-                       metadata: ClusterMetadata | None = None,
-                       *, timeout: float = 30.0  # noqa: ASYNC109
-                       ) -> list[protocol.PartitionResult]:
-        return await protocol.alter_partition_reassignments(
-            self.servers(metadata), assignments, timeout=timeout)
-
-    async def ongoing_reassignments(
-        self, partitions: Sequence[tuple[str, int]] | None = None
-    ) -> list[protocol.OngoingReassignment]:
-        return await protocol.list_partition_reassignments(
-            self.servers(), partitions, timeout=self.timeout)

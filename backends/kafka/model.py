@@ -12,6 +12,48 @@ from backends.snapshot import Health
 CONTROLLER_LABEL = "metadata controller (not the KRaft quorum leader)"
 ALERT_SOURCE = "kafka"
 MAX_NAMED_PARTITIONS = 5
+ELECTION_NOT_NEEDED = 84  # Kafka protocol error code (KafkaError.ELECTION_NOT_NEEDED)
+
+
+class KafkaUnreachable(Exception):
+    """No broker answered a metadata request in time."""
+
+
+# What the admin worker process sends back (backends/kafka/worker.py): plain, picklable values;
+# the sfops process itself never imports confluent_kafka.
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    cluster_id: str | None
+    controller_id: int | None
+    racks: dict[int, str | None]
+    nodes: dict[int, tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class ElectionOutcome:
+    topic: str
+    partition: int
+    error_code: int  # 0: elected
+    error: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    @property
+    def elected(self) -> bool:
+        return self.error_code == 0
+
+    @property
+    def not_needed(self) -> bool:
+        """Already led by the preferred replica: not an error."""
+        return self.error_code == ELECTION_NOT_NEEDED
+
+    @property
+    def failed(self) -> bool:
+        return not (self.elected or self.not_needed)
 
 
 @dataclass(frozen=True)
@@ -168,6 +210,31 @@ class KafkaStatus:
     @property
     def total_lag(self) -> int:
         return sum(g.total_lag for g in self.groups)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One metadata read: the registered brokers' addresses and every partition with its
+    topic's ``min.insync.replicas``."""
+
+    cluster_id: str | None
+    controller_id: int | None
+    brokers: dict[int, tuple[str, int]]
+    topics: tuple[TopicState, ...]
+
+    def partitions(self) -> list[PartitionState]:
+        return [p for t in self.topics for p in t.partitions]
+
+
+@dataclass(frozen=True)
+class ClusterRead:
+    """Everything one poll reads through the AdminClient (the service adds the listener
+    probes and the derived counts); ``problems`` are the parts that failed."""
+
+    view: ClusterView
+    cluster: ClusterInfo | None
+    groups: tuple[GroupState, ...]
+    problems: tuple[str, ...] = ()
 
 
 def _skew(values: Iterable[int]) -> int:

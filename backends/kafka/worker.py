@@ -1,0 +1,606 @@
+"""The Kafka admin worker: librdkafka runs in a child process, so its crashes never kill sfops.
+
+Why: confluent-kafka 2.16.1 (librdkafka) crashed the whole Python process twice when one
+long-lived AdminClient served many polls — a segfault after an undrain, and an abort
+(``rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0``) when a broker was killed
+while polls ran. A crash in a C library cannot be caught, only contained: every AdminClient
+sfops uses lives in a worker process (``python -c …child_main()``) that the sfops process talks
+to with pickled requests over a socket pair.
+
+* Every request carries a time budget. The child bounds its work by it; the parent kills a child
+  that has not answered within the budget plus :data:`KILL_MARGIN` (a hung librdkafka call) and
+  starts a fresh one (:class:`AdminWorkerHung`).
+* A child that dies fails the request in flight with :class:`AdminWorkerCrashed` ("Kafka admin
+  worker crashed (librdkafka; killed by SIGABRT: …); restarted") and a fresh child is started
+  at once, so the next request gets a new AdminClient. One found dead between requests is
+  replaced silently and reported once through :attr:`AdminWorker.crashed_while_idle`.
+* The parent waits in an executor thread, never on the event loop.
+* Only plain values cross the pipe (:mod:`backends.kafka.model`'s dataclasses, builtin and
+  sfops exceptions): the sfops process never imports confluent_kafka.
+
+Inside the child one AdminClient is reused while its calls succeed (a fresh client per poll
+costs about 75 ms on the lab) and replaced after any failure or timeout, and at the latest
+every :data:`CLIENT_MAX_AGE` seconds: a long-lived client was seen to keep asking a killed
+"controller" broker until each call timed out.
+
+The child runs in its own session (a terminal hang-up or Ctrl-C reaches sfops, not it), writes
+stderr to an anonymous file the parent reads when it dies (the assertion text goes into the
+error; the TUI's terminal stays clean) and exits when its socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from backends.kafka import protocol
+from backends.kafka.model import (
+    ClusterInfo,
+    ClusterRead,
+    ClusterView,
+    ElectionOutcome,
+    GroupState,
+    PartitionLag,
+)
+from backends.resilience import BackendTimeout, RetryPolicy, describe_error
+
+if TYPE_CHECKING:
+    from backends.kafka.admin import KafkaAdmin
+
+log = logging.getLogger(__name__)
+
+GRACE = 1.0  # as backends.kafka.admin.GRACE: each client call's bound beyond its own timeout
+KILL_MARGIN = 3.0  # beyond a request's budget before a silent child is killed
+STARTUP_ALLOWANCE = 20.0  # spawn + import confluent_kafka: ~1 s, several on a loaded host
+EXIT_GRACE = 0.5  # for a child to exit on its own when closed
+CLIENT_MAX_AGE = 600.0
+STDERR_TAIL = 4096
+# One retry: a metadata request that lands on a broker that just died is answered by another.
+METADATA_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, deadline=6.0)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHILD_CODE = "from backends.kafka.worker import child_main; child_main()"
+
+
+class AdminWorkerCrashed(Exception):
+    """The worker process died while serving a request (librdkafka segfault or abort, or
+    killed); a fresh worker has been started."""
+
+
+class AdminWorkerHung(TimeoutError):
+    """The worker did not answer within the request's budget; it was killed and replaced."""
+
+
+class AdminWorkerClosed(Exception):
+    """The worker was closed (sfops is shutting down)."""
+
+
+class KafkaAdminError(Exception):
+    """An error raised in the worker whose type does not cross the pipe (e.g. a
+    confluent_kafka exception): its type name and text."""
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+class _Child:
+    """The current child process, if any: all the finalizer needs (no reference to the
+    worker, so dropping the worker kills its child)."""
+
+    def __init__(self) -> None:
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.conn: Connection | None = None
+        self.stderr: IO[bytes] | None = None
+        self.answered = False  # it has answered at least once (its imports are done)
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.popen is not None
+            try:
+                self.popen.kill()
+            except ProcessLookupError:
+                pass
+
+    def stderr_tail(self) -> str:
+        """The most telling line the child wrote to stderr (an assertion, a fatal error)."""
+        if self.stderr is None:
+            return ""
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - STDERR_TAIL))
+            text = self.stderr.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if text.strip():
+            log.info("Kafka admin worker stderr:\n%s", text.strip())
+        for marker in ("Assertion", "Fatal Python error", "Error"):
+            found = [line for line in lines if marker in line]
+            if found:
+                return found[-1][:200]
+        return lines[-1][:200] if lines else ""
+
+    def discard(self) -> None:
+        """Close the socket, kill the process if it still runs, forget it."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+        self.kill()
+        if self.popen is not None:
+            self.popen.poll()  # reap if it already exited; subprocess reaps the rest later
+        if self.stderr is not None:
+            self.stderr.close()
+        self.popen, self.conn, self.stderr, self.answered = None, None, None, False
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+class AdminWorker:
+    """One child process serving AdminClient requests, one at a time; restarted when it dies
+    or hangs. :meth:`call` is a coroutine that never blocks the event loop."""
+
+    def __init__(self, bootstrap: str, request_timeout: float = 5.0, *,
+                 label: str = "Kafka admin worker") -> None:
+        self.bootstrap = bootstrap
+        self.request_timeout = request_timeout
+        self.label = label
+        self.starts = 0  # processes started (the first one included)
+        self.crashes = 0  # processes found dead (in a request or between requests)
+        self.crashed_while_idle: str | None = None  # set when one died between requests
+        self._child = _Child()
+        self._lock = threading.Lock()  # held by the executor thread serving a request
+        self._closed = False
+        self._finalizer = weakref.finalize(self, self._child.discard)
+
+    @property
+    def pid(self) -> int | None:
+        popen = self._child.popen
+        return popen.pid if popen is not None and popen.poll() is None else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def call(self, op: str, *args: Any, budget: float) -> Any:
+        """Run ``op(*args)`` in the worker, within ``budget`` seconds of the child's time."""
+        abandoned = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, self._call, op, args, budget, abandoned)
+        except asyncio.CancelledError:
+            # Not yet sent: it never will be. In flight: the thread collects the answer (or
+            # kills a child that does not give one in time), so the next request starts clean.
+            abandoned.set()
+            raise
+
+    def take_idle_crash(self) -> str | None:
+        note, self.crashed_while_idle = self.crashed_while_idle, None
+        return note
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                child = self._child
+                if child.conn is not None:
+                    child.conn.close()  # the child sees EOF and exits
+                    child.conn = None
+                deadline = time.monotonic() + EXIT_GRACE
+                while child.alive() and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)  # a process exit has no awaitable here
+                child.discard()
+            finally:
+                self._lock.release()
+        else:
+            # A request is in flight: its thread sees EOF, finds the worker closed, cleans up.
+            self._child.kill()
+
+    # -- in an executor thread ----------------------------------------------------------
+    def _start(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        stderr = tempfile.TemporaryFile()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-c", CHILD_CODE, str(child_sock.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                pass_fds=(child_sock.fileno(),), start_new_session=True, env=env,
+                cwd=str(REPO_ROOT),
+            )
+        except BaseException:
+            parent_sock.close()
+            stderr.close()
+            raise
+        finally:
+            child_sock.close()
+        child = self._child
+        child.popen, child.conn, child.stderr = popen, Connection(parent_sock.detach()), stderr
+        child.answered = False
+        self.starts += 1
+        # Settings as a plain dict: the child must not need this module's classes to read it.
+        child.conn.send({"bootstrap": self.bootstrap, "request_timeout": self.request_timeout})
+
+    def _death(self, wait: float) -> str:
+        """Why the current child died (waits up to ``wait`` s for it to finish dying)."""
+        child = self._child
+        assert child.popen is not None
+        try:
+            returncode = child.popen.wait(timeout=wait)
+        except subprocess.TimeoutExpired:  # EOF but still running: it is of no use anyway
+            child.kill()
+            returncode = child.popen.wait()
+        tail = child.stderr_tail()
+        return _describe_exit(returncode) + (f": {tail}" if tail else "")
+
+    def _restart(self) -> None:
+        self._child.discard()
+        if not self._closed:
+            self._start()
+
+    def _call(self, op: str, args: tuple[Any, ...], budget: float,
+              abandoned: threading.Event) -> Any:
+        if not self._lock.acquire(timeout=budget + KILL_MARGIN):
+            raise AdminWorkerHung(f"{self.label}: still busy with an earlier request after "
+                                  f"{budget + KILL_MARGIN:g} s")
+        try:
+            if abandoned.is_set():
+                raise AdminWorkerClosed(f"{op}: abandoned before it was sent")
+            if self._closed:
+                raise AdminWorkerClosed(f"{self.label} is closed")
+            child = self._child
+            if child.popen is not None and not child.alive():
+                # Died between requests (a librdkafka background thread): report it once.
+                self.crashes += 1
+                self.crashed_while_idle = (f"{self.label} crashed between polls (librdkafka; "
+                                           f"{self._death(0.0)}); restarted")
+                log.info("%s", self.crashed_while_idle)
+                child.discard()
+            if child.popen is None:
+                self._start()
+            allowance = 0.0 if child.answered else STARTUP_ALLOWANCE
+            return self._exchange(op, args, budget, budget + KILL_MARGIN + allowance)
+        finally:
+            self._lock.release()
+
+    def _exchange(self, op: str, args: tuple[Any, ...], budget: float, limit: float) -> Any:
+        child = self._child
+        assert child.conn is not None and child.popen is not None
+        conn, popen = child.conn, child.popen
+        hung = threading.Event()
+
+        def watchdog() -> None:
+            hung.set()
+            try:
+                popen.kill()  # unblocks recv() below with EOF
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(limit, watchdog)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.send((op, args, budget))
+            reply = conn.recv()
+        except (EOFError, OSError):
+            timer.cancel()
+            if self._closed:
+                child.discard()
+                raise AdminWorkerClosed(f"{self.label} is closed") from None
+            if hung.is_set():
+                self._restart()
+                raise AdminWorkerHung(
+                    f"{self.label}: no answer to {op} within {limit:g} s; killed it and "
+                    "started a fresh one") from None
+            self.crashes += 1
+            reason = self._death(2.0)
+            log.info("%s crashed during %s: %s", self.label, op, reason)
+            self._restart()
+            raise AdminWorkerCrashed(
+                f"{self.label} crashed (librdkafka; {reason}) during {op}; restarted"
+            ) from None
+        finally:
+            timer.cancel()
+        if hung.is_set():  # the answer and the watchdog crossed: keep the answer, replace it
+            self._restart()
+        else:
+            child.answered = True
+        return _unwrap(reply)
+
+
+def _unwrap(reply: tuple[Any, ...]) -> Any:
+    if reply[0] == "ok":
+        return reply[1]
+    kind = reply[1]
+    if kind == "timeout":
+        raise BackendTimeout(reply[2], reply[3])
+    if kind == "exception" and isinstance(reply[2], BaseException):
+        raise reply[2]
+    raise KafkaAdminError(reply[2])
+
+
+# --------------------------------------------------------------------------- the typed API
+
+
+class IsolatedAdmin:
+    """The AdminClient calls sfops makes, each run in an :class:`AdminWorker`; plus the two
+    Kafka protocol calls confluent-kafka lacks (partition reassignment), which are plain
+    Python sockets and run in the sfops process."""
+
+    def __init__(self, bootstrap: str, request_timeout: float = 5.0, *,
+                 label: str = "Kafka admin worker") -> None:
+        self.bootstrap = bootstrap
+        self.timeout = request_timeout
+        self.worker = AdminWorker(bootstrap, request_timeout, label=label)
+
+    @property
+    def read_budget(self) -> float:
+        # metadata (two attempts at most) with describe_cluster, configs and groups alongside
+        return 2 * (self.timeout + GRACE)
+
+    async def read(self, group_ids: Sequence[str]) -> ClusterRead:
+        """One poll's AdminClient reads (``group_ids`` empty: every group)."""
+        result: ClusterRead = await self.worker.call("read", tuple(group_ids),
+                                                     budget=self.read_budget)
+        return result
+
+    async def view(self) -> ClusterView:
+        """Metadata with every topic's ``min.insync.replicas``."""
+        result: ClusterView = await self.worker.call("view", budget=3 * (self.timeout + GRACE))
+        return result
+
+    async def elect_preferred(
+        self, partitions: Sequence[tuple[str, int]] | None
+    ) -> list[ElectionOutcome]:
+        """A preferred-leader election for ``partitions`` (None: every partition). A write:
+        never retried here."""
+        keys = None if partitions is None else [tuple(k) for k in partitions]
+        result: list[ElectionOutcome] = await self.worker.call(
+            "elect", keys, budget=2 * self.timeout + 2 * GRACE)
+        return result
+
+    def servers(self, view: ClusterView | None = None) -> list[tuple[str, int]]:
+        """Where to send protocol requests: live brokers first, then the bootstrap list."""
+        found: list[tuple[str, int]] = list(view.brokers.values()) if view is not None else []
+        for server in protocol.parse_servers(self.bootstrap):
+            if server not in found:
+                found.append(server)
+        return found
+
+    async def reassign(self, assignments: dict[tuple[str, int], list[int]],
+                       view: ClusterView | None = None,
+                       *, timeout: float = 30.0  # noqa: ASYNC109
+                       ) -> list[protocol.PartitionResult]:
+        return await protocol.alter_partition_reassignments(
+            self.servers(view), assignments, timeout=timeout)
+
+    async def ongoing_reassignments(
+        self, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> list[protocol.OngoingReassignment]:
+        return await protocol.list_partition_reassignments(
+            self.servers(), partitions, timeout=self.timeout)
+
+    async def close(self) -> None:
+        await self.worker.aclose()
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _portable(exc: BaseException) -> tuple[Any, ...]:
+    """An error as it can cross the pipe: sfops' and builtin exceptions as themselves (if they
+    survive a pickle round trip), the rest (confluent_kafka's) as text."""
+    if isinstance(exc, BackendTimeout):
+        return ("error", "timeout", exc.what, exc.seconds)
+    module = type(exc).__module__
+    if module == "builtins" or module.startswith("backends."):
+        try:
+            pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, just made
+        except Exception:  # noqa: S110 - falls through to text
+            pass
+        else:
+            return ("error", "exception", exc)
+    return ("error", "text", describe_error(exc))
+
+
+def _fault(how: str) -> None:
+    """Test hook: fail the way librdkafka does."""
+    if how == "abort":
+        os.abort()
+    elif how == "segv":
+        faulthandler._sigsegv()  # type: ignore[attr-defined]
+    elif how == "hang":
+        time.sleep(3600)  # blocks the child's only thread, like a stuck C call
+    elif how == "exit":
+        os._exit(3)
+
+
+class _Session:
+    """The child's state: one AdminClient (replaced after trouble), the configs cache."""
+
+    def __init__(self, bootstrap: str, request_timeout: float) -> None:
+        self.bootstrap = bootstrap
+        self.timeout = request_timeout
+        self._admin: KafkaAdmin | None = None
+        self._created = 0.0
+        self._min_isr_cache: dict[str, tuple[int | None, float]] = {}
+        self._faults: dict[str, str] = {}  # test hooks: op -> how to fail during it
+        self.ops: dict[str, Callable[..., Awaitable[Any]]] = {
+            "ping": self.ping, "read": self.read, "view": self.view, "elect": self.elect,
+            "test_fault": self.test_fault,
+        }
+
+    def admin(self) -> KafkaAdmin:
+        from backends.kafka.admin import KafkaAdmin
+
+        now = time.monotonic()
+        if self._admin is not None and now - self._created > CLIENT_MAX_AGE:
+            self.recycle()
+        if self._admin is None:
+            self._admin = KafkaAdmin(self.bootstrap, self.timeout)
+            self._created = now
+            self._admin._min_isr = self._min_isr_cache
+        return self._admin
+
+    def recycle(self) -> None:
+        """Drop the client (the next call builds a fresh one); keep the configs cache."""
+        if self._admin is not None:
+            self._min_isr_cache = self._admin._min_isr
+        self._admin = None
+
+    def fault(self, op: str) -> None:
+        how = self._faults.pop(op, None)
+        if how is not None:
+            _fault(how)
+
+    async def handle(self, op: str, args: tuple[Any, ...], budget: float) -> tuple[Any, ...]:
+        handler = self.ops.get(op)
+        if handler is None:
+            return ("error", "text", f"unknown request {op!r}")
+        scope = asyncio.timeout(budget)
+        try:
+            async with scope:
+                value = await handler(*args)
+        except TimeoutError as exc:
+            self.recycle()
+            if scope.expired():
+                return ("error", "timeout", f"kafka {op}", budget)
+            return _portable(exc)
+        except Exception as exc:
+            self.recycle()
+            return _portable(exc)
+        return ("ok", value)
+
+    async def ping(self) -> int:
+        self.fault("ping")
+        return os.getpid()
+
+    async def test_fault(self, op: str, how: str) -> None:
+        self._faults[op] = how
+
+    async def _metadata(self, admin: KafkaAdmin) -> Any:
+        from backends.resilience import call_read
+
+        return await call_read(admin.metadata, METADATA_POLICY, what="kafka metadata")
+
+    async def view(self) -> ClusterView:
+        from backends.kafka.admin import view_from_metadata
+
+        admin = self.admin()
+        metadata = await self._metadata(admin)
+        self.fault("view")
+        min_isr = await admin.min_insync_replicas(sorted(metadata.topics))
+        return view_from_metadata(metadata, min_isr)
+
+    async def read(self, group_ids: tuple[str, ...]) -> ClusterRead:
+        from backends.kafka.admin import view_from_metadata
+
+        admin = self.admin()
+        cluster_task = asyncio.ensure_future(admin.describe_cluster())
+        groups_task = asyncio.ensure_future(self._groups(admin, list(group_ids)))
+        try:
+            metadata = await self._metadata(admin)  # without it we know nothing: fail
+        except BaseException:
+            cluster_task.cancel()
+            groups_task.cancel()
+            await asyncio.gather(cluster_task, groups_task, return_exceptions=True)
+            raise
+        self.fault("read")  # mid-poll: metadata read, other calls in flight
+        problems: list[str] = []
+        min_isr = await admin.min_insync_replicas(sorted(metadata.topics))
+        cluster: ClusterInfo | None = None
+        try:
+            cluster = await cluster_task
+        except Exception as exc:
+            problems.append(f"describe_cluster: {describe_error(exc)}")
+        unknown = sum(v is None for v in min_isr.values())
+        if unknown:
+            problems.append(f"topic configs: min.insync.replicas unknown for {unknown} topic(s)")
+        groups, group_problems = await groups_task
+        problems += group_problems
+        if problems:
+            self.recycle()  # start the next poll with a client that has no stale view
+        return ClusterRead(view_from_metadata(metadata, min_isr), cluster, tuple(groups),
+                           tuple(problems))
+
+    async def _groups(self, admin: KafkaAdmin,
+                      group_ids: list[str]) -> tuple[list[GroupState], list[str]]:
+        if not group_ids:
+            try:
+                group_ids = await admin.list_group_ids()
+            except Exception as exc:
+                return [], [f"consumer groups: {describe_error(exc)}"]
+        results = await asyncio.gather(*(self._group(admin, g) for g in group_ids))
+        return list(results), []
+
+    async def _group(self, admin: KafkaAdmin, group_id: str) -> GroupState:
+        try:
+            (state, members, assigned), committed = await asyncio.gather(
+                admin.describe_group(group_id), admin.committed_offsets(group_id))
+            # Assigned but never committed partitions count too (their lag is unknown).
+            keys = sorted(set(committed) | assigned)
+            latest = await admin.latest_offsets(keys)
+        except Exception as exc:
+            return GroupState(group_id, "UNKNOWN", 0, (), describe_error(exc))
+        lags = tuple(PartitionLag(t, p, committed.get((t, p)), latest.get((t, p)))
+                     for t, p in keys)
+        return GroupState(group_id, state, members, lags)
+
+    async def elect(self, keys: list[tuple[str, int]] | None) -> list[ElectionOutcome]:
+        admin = self.admin()
+        self.fault("elect")
+        return await admin.elect_preferred(keys)
+
+
+def child_main() -> None:
+    """The worker process: ``python -c CHILD_CODE FD``; serves until its socket closes."""
+    faulthandler.enable()  # a segfault prints the Python stack to stderr (the parent's file)
+    conn = Connection(int(sys.argv[1]))
+    try:
+        settings = conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)
+    session = _Session(settings["bootstrap"], float(settings["request_timeout"]))
+    loop = asyncio.new_event_loop()
+    while True:
+        try:
+            op, args, budget = conn.recv()
+        except (EOFError, OSError):
+            break
+        reply = loop.run_until_complete(session.handle(op, args, budget))
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            break
+        except Exception as exc:  # the value did not pickle (nothing was written yet)
+            conn.send(("error", "text", f"{op}: answer not transferable: {describe_error(exc)}"))
+    # No orderly librdkafka shutdown: its destroy can block, and nothing here needs saving.
+    os._exit(0)
