@@ -38,7 +38,8 @@ def node_manifest(name: str, pods_capacity: int) -> dict[str, Any]:
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            # The TTL controller owns node.alpha.kubernetes.io/ttl; leave it to it.
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
             "labels": {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
@@ -54,11 +55,17 @@ def node_manifest(name: str, pods_capacity: int) -> dict[str, Any]:
 def apply_nodes(lab: Lab) -> None:
     count = max(1, lab.settings.k8s_nodes)
     per_node = max(110, -(-(lab.settings.k8s_pods + 10 * count) // count) * 2)
-    items = [node_manifest(f"kwok-node-{i}", per_node) for i in range(count)]
+    # Only the missing ones: re-applying hundreds of nodes on every `lab up` costs minutes.
+    existing = set(kubectl(lab, "get", "nodes", "-l", "type=kwok", "-o", "name").split())
+    names = [f"kwok-node-{i}" for i in range(count)]
+    items = [node_manifest(n, per_node) for n in names if f"node/{n}" not in existing]
+    if not items:
+        return
     kubectl(
         lab,
         "apply",
         "--server-side",
+        "--force-conflicts",
         "--field-manager=sfops-lab",
         "-f",
         "-",
