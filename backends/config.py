@@ -173,6 +173,10 @@ class KubernetesConfig:
     kubeconfig: Path | None = None
     context: str | None = None
     namespaces: tuple[str, ...] = ("default",)
+    # Credentials of the read-only and operator ServiceAccounts (deploy/k8s/rbac-sfops.yaml);
+    # the lab writes both, for read-only-mode tests and least-privilege actions.
+    readonly_kubeconfig: Path | None = None
+    operator_kubeconfig: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -538,6 +542,8 @@ def _kubernetes(root: _Reader) -> KubernetesConfig | None:
         kubeconfig=table.path("kubeconfig", None),
         context=table.string("context", None),
         namespaces=namespaces,
+        readonly_kubeconfig=table.path("readonly_kubeconfig", None),
+        operator_kubeconfig=table.path("operator_kubeconfig", None),
     )
     table.finish()
     return config
