@@ -9,11 +9,10 @@ from tui import exitcodes
 
 
 def run_tui(args: argparse.Namespace) -> int:
-    from backends.services import build_services
-
     from backends.actions import ActionRunner
     from backends.audit import AuditLog
     from backends.config import ConfigError, load
+    from backends.services import build_services
 
     try:
         config = load(args.config)
