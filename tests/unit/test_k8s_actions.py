@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from test_k8s_objects import budget, deployment, node, pod, replicaset
+from tests.unit.test_k8s_objects import budget, deployment, node, pod, replicaset
 
 from backends.actions import ActionRunner, CheckStatus, Outcome
 from backends.audit import AuditLog

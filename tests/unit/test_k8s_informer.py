@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from test_k8s_objects import pod
+from tests.unit.test_k8s_objects import pod
 
 from backends.kubernetes.client import KubeApiError, KubeUnavailable
 from backends.kubernetes.informer import PODS, Backoff, Informer

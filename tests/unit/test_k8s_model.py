@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from test_k8s_objects import budget, deployment, event, node, pod, replicaset
+from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 
 from backends.kubernetes.access import image_reference_problem
 from backends.kubernetes.model import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from rich.text import Text
-from test_k8s_objects import budget, deployment, event, node, pod, replicaset
+from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 
 from backends.kubernetes.model import (
     budget_from_json,
