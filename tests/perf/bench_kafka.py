@@ -3,7 +3,9 @@
     .venv/bin/python -m tests.perf.bench_kafka --lab-dir /tmp/lab-kafka6 [--partitions 3000]
 
 1. metadata snapshot time for ~N partitions: sfops's full poll and its metadata call alone,
-   beside ``kcat -L`` in the same run (median of several);
+   beside ``kcat -L`` in the same run (median of several); the cost of running the AdminClient
+   in a worker process (backends/kafka/worker.py): the same reads in-process, the difference
+   per poll, a bare round trip, a worker's cold start and a restart after a crash;
 2. drain and undrain time for broker 2 (leading about N/3 partitions);
 3. detection time from SIGKILL of kafka-2 to the poll showing under-replicated partitions.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import pickle
 import shutil
 import statistics
 import subprocess
@@ -27,6 +30,7 @@ from backends.audit import AuditLog
 from backends.config import load
 from backends.kafka.actions import DrainBroker, ElectLeaders, UndrainBroker
 from backends.kafka.service import KafkaService
+from backends.kafka.worker import AdminWorkerCrashed, IsolatedAdmin, _Session
 from deploy.lab import ops
 from deploy.lab.core import Lab
 
@@ -68,6 +72,76 @@ def delete_topics(bootstrap: str, names: list[str]) -> None:
                 print(f"  delete: {exc}")
 
 
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.0f} ms / {min(values) * 1000:.0f} ms"
+
+
+async def isolation_cost(service: KafkaService, runs: int) -> None:
+    """What the admin worker process adds to a poll: the same AdminClient reads in a worker
+    and in this process, in alternating order so both see the same cluster and load; and the
+    parts of the difference: one round trip, moving the answer (pickle and unpickle)."""
+    groups = tuple(service.config.consumer_groups)
+    local = _Session(service.config.bootstrap_servers, service.config.request_timeout)
+    await local.read(groups)  # warm: connections, the min.insync cache
+    await service.admin.read(groups)
+
+    async def timed(coro) -> float:
+        t = time.perf_counter()
+        await coro
+        return time.perf_counter() - t
+
+    worker_times, local_times, diffs, pings = [], [], [], []
+    for i in range(max(runs, 15)):
+        if i % 2:
+            w = await timed(service.admin.read(groups))
+            loc = await timed(local.read(groups))
+        else:
+            loc = await timed(local.read(groups))
+            w = await timed(service.admin.read(groups))
+        worker_times.append(w)
+        local_times.append(loc)
+        diffs.append(w - loc)
+        pings.append(await timed(service.admin.worker.call("ping", budget=5)))
+    read = await service.admin.read(groups)
+    payload = pickle.dumps(read)
+    moves = []
+    for _ in range(max(runs, 15)):
+        t = time.perf_counter()
+        pickle.loads(pickle.dumps(read))
+        moves.append(time.perf_counter() - t)
+    print(f"  AdminClient reads in the worker process: {ms(worker_times)}")
+    print(f"  the same reads in-process (no isolation): {ms(local_times)}")
+    print(f"  added per poll by the isolation (median of paired differences): "
+          f"{statistics.median(diffs) * 1000:.0f} ms")
+    print(f"    of which a bare round trip (ping) {ms(pings)}; pickling + unpickling the "
+          f"answer ({len(payload) // 1024} KB, {len(read.view.partitions())} "
+          f"partitions) {ms(moves)}")
+    fresh = IsolatedAdmin(service.config.bootstrap_servers, service.config.request_timeout)
+    try:
+        t = time.perf_counter()
+        await fresh.worker.call("ping", budget=5)
+        spawn = time.perf_counter() - t
+        t = time.perf_counter()
+        await fresh.read(groups)
+        first = time.perf_counter() - t
+        await fresh.worker.call("test_fault", "read", "abort", budget=5)
+        t = time.perf_counter()
+        try:
+            await fresh.read(groups)
+        except AdminWorkerCrashed:
+            pass
+        crash = time.perf_counter() - t
+        t = time.perf_counter()
+        await fresh.read(groups)
+        restart = time.perf_counter() - t
+    finally:
+        await fresh.close()
+    print(f"  worker cold start (spawn + import) {spawn * 1000:.0f} ms, then its first read "
+          f"(new AdminClient) {first * 1000:.0f} ms")
+    print(f"  crash mid-poll reported after {crash * 1000:.0f} ms; the next poll (fresh "
+          f"worker and client) {restart * 1000:.0f} ms")
+
+
 def median_time(fn, runs: int) -> tuple[float, float]:
     times = []
     for _ in range(runs):
@@ -100,12 +174,12 @@ async def bench(args: argparse.Namespace) -> None:
             await service.poll()
             polls.append(time.perf_counter() - t)
             t = time.perf_counter()
-            await service.admin.metadata()
+            await service.admin.view()
             metas.append(time.perf_counter() - t)
         print(f"  sfops full poll (metadata + cluster + configs + lag + probes): "
               f"{statistics.median(polls) * 1000:.0f} ms / {min(polls) * 1000:.0f} ms")
-        print(f"  sfops metadata call alone: {statistics.median(metas) * 1000:.0f} ms / "
-              f"{min(metas) * 1000:.0f} ms")
+        print(f"  sfops metadata call alone (with cached min.insync.replicas): "
+              f"{statistics.median(metas) * 1000:.0f} ms / {min(metas) * 1000:.0f} ms")
         kcat = shutil.which("kcat") or shutil.which("kafkacat")
         if kcat:
             med, best = median_time(lambda: subprocess.run(
@@ -114,10 +188,13 @@ async def bench(args: argparse.Namespace) -> None:
             print(f"  kcat -L: {med * 1000:.0f} ms / {best * 1000:.0f} ms")
         else:
             print("  kcat not installed")
+        await isolation_cost(service, args.runs)
 
         print("\n2. drain / undrain broker 2")
-        for action in (DrainBroker(service, 2, config.sfops.state_dir),
-                       UndrainBroker(service, 2, config.sfops.state_dir)):
+        actions = () if args.skip_drain else (
+            DrainBroker(service, 2, config.sfops.state_dir),
+            UndrainBroker(service, 2, config.sfops.state_dir))
+        for action in actions:
             t = time.perf_counter()
             result = await runner.run(action, force=False)
             print(f"  {action.name}: {result.outcome.value} in "
@@ -167,6 +244,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the bench topics")
     parser.add_argument("--skip-kill", action="store_true")
+    parser.add_argument("--skip-drain", action="store_true")
     asyncio.run(bench(parser.parse_args()))
 
 
