@@ -44,7 +44,7 @@ test: install
 	@$(MAKE) --no-print-directory test-only
 
 test-only:
-	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS) || rc=$$?; \
 	$(SFOPS) lab --dir $(TEST_LAB) down >/dev/null 2>&1 || true; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here, tests must exist" >&2; exit 1; fi; \
 	exit $$rc
