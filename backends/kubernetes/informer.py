@@ -89,6 +89,7 @@ class Informer(Generic[V]):
         self.watch_timeout = watch_timeout
         self.backoff = backoff
         self.items: dict[str, V] = {}
+        self.version = 0  # bumped on every change of ``items``
         self.resource_version = ""
         self.synced = asyncio.Event()
         self.connected = False
@@ -134,6 +135,7 @@ class Informer(Generic[V]):
         self.items = {item.key: item for item in converted if item is not None}
         self.resource_version = version
         self.lists += 1
+        self.version += 1
         self._healthy()
         self.synced.set()
         self.on_change()
@@ -175,6 +177,7 @@ class Informer(Generic[V]):
             self.items[item.key] = item
         else:
             return
+        self.version += 1
         self.on_change()
 
     async def run(self) -> None:

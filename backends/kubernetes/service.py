@@ -40,7 +40,14 @@ from backends.kubernetes.model import (
     replicaset_from_json,
     utcnow,
 )
-from backends.kubernetes.status import ClusterStatus, build_status, summarize_cluster
+from backends.kubernetes.status import (
+    ClusterStatus,
+    ProbeCache,
+    Workloads,
+    build_status,
+    build_workloads,
+    summarize_cluster,
+)
 from backends.resilience import CircuitBreaker
 from backends.service import BackendSummary, summary_for_failure
 from backends.snapshot import Snapshot
@@ -49,6 +56,7 @@ from backends.snapshot import Snapshot
 # watches instead of six per namespace.
 CLUSTER_WIDE_ABOVE = 4
 FIRST_SYNC_WAIT = 4.0  # a poll waits this long for the first LIST, then shows what it has
+THREAD_BUILD_PODS = 1000  # from this many pods a snapshot rebuild runs in a worker thread
 ALL_NAMESPACES = ("*", "all")
 
 
@@ -70,9 +78,10 @@ class KubernetesService:
         all_namespaces = any(ns in ALL_NAMESPACES for ns in config.namespaces)
         self.namespaces: tuple[str, ...] = () if all_namespaces else tuple(config.namespaces)
         self.version = 0  # bumped on every store change
-        self._built_version = -1
-        self._last: ClusterStatus | None = None
-        self._probe_cache: dict[Any, Any] = {}
+        self._probe_cache: ProbeCache = {}
+        self._workloads: Workloads | None = None
+        self._workloads_key_built: tuple[int, ...] = ()
+        self._build_lock = asyncio.Lock()
         self.deployments: list[Informer[DeploymentInfo]] = []
         self.replicasets: list[Informer[ReplicaSetInfo]] = []
         self.pods: list[Informer[PodInfo]] = []
@@ -146,34 +155,61 @@ class KubernetesService:
             raise KubeUnavailable(f"{self.client.host}: {failing[0].error}")
         if failing and all(not i.connected for i in self.informers):
             raise KubeUnavailable(f"{self.client.host}: {failing[0].error}")
-        return self.current()
+        return await self.current_async()
+
+    def _workloads_key(self) -> tuple[int, ...]:
+        informers: list[Informer[Any]] = [*self.deployments, *self.replicasets, *self.pods,
+                                          *self.events]
+        return tuple(i.version for i in informers)
+
+    def _workload_inputs(self) -> dict[str, Any]:
+        # Plain list copies (fast, on the loop): the build may then run in a worker thread
+        # while watch events keep changing the stores.
+        return {"deployments": _values(self.deployments),
+                "replicasets": _values(self.replicasets), "pods": _values(self.pods),
+                "events": _values(self.events), "probe_cache": self._probe_cache}
 
     def current(self) -> ClusterStatus:
-        """The snapshot value from the stores (rebuilt only when something changed)."""
+        """The snapshot value from the stores, built inline (CLI, tests)."""
+        key = self._workloads_key()
+        if self._workloads is None or key != self._workloads_key_built:
+            self._workloads = build_workloads(now=utcnow(), **self._workload_inputs())
+            self._workloads_key_built = key
+        return self._assemble(self._workloads)
+
+    async def current_async(self) -> ClusterStatus:
+        """As :meth:`current`, but a big rebuild runs in a worker thread: a 5,000-pod cluster
+        must not stall the UI's event loop. Pods are re-grouped only when pods, ReplicaSets,
+        Deployments or events changed, never for a node heartbeat."""
+        async with self._build_lock:
+            key = self._workloads_key()
+            if self._workloads is None or key != self._workloads_key_built:
+                inputs = self._workload_inputs()
+                if len(inputs["pods"]) >= THREAD_BUILD_PODS:
+                    self._workloads = await asyncio.to_thread(
+                        lambda: build_workloads(now=utcnow(), **inputs))
+                else:
+                    self._workloads = build_workloads(now=utcnow(), **inputs)
+                self._workloads_key_built = key
+            return self._assemble(self._workloads)
+
+    def _assemble(self, workloads: Workloads) -> ClusterStatus:
         now_mono = time.monotonic()
         errors = [f"{i.name}: {i.error}" for i in self.informers if i.error is not None]
         broken_since = [i.error_since for i in self.informers if i.error_since is not None]
         age = now_mono - min(broken_since) if broken_since else 0.0
-        if self._last is not None and self._built_version == self.version and not errors:
-            return self._last
         syncing = sorted({i.resource.name for i in self.informers if not i.synced.is_set()})
-        status = build_status(
+        return build_status(
             host=self.client.host,
             namespaces=self.namespaces or ("*",),
-            deployments=_values(self.deployments),
-            replicasets=_values(self.replicasets),
-            pods=_values(self.pods),
-            nodes=self.nodes.items.values(),
+            nodes=list(self.nodes.items.values()),
             budgets=_values(self.budgets),
-            events=_values(self.events),
             now=utcnow(),
+            workloads=workloads,
             syncing=syncing,
             watch_errors=errors,
             data_age_s=age,
-            probe_cache=self._probe_cache,
         )
-        self._last, self._built_version = status, self.version
-        return status
 
     def summarize(self, snapshot: Snapshot[Any]) -> BackendSummary:
         status = snapshot.best

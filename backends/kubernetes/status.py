@@ -130,23 +130,31 @@ def _revisions(replicasets: Sequence[ReplicaSetInfo], current: int | None
     return previous.revision, previous.images
 
 
-def build_status(
+@dataclass(frozen=True, slots=True)
+class Workloads:
+    """The expensive part of a snapshot (every pod), rebuilt only when pods, ReplicaSets,
+    Deployments or events changed — not on every node heartbeat."""
+
+    deployments: tuple[DeploymentStatus, ...]
+    other_pods: tuple[PodStatus, ...]
+    pods_on_node: Mapping[str, int]
+    terminating_on_node: Mapping[str, int]
+    warnings: tuple[EventInfo, ...]
+    pod_count: int
+
+
+ProbeCache = dict[tuple[str, str], tuple[PodInfo, tuple[EventInfo, ...], PodStatus]]
+
+
+def build_workloads(
     *,
-    host: str,
-    namespaces: Sequence[str],
     deployments: Iterable[DeploymentInfo],
     replicasets: Iterable[ReplicaSetInfo],
     pods: Iterable[PodInfo],
-    nodes: Iterable[NodeInfo],
-    budgets: Iterable[BudgetInfo],
     events: Iterable[EventInfo],
     now: datetime,
-    syncing: Sequence[str] = (),
-    watch_errors: Sequence[str] = (),
-    data_age_s: float = 0.0,
-    probe_cache: dict[tuple[str, str], tuple[PodInfo, tuple[EventInfo, ...], PodStatus]]
-    | None = None,
-) -> ClusterStatus:
+    probe_cache: ProbeCache | None = None,
+) -> Workloads:
     rs_by_deployment: dict[tuple[str, str], list[ReplicaSetInfo]] = defaultdict(list)
     rs_owner: dict[tuple[str, str], str] = {}
     for rs in replicasets:
@@ -165,7 +173,7 @@ def build_status(
     other: list[PodStatus] = []
     pods_on_node: dict[str, int] = defaultdict(int)
     terminating_on_node: dict[str, int] = defaultdict(int)
-    cache = probe_cache if probe_cache is not None else {}
+    cache: ProbeCache = probe_cache if probe_cache is not None else {}
     seen: set[tuple[str, str]] = set()
     count = 0
     for pod in pods:
@@ -174,8 +182,8 @@ def build_status(
         seen.add(key)
         evs = tuple(pod_events.get(key, ()))
         cached = cache.get(key)
-        if cached is not None and cached[0] is pod and cached[1] == evs and not evs:
-            status = cached[2]
+        if cached is not None and cached[0] is pod and not evs and not cached[1]:
+            status = cached[2]  # same object, no probe events: nothing to recompute
         else:
             status = PodStatus(pod, probe_statuses(pod, evs, now))
             cache[key] = (pod, evs, status)
@@ -189,8 +197,9 @@ def build_status(
             pods_by_deployment[(pod.namespace, owner)].append(status)
         else:
             other.append(status)
-    for stale in set(cache) - seen:
-        del cache[stale]
+    if len(cache) > len(seen):
+        for stale in set(cache) - seen:
+            del cache[stale]
 
     deployment_list: list[DeploymentStatus] = []
     for d in sorted(deployments, key=lambda d: (d.namespace, d.name)):
@@ -207,8 +216,39 @@ def build_status(
             pods=tuple(sorted(pods_by_deployment.get((d.namespace, d.name), ()),
                               key=lambda p: p.info.name)),
         ))
+    return Workloads(
+        deployments=tuple(deployment_list),
+        other_pods=tuple(sorted(other, key=lambda p: (p.info.namespace, p.info.name))),
+        pods_on_node=dict(pods_on_node),
+        terminating_on_node=dict(terminating_on_node),
+        warnings=tuple(warnings[:WARNINGS_SHOWN]),
+        pod_count=count,
+    )
+
+
+def build_status(
+    *,
+    host: str,
+    namespaces: Sequence[str],
+    nodes: Iterable[NodeInfo],
+    budgets: Iterable[BudgetInfo],
+    now: datetime,
+    deployments: Iterable[DeploymentInfo] = (),
+    replicasets: Iterable[ReplicaSetInfo] = (),
+    pods: Iterable[PodInfo] = (),
+    events: Iterable[EventInfo] = (),
+    workloads: Workloads | None = None,
+    syncing: Sequence[str] = (),
+    watch_errors: Sequence[str] = (),
+    data_age_s: float = 0.0,
+    probe_cache: ProbeCache | None = None,
+) -> ClusterStatus:
+    if workloads is None:
+        workloads = build_workloads(deployments=deployments, replicasets=replicasets, pods=pods,
+                                    events=events, now=now, probe_cache=probe_cache)
     node_list = tuple(
-        NodeStatus(n, pods_on_node.get(n.name, 0), terminating_on_node.get(n.name, 0))
+        NodeStatus(n, workloads.pods_on_node.get(n.name, 0),
+                   workloads.terminating_on_node.get(n.name, 0))
         for n in sorted(nodes, key=lambda n: n.name)
     )
     return ClusterStatus(
@@ -216,14 +256,14 @@ def build_status(
         namespaces=tuple(namespaces),
         synced=not syncing,
         syncing=tuple(syncing),
-        deployments=tuple(deployment_list),
-        other_pods=tuple(sorted(other, key=lambda p: (p.info.namespace, p.info.name))),
+        deployments=workloads.deployments,
+        other_pods=workloads.other_pods,
         nodes=node_list,
         budgets=tuple(sorted(budgets, key=lambda b: (b.namespace, b.name))),
-        warnings=tuple(warnings[:WARNINGS_SHOWN]),
+        warnings=workloads.warnings,
         watch_errors=tuple(watch_errors),
         data_age_s=data_age_s,
-        pod_count=count,
+        pod_count=workloads.pod_count,
     )
 
 

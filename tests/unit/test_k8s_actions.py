@@ -7,7 +7,6 @@ import copy
 from typing import Any
 
 import pytest
-from tests.unit.test_k8s_objects import budget, deployment, node, pod, replicaset
 
 from backends.actions import ActionRunner, CheckStatus, Outcome
 from backends.audit import AuditLog
@@ -22,6 +21,7 @@ from backends.kubernetes.rollout import (
     SetImage,
     UndoDeployment,
 )
+from tests.unit.test_k8s_objects import budget, deployment, node, pod, replicaset
 
 DEPLOY = "/apis/apps/v1/namespaces/streamforge/deployments/api"
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.unit.test_k8s_objects import pod
-
 from backends.kubernetes.client import KubeApiError, KubeUnavailable
 from backends.kubernetes.informer import PODS, Backoff, Informer
 from backends.kubernetes.model import pod_from_json
+from tests.unit.test_k8s_objects import pod
 
 
 def _with_rv(obj: dict[str, Any], rv: str) -> dict[str, Any]:

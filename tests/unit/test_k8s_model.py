@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 
 from backends.kubernetes.access import image_reference_problem
 from backends.kubernetes.model import (
@@ -27,6 +26,7 @@ from backends.kubernetes.model import (
 from backends.kubernetes.nodes import plan_drain
 from backends.kubernetes.status import build_status, status_json, summarize_cluster
 from backends.snapshot import Health
+from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from rich.text import Text
-from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 
 from backends.kubernetes.model import (
     budget_from_json,
@@ -16,6 +15,7 @@ from backends.kubernetes.model import (
     replicaset_from_json,
 )
 from backends.kubernetes.status import build_status
+from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 from tui.render.kubernetes import COLUMNS, age, cluster_rows, detail_text
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -111,3 +111,17 @@ def test_detail_lists_budgets_and_warnings():
     text = detail_text(status, NOW).plain
     assert "PDB streamforge/api: maxUnavailable 1, allows 1" in text
     assert "Unhealthy pod/api-abcde-0" in text and "\u00d74" in text
+
+
+def test_row_cache_reuses_unchanged_pod_rows():
+    from tui.render.kubernetes import RowCache
+
+    status = _status()
+    cache = RowCache()
+    first = dict(cluster_rows(status, NOW, cache=cache))
+    again = dict(cluster_rows(status, NOW, cache=cache))
+    key = "pod:streamforge/api-abcde-0"
+    assert again[key] is first[key]  # same status object, same age: the same cells
+    changed = _status(pods=[pod_from_json(pod("api-abcde-0", ready=False))])
+    third = dict(cluster_rows(changed, NOW, cache=cache))
+    assert third[key] is not first[key] and third[key][1].plain == "0/1"

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from backends.actions import Action
 from backends.snapshot import Snapshot
-from tui.render.kubernetes import COLUMNS, cluster_rows, detail_text
+from tui.render.kubernetes import COLUMNS, RowCache, cluster_rows, detail_text
 from tui.screens.base import BackendScreen, ScreenAction
 
 if TYPE_CHECKING:
@@ -130,13 +130,19 @@ class KubernetesScreen(BackendScreen):
         ScreenAction("D", "Drain", _node_action("drain")),
     )
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.row_cache = RowCache()
+
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         status = snapshot.best
         from backends.kubernetes.status import ClusterStatus
 
         if not isinstance(status, ClusterStatus):
             return []
-        return list(cluster_rows(status, datetime.now(UTC)))
+        rows = cluster_rows(status, datetime.now(UTC), cache=self.row_cache)
+        self.row_cache.prune({key for key, _ in rows})
+        return list(rows)
 
     def detail(self, snapshot: Snapshot[Any]) -> Text:
         from backends.kubernetes.status import ClusterStatus
