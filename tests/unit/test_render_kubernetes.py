@@ -125,3 +125,15 @@ def test_row_cache_reuses_unchanged_pod_rows():
     changed = _status(pods=[pod_from_json(pod("api-abcde-0", ready=False))])
     third = dict(cluster_rows(changed, NOW, cache=cache))
     assert third[key] is not first[key] and third[key][1].plain == "0/1"
+
+
+def test_fixed_width_cells_for_the_tui_table():
+    from tui.render.kubernetes import WIDTHS, RowCache
+
+    long = "streamforge-api-" + "x" * 80
+    status = _status(pods=[pod_from_json(pod(long))])
+    rows = cluster_rows(status, NOW, cache=RowCache(fixed=True))
+    for _, cells in rows:
+        assert [c.cell_len for c in cells] == list(WIDTHS)
+    name = dict(rows)[f"pod:streamforge/{long}"][0].plain
+    assert name.endswith("…") and name.startswith("  └ streamforge-api-")

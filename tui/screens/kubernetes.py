@@ -132,7 +132,7 @@ class KubernetesScreen(BackendScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.row_cache = RowCache()
+        self.row_cache = RowCache(fixed=True)  # fixed-width cells: see render.WIDTHS
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         status = snapshot.best
