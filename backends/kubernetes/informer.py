@@ -174,6 +174,8 @@ class Informer(Generic[V]):
             if self.items.pop(item.key, None) is None:
                 return
         elif kind in ("ADDED", "MODIFIED"):
+            if self.items.get(item.key) == item:
+                return  # e.g. a node heartbeat: nothing we show changed
             self.items[item.key] = item
         else:
             return

@@ -82,6 +82,8 @@ class KubernetesService:
         self._workloads: Workloads | None = None
         self._workloads_key_built: tuple[int, ...] = ()
         self._build_lock = asyncio.Lock()
+        self._assembled: ClusterStatus | None = None
+        self._assembled_key: tuple[object, ...] = ()
         self.deployments: list[Informer[DeploymentInfo]] = []
         self.replicasets: list[Informer[ReplicaSetInfo]] = []
         self.pods: list[Informer[PodInfo]] = []
@@ -194,8 +196,17 @@ class KubernetesService:
             return self._assemble(self._workloads)
 
     def _assemble(self, workloads: Workloads) -> ClusterStatus:
-        now_mono = time.monotonic()
         errors = [f"{i.name}: {i.error}" for i in self.informers if i.error is not None]
+        synced = all(i.synced.is_set() for i in self.informers)
+        key = (id(workloads), self.nodes.version, *(b.version for b in self.budgets), synced)
+        if not errors and self._assembled is not None and key == self._assembled_key:
+            return self._assembled  # unchanged: the same object (the UI skips its redraw)
+        status = self._build(workloads, errors)
+        self._assembled, self._assembled_key = (status, key) if not errors else (None, ())
+        return status
+
+    def _build(self, workloads: Workloads, errors: list[str]) -> ClusterStatus:
+        now_mono = time.monotonic()
         broken_since = [i.error_since for i in self.informers if i.error_since is not None]
         age = now_mono - min(broken_since) if broken_since else 0.0
         syncing = sorted({i.resource.name for i in self.informers if not i.synced.is_set()})

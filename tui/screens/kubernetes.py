@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
+from textual.widgets import Static
 
 from backends.actions import Action
 from backends.snapshot import Snapshot
 from tui.render.kubernetes import COLUMNS, RowCache, cluster_rows, detail_text
+from tui.render.overview import age_text
 from tui.screens.base import BackendScreen, ScreenAction
 
 if TYPE_CHECKING:
@@ -133,6 +135,24 @@ class KubernetesScreen(BackendScreen):
     def __init__(self) -> None:
         super().__init__()
         self.row_cache = RowCache(fixed=True)  # fixed-width cells: see render.WIDTHS
+        self._shown: tuple[object, str] | None = None
+
+    def refresh_data(self) -> None:
+        """Skip the table diff when the cluster snapshot is the very same object (the service
+        returns the same value while nothing shown changed): only the data age moves."""
+        snapshot = self.sfops.snapshots.get(self.backend)
+        best = snapshot.best if snapshot is not None else None
+        shown = (best, self.filter_text)
+        if snapshot is not None and best is not None and self._shown is not None \
+                and self._shown[0] is best and self._shown[1] == self.filter_text:
+            title = Text(self.title_text, style="bold")
+            title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
+            if snapshot.error:
+                title.append(f"  poll failing: {snapshot.error}", style="red")
+            self.query_one("#screen-title", Static).update(title)
+            return
+        self._shown = shown
+        super().refresh_data()
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         status = snapshot.best
