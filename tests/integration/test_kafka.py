@@ -211,13 +211,13 @@ def test_consumer_lag_is_read_and_moves_when_consumer_stops(healthy_cluster):
              and s.groups[0].partitions, 60, "consumer caught up")
     lab.stop("kafka-consumer")
     produce(bootstrap, labkafka.APP_TOPIC, 500)
-    status, summary, _ = wait_for(config, lambda s, _: s.groups[0].total_lag >= 500, 30,
+    status, summary, _ = wait_for(config, lambda s, _: s.groups[0].total_lag >= 500, 60,
                                   "lag of the stopped group")
     first = status.groups[0].total_lag
     assert summary.spark_value == first
     assert any(a.key == "group-idle:streamforge-consumer" for a in summary.alerts)
     produce(bootstrap, labkafka.APP_TOPIC, 200)
-    status, _, _ = wait_for(config, lambda s, _: s.groups[0].total_lag >= first + 200, 30,
+    status, _, _ = wait_for(config, lambda s, _: s.groups[0].total_lag >= first + 200, 60,
                             "lag growing")
     assert all(p.lag is not None for p in status.groups[0].partitions)
     lab.start("kafka-consumer")

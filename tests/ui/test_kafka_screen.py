@@ -53,6 +53,10 @@ def kafka_lab(lab):
     lab.ensure("kafka")
     state_dir = lab.config().sfops.state_dir
     assert not (state_dir / "kafka-drain-2.json").exists(), "broker 2 is drained already"
+    # Earlier tests may have killed and restarted brokers; leadership only moves back when
+    # someone elects (the lab disables auto rebalance), so start from preferred leaders.
+    done = lab.sfops("kafka", "elect-leaders", "--yes", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
     return lab
 
 
@@ -79,7 +83,7 @@ async def test_drain_and_undrain_broker_2_by_keyboard(kafka_lab):
                        timeout=30, what="three brokers")
         await wait_for(pilot, lambda: status(app) is not None
                        and status(app).counts.not_preferred == 0
-                       and status(app).counts.under_replicated == 0, timeout=30,
+                       and status(app).counts.under_replicated == 0, timeout=60,
                        what="a healthy, balanced cluster")
         preferred = {p.name: p.leader for p in status(app).partitions()}
         assert leaders_of(app, "2") > 0
