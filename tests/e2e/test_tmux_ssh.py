@@ -118,3 +118,42 @@ def test_dropped_ssh_mid_drain_runs_on_headless_and_is_audited(stack, session):
     finally:
         done = stack.sfops("nginx", "undrain", "api-3", "--yes")
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_kafka_drain_and_undrain_by_keyboard_over_ssh(stack, session):
+    stack.ensure("kafka")
+    elect = stack.sfops("kafka", "elect-leaders", "--yes", timeout=120)
+    assert elect.returncode == 0, elect.stdout + elect.stderr
+    before = len(audit_records(stack))
+    tmux = session()
+    tmux.wait_for("Kafka", timeout=60)
+    tmux.send("3")  # panels: nginx, PostgreSQL, Kafka, Kubernetes
+    tmux.wait_for("Broker", timeout=30)
+    time.sleep(1)
+    tmux.send("Down")  # broker 2
+    time.sleep(0.5)
+    for key, label in (("d", "drain"), ("u", "undrain")):
+        tmux.send(key)
+        screen = tmux.wait_for("Preflight checks", timeout=60)
+        time.sleep(0.5)
+        if "to confirm" in screen:  # destructive: type the target
+            tmux.send("BTab")
+            time.sleep(0.5)
+            tmux.type("2")
+            time.sleep(0.5)
+            tmux.send("Enter")
+        else:
+            tmux.send("Tab")  # Cancel has the focus; move to Confirm
+            time.sleep(0.5)
+            tmux.send("Enter")
+        tmux.wait_for("[Enter] close", timeout=180)
+        screen = tmux.screen()
+        assert "succeeded" in screen, f"{label} did not succeed:\n{screen}"
+        tmux.send("Enter")
+        time.sleep(1)
+    tmux.send("q")
+    records = audit_records(stack)[before:]
+    assert [(r["action"], r["target"], r["outcome"]) for r in records] == [
+        ("kafka.drain", "2", "succeeded"),
+        ("kafka.undrain", "2", "succeeded"),
+    ], records
