@@ -14,6 +14,9 @@ from deploy.lab.core import Component, Lab, LabError, run, write_atomic
 
 SSHD = "/usr/sbin/sshd"
 USER = "sfops-lab"
+# The PostgreSQL members' OS user: the SSH executor reaches a DB host as the user that owns
+# the data directory, as a real deployment would (same key; the account must not be locked).
+PG_USER = "postgres"
 PORT_OFFSET = 20
 
 
@@ -63,7 +66,7 @@ class Sshd(Component):
                     f"HostKey {host_key}",
                     f"PidFile {ssh_dir / 'sshd.pid'}",
                     f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'}",
-                    f"AllowUsers {USER}",
+                    f"AllowUsers {USER} {PG_USER}",
                     "PermitRootLogin no",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
@@ -98,16 +101,22 @@ COMPONENTS: list[Component] = [Sshd()]
 
 def sfops_config(lab: Lab) -> dict[str, Any]:
     ssh_dir = lab.path("ssh")
+
+    def executor(user: str) -> dict[str, Any]:
+        return {
+            "type": "ssh",
+            "host": "127.0.0.1",
+            "port": lab.port(PORT_OFFSET),
+            "user": user,
+            "client_keys": [str(ssh_dir / "id_ed25519")],
+            "known_hosts": str(ssh_dir / "known_hosts"),
+            "connect_timeout": 5.0,
+        }
+
     return {
         "executors": {
-            "lab-ssh": {
-                "type": "ssh",
-                "host": "127.0.0.1",
-                "port": lab.port(PORT_OFFSET),
-                "user": USER,
-                "client_keys": [str(ssh_dir / "id_ed25519")],
-                "known_hosts": str(ssh_dir / "known_hosts"),
-                "connect_timeout": 5.0,
-            }
+            "lab-ssh": executor(USER),
+            # The PostgreSQL members' host steps (pg_ctl, standby.signal) as their os_user.
+            "lab-ssh-postgres": executor(PG_USER),
         }
     }

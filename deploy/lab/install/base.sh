@@ -37,6 +37,13 @@ else
   step 2/4 "lab operator user sfops-lab present"
 fi
 
+# The lab's sshd also lets the postgres user in (key-only): the SSH executor reaches the
+# PostgreSQL members as their OS user. Debian creates it locked ('!'), which sshd refuses;
+# '*' (as for sfops-lab) matches no password yet is not locked. (passwd -S says L for both.)
+if getent shadow postgres 2>/dev/null | cut -d: -f2 | grep -q '^!'; then
+  usermod -p '*' postgres
+fi
+
 # Debian's interpreter, not one under /root: the lab's operator user runs this checkout's
 # sfops over SSH in the end-to-end tests and must be able to execute it.
 PYTHON="${PYTHON:-/usr/bin/python3}"
