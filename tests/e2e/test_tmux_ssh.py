@@ -157,3 +157,88 @@ def test_kafka_drain_and_undrain_by_keyboard_over_ssh(stack, session):
         ("kafka.drain", "2", "succeeded"),
         ("kafka.undrain", "2", "succeeded"),
     ], records
+
+
+
+def _pg_over_ssh_config(stack):
+    """A copy of the lab's sfops.toml whose PostgreSQL members' host steps go over SSH as
+    their OS user (`lab-ssh-postgres`), as on real DB hosts: sfops runs as sfops-lab here and
+    cannot touch postgres's 0700 data directories through the local executor."""
+    import os
+    import pwd
+    import tomllib
+
+    import tomli_w
+
+    config = tomllib.loads(stack.config_path.read_text())
+    assert "lab-ssh-postgres" in config["executors"], "lab sshd config predates the pg executor"
+    for member in config["postgres"]["members"].values():
+        member["executor"] = "lab-ssh-postgres"
+    path = stack.dir / "sfops" / "sfops-pg-over-ssh.toml"
+    path.write_text(tomli_w.dumps(config))
+    entry = pwd.getpwnam("sfops-lab")
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o644)
+    return path, config
+
+
+def _pg_row(screen: str, member: str) -> str:
+    return next((line for line in screen.splitlines() if line.strip().startswith(member)), "")
+
+
+def test_pg_failover_by_keyboard_over_ssh(stack):
+    import shlex
+    from pathlib import Path
+
+    from tests.integration.test_pg import reset_pg, sql
+
+    reset_pg(stack)
+    stack.ensure("pg", "api", "nginx", "sshd")  # also hands <lab>/sfops to the SSH user
+    path, config = _pg_over_ssh_config(stack)
+    command = ssh_sfops_command(stack.dir, stack.port(20))
+    command[-1] = shlex.join([shlex.split(command[-1])[0], "--config", str(path)])
+    tmux = TmuxSession(command)
+    try:
+        tmux.wait_for("PostgreSQL", timeout=60)
+        tmux.send("2")  # panels: nginx, PostgreSQL, Kafka, Kubernetes
+        tmux.wait_for("PostgreSQL — members", timeout=30)
+
+        def wait_row(member: str, shown: bool, timeout: float = 30) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if ("primary" in _pg_row(tmux.screen(), member)) is shown:
+                    return
+                time.sleep(0.2)
+            raise AssertionError(f"{member} primary={shown} not shown:\n{tmux.screen()}")
+
+        wait_row("pg-1", True)
+        stack.stop("pg-1", kill=True)
+        wait_row("pg-1", False)  # the screen has seen the primary go
+        time.sleep(0.5)
+        tmux.send("Down")  # pg-2
+        time.sleep(0.5)
+        tmux.send("f")
+        screen = tmux.wait_for("to confirm", timeout=90)
+        assert "Preflight checks" in screen, screen
+        time.sleep(0.5)
+        tmux.send("BTab")  # from Cancel (focused) back to the name field
+        time.sleep(0.5)
+        tmux.type("pg-2")
+        time.sleep(0.5)
+        tmux.send("Enter")
+        screen = tmux.wait_for("[Enter] close", timeout=180)
+        assert "succeeded" in screen, f"failover did not succeed:\n{screen}"
+        tmux.send("Enter")
+        wait_row("pg-2", True)
+        tmux.send("q")
+
+        assert sql(stack, "pg-2", "SELECT pg_is_in_recovery()")[0][0] is False
+        record = audit_records(stack)[-1]
+        assert (record["action"], record["target"], record["outcome"]) == (
+            "pg.failover", "pg-2", "succeeded"), record
+        # Fenced over SSH as postgres: a restart of pg-1 comes up as a standby.
+        data_dir = Path(config["postgres"]["members"]["pg-1"]["data_dir"])
+        assert (data_dir / "standby.signal").exists(), "pg-1 not fenced by configuration"
+    finally:
+        tmux.kill()
+        reset_pg(stack)
