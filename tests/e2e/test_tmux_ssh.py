@@ -242,3 +242,70 @@ def test_pg_failover_by_keyboard_over_ssh(stack):
     finally:
         tmux.kill()
         reset_pg(stack)
+
+
+def _k8s_over_ssh_config(stack):
+    """A copy of the lab's sfops.toml for the operator user: the Kubernetes identity is the
+    lab's `sfops-operator` ServiceAccount (only the verbs sfops's actions need), in a
+    kubeconfig the SSH user can read."""
+    import os
+    import pwd
+    import shutil as _shutil
+    import tomllib
+
+    import tomli_w
+
+    config = tomllib.loads(stack.config_path.read_text())
+    entry = pwd.getpwnam("sfops-lab")
+    kubeconfig = stack.dir / "sfops" / "operator.kubeconfig"
+    _shutil.copyfile(config["kubernetes"]["operator_kubeconfig"], kubeconfig)
+    os.chown(kubeconfig, entry.pw_uid, entry.pw_gid)
+    kubeconfig.chmod(0o600)
+    config["kubernetes"]["kubeconfig"] = str(kubeconfig)
+    path = stack.dir / "sfops" / "sfops-k8s-over-ssh.toml"
+    path.write_text(tomli_w.dumps(config))
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o644)
+    return path
+
+
+def test_k8s_rollout_restart_by_keyboard_over_ssh(stack):
+    import shlex
+
+    stack.ensure("k8s", "sshd")
+    path = _k8s_over_ssh_config(stack)
+    before = len(audit_records(stack))
+    command = ssh_sfops_command(stack.dir, stack.port(20))
+    command[-1] = shlex.join([shlex.split(command[-1])[0], "--config", str(path)])
+    tmux = TmuxSession(command)
+    try:
+        tmux.wait_for("Kubernetes", timeout=60)
+        tmux.send("4")  # panels: nginx, PostgreSQL, Kafka, Kubernetes
+        tmux.wait_for("streamforge-api", timeout=60)
+        time.sleep(1)
+        tmux.send("R")  # the first row is the Deployment
+        screen = tmux.wait_for("Preflight checks", timeout=90)
+        time.sleep(0.5)
+        if "to confirm" in screen:  # destructive: type the target
+            tmux.send("BTab")
+            time.sleep(0.5)
+            tmux.type("streamforge-api")
+            time.sleep(0.5)
+            tmux.send("Enter")
+        else:
+            tmux.send("Tab")
+            time.sleep(0.5)
+            tmux.send("Enter")
+        screen = tmux.wait_for("[Enter] close", timeout=240)
+        assert "succeeded" in screen, f"restart did not succeed:\n{screen}"
+        tmux.send("Enter")
+        time.sleep(0.5)
+        tmux.send("q")
+    finally:
+        tmux.kill()
+    records = audit_records(stack)[before:]
+    assert records, "no audit record for the restart"
+    record = records[-1]
+    assert record["action"].startswith("k8s.") and "restart" in record["action"], record
+    assert record["outcome"] == "succeeded", record
+    assert record["user"] == "sfops-lab", record
