@@ -17,7 +17,7 @@ from typing import ClassVar
 from backends.actions import Action, CheckResult, Step
 from backends.config import NginxMember
 from backends.nginx.control import NginxControl, WorkerProcess
-from backends.nginx.model import ProbeResult
+from backends.nginx.model import DRAIN_QUIET_SECONDS, ProbeResult
 from backends.nginx.service import NginxService, NginxUnreachable
 from backends.nginx.upstream import UpstreamError, decode, parse_upstream, set_down_bytes
 from backends.resilience import describe_error
@@ -310,6 +310,14 @@ class DrainMember(_MemberAction):
                         raise NginxActionError(
                             f"{self.target} still receives requests after the reload "
                             "(another upstream or nginx instance uses it?)")
+                    # Finish when the status would call the member drained too (its last
+                    # request has been quiet for as long as derive_state requires).
+                    quiet_for = None if last is None else time.time() - last
+                    if quiet_for is not None and quiet_for < DRAIN_QUIET_SECONDS:
+                        yield Step(f"waiting: last request to {self.target} finished "
+                                   f"{quiet_for:.1f} s ago", 0.9)
+                        await asyncio.sleep(min(POLL_INTERVAL, DRAIN_QUIET_SECONDS - quiet_for))
+                        continue
                     self.drained_at = time.time()
                     yield Step(f"{self.target} drained: no request in flight", 0.95)
                     return

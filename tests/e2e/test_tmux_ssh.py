@@ -74,7 +74,9 @@ def test_dropped_ssh_mid_drain_runs_on_headless_and_is_audited(stack, session):
     tmux.wait_for("Load balancer", timeout=40)
     tmux.send("1")
     tmux.wait_for("api-3", timeout=20)
+    time.sleep(1)  # let the table take the focus before moving its cursor
     tmux.send("Down", "Down")
+    time.sleep(0.5)
     for thread in slow:
         thread.start()
     tmux.send("d")
