@@ -141,3 +141,31 @@ async def test_admin_worker_crash_costs_one_poll_not_the_app(kafka_lab):
         await pilot.press(panel_key(app))
         await wait_for(pilot, lambda: isinstance(app.screen, KafkaScreen), what="still usable")
         assert app.is_running
+
+
+async def test_topics_partitions_and_groups_screens(kafka_lab):
+    from tui.screens.kafka import KafkaGroupsScreen, KafkaPartitionsScreen, KafkaTopicsScreen
+
+    app = make_app(kafka_lab)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press(panel_key(app))
+        await wait_for(pilot, lambda: isinstance(app.screen, KafkaScreen), what="kafka screen")
+        await wait_for(pilot, lambda: status(app) is not None, timeout=30, what="first poll")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, KafkaTopicsScreen), what="topics")
+        table = app.screen.query_one("#table", DataTable)
+        await wait_for(pilot, lambda: table.get_row_index("streamforge.events") >= 0,
+                       timeout=30, what="the application topic listed")
+        table.move_cursor(row=table.get_row_index("streamforge.events"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, KafkaPartitionsScreen),
+                       what="partitions screen")
+        await wait_for(pilot, lambda: app.screen.query_one("#table", DataTable).row_count == 6,
+                       timeout=30, what="six partitions of streamforge.events")
+        await pilot.press("escape", "escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, KafkaScreen), what="back")
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, KafkaGroupsScreen), what="groups")
+        groups = app.screen.query_one("#table", DataTable)
+        await wait_for(pilot, lambda: groups.get_row_index("streamforge-consumer") >= 0,
+                       timeout=30, what="the lab's consumer group listed")

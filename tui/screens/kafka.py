@@ -11,10 +11,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
 
 from backends.actions import Action
 from backends.snapshot import Snapshot
-from tui.render.kafka import BROKER_COLUMNS, broker_rows, cluster_text, partition_state
+from tui.render.kafka import (
+    BROKER_COLUMNS,
+    GROUP_COLUMNS,
+    PARTITION_COLUMNS,
+    TOPIC_COLUMNS,
+    broker_rows,
+    cluster_text,
+    group_lag_rows,
+    group_rows,
+    partition_rows,
+    partition_state,
+    topic_rows,
+)
 from tui.screens.base import BackendScreen, ScreenAction
 
 if TYPE_CHECKING:
@@ -73,6 +87,11 @@ class KafkaScreen(BackendScreen):
     backend: ClassVar[str] = "kafka"
     title_text: ClassVar[str] = "Kafka — brokers, partitions, consumer groups"
     columns: ClassVar[Sequence[str]] = BROKER_COLUMNS
+    BINDINGS = [
+        *BackendScreen.BINDINGS,
+        Binding("t", "topics", "Topics"),
+        Binding("g", "groups", "Consumer groups"),
+    ]
     actions: ClassVar[Sequence[ScreenAction]] = (
         ScreenAction("d", "Drain broker", _drain),
         ScreenAction("u", "Undrain broker", _undrain),
@@ -103,6 +122,73 @@ class KafkaScreen(BackendScreen):
     def palette_targets(cls, app: SfopsApp) -> list[str]:
         status = _status(app)
         return [str(b.broker_id) for b in status.brokers] if status is not None else []
+
+    def action_topics(self) -> None:
+        self.app.push_screen(KafkaTopicsScreen())
+
+    def action_groups(self) -> None:
+        self.app.push_screen(KafkaGroupsScreen())
+
+
+class KafkaTopicsScreen(BackendScreen):
+    """Topics with their ISR problems; Enter opens a topic's partitions."""
+
+    backend: ClassVar[str] = "kafka"
+    title_text: ClassVar[str] = "Kafka — topics (Enter: partitions)"
+    columns: ClassVar[Sequence[str]] = TOPIC_COLUMNS
+
+    def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
+        status = _status(self.sfops)
+        return list(topic_rows(status)) if status is not None else []
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.app.push_screen(KafkaPartitionsScreen(str(event.row_key.value)))
+
+
+class KafkaPartitionsScreen(BackendScreen):
+    """One topic's partitions: leader, replicas, ISR and state."""
+
+    backend: ClassVar[str] = "kafka"
+    columns: ClassVar[Sequence[str]] = PARTITION_COLUMNS
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+        # Shown through Text(...) by BackendScreen: a topic name is never markup.
+        self.title_text = f"Kafka — topic {topic}"  # type: ignore[misc]
+
+    def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
+        status = _status(self.sfops)
+        if status is None:
+            return []
+        topic = next((t for t in status.topics if t.name == self.topic), None)
+        return list(partition_rows(topic)) if topic is not None else []
+
+
+class KafkaGroupsScreen(BackendScreen):
+    """Consumer groups with total lag; the per-partition lag of each below."""
+
+    backend: ClassVar[str] = "kafka"
+    title_text: ClassVar[str] = "Kafka — consumer groups"
+    columns: ClassVar[Sequence[str]] = GROUP_COLUMNS
+
+    def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
+        status = _status(self.sfops)
+        return list(group_rows(status)) if status is not None else []
+
+    def detail(self, snapshot: Snapshot[Any]) -> Text:
+        status = _status(self.sfops)
+        text = Text()
+        if status is None:
+            return text
+        for group in status.groups:
+            text.append(f"{group.group_id}  (partition  committed  latest  lag)\n", style="bold")
+            for _, cells in group_lag_rows(group)[:MAX_PROBLEM_PARTITIONS]:
+                text.append("  ")
+                text.append_text(Text("  ").join(cells))
+                text.append("\n")
+        return text
 
 
 SCREEN = KafkaScreen
