@@ -89,3 +89,12 @@ async def test_read_only_palette_has_no_actions(tmp_path, read_only):
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "Open Load balancer" in titles
         assert not any(t.startswith(("Drain", "Undrain")) for t in titles) or not read_only
+
+
+async def test_no_color_still_reads_health_as_text(tmp_path, monkeypatch):
+    """With NO_COLOR the badge carries the health in words and symbols, not only colour."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(tmp_path, [FakeService("nginx", "Load balancer")])
+    assert app.no_color
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "▲ DEGRADED" in panel_text(app, "nginx"), what="badge")
