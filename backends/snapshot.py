@@ -23,6 +23,9 @@ class Health(enum.Enum):
     UNKNOWN = "unknown"  # no data yet: worse than ok (we can't vouch for it), better than bad
     DEGRADED = "degraded"
     FAILED = "failed"
+    # No contact: the last probe failed, so whatever we showed before is only "last known".
+    # Worst of all: a failed component we can see is still better than one we cannot.
+    UNREACHABLE = "unreachable"
 
     @property
     def rank(self) -> int:
@@ -54,7 +57,8 @@ class Health(enum.Enum):
         return max(healths, default=cls.UNKNOWN)
 
 
-_RANK = {Health.OK: 0, Health.UNKNOWN: 1, Health.DEGRADED: 2, Health.FAILED: 3}
+_RANK = {Health.OK: 0, Health.UNKNOWN: 1, Health.DEGRADED: 2, Health.FAILED: 3,
+         Health.UNREACHABLE: 4}
 
 
 def _utcnow() -> datetime:

@@ -29,9 +29,9 @@ from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 
 from backends.actions import Action, ActionRunner, RunResult
 from backends.audit import AuditLog
-from backends.config import SfopsConfig
+from backends.config import SfopsConfig, redact_text
 from backends.resilience import Poller
-from backends.service import BackendService, BackendSummary, summary_for_failure
+from backends.service import BackendService, BackendSummary, observe, summary_of, wrong_now
 from backends.snapshot import Health, Snapshot
 from tui.modals import ConfirmActionScreen, HelpScreen, ProgressScreen, QuitGuardScreen
 from tui.render.overview import (
@@ -110,7 +110,8 @@ class OverviewScreen(Screen[None]):
         add_columns(self.query_one("#recent", DataTable), ["time", "action", "outcome", "user"])
         app = self.app
         assert isinstance(app, SfopsApp)
-        app.load_recent_actions()
+        app.load_recent_actions(force=True)
+        app.render_alerts()
         if not self.app.services:  # type: ignore[attr-defined]
             self.notify(
                 "no backends configured: add [nginx], [postgres], [kafka] or "
@@ -162,6 +163,7 @@ class SfopsApp(App[None]):
         self.quit_when_done = False
         self.headless = False
         self.loop_lag_max = 0.0  # seconds; the worst event-loop delay seen (tests, benchmark)
+        self._audit_signature: tuple[int, ...] | None = None
         self._lag_expected = 0.0
         from tui.screens import preload
 
@@ -176,15 +178,19 @@ class SfopsApp(App[None]):
 
     def on_mount(self) -> None:
         interval = self.config.sfops.refresh_interval
+        secrets = self.config.secrets()
         for service in self.services:
             self.poller.add(
                 service.name,
-                service.poll,
+                lambda service=service: observe(service),  # type: ignore[misc]
                 interval=interval,
-                timeout=max(5.0, interval * 3),
+                timeout=max(5.0, interval * 3, service.contact_timeout + 1.0),
                 on_snapshot=self._snapshot_callback(service),
+                redact=lambda text: redact_text(text, secrets),
             )
         self.poller.start()
+        # Recent actions follow the audit log, whoever writes it (a runbook, a colleague).
+        self.set_interval(interval, self.load_recent_actions)
         self._lag_expected = time.monotonic() + 0.1
         self.set_interval(0.1, self._measure_lag)
         loop = asyncio.get_running_loop()
@@ -209,15 +215,7 @@ class SfopsApp(App[None]):
     def _snapshot_callback(self, service: BackendService) -> Callable[[Snapshot[Any]], None]:
         def on_snapshot(snapshot: Snapshot[Any]) -> None:
             self.snapshots[service.name] = snapshot
-            if snapshot.best is None:
-                summary = summary_for_failure(service.name, service.title, snapshot)
-            else:
-                try:
-                    summary = service.summarize(snapshot)
-                except Exception as exc:  # a renderer bug must not kill polling
-                    summary = summary_for_failure(
-                        service.name, service.title, snapshot.failed(f"summary failed: {exc}")
-                    )
+            summary = summary_of(service, snapshot)
             self.summaries[service.name] = summary
             self._render_backend(service, summary, snapshot)
 
@@ -230,7 +228,7 @@ class SfopsApp(App[None]):
             overview = self.get_screen_stack_overview()
             if overview is not None:
                 overview.query_one(f"#panel-{service.name}", BackendPanel).show(summary, snapshot)
-                self._render_alerts(overview)
+        self.render_alerts()
         screen = self.screen
         from tui.screens.base import BackendScreen
 
@@ -243,18 +241,37 @@ class SfopsApp(App[None]):
                 return screen
         return None
 
-    def _render_alerts(self, overview: OverviewScreen) -> None:
+    def current_summaries(self) -> list[BackendSummary]:
+        """Every configured backend's summary; one not polled yet reads UNKNOWN (so the
+        wrong-now list says it has not answered, never "nothing is wrong")."""
+        return [self.summaries.get(s.name) or BackendSummary(s.name, s.title, Health.UNKNOWN)
+                for s in self.services]
+
+    def render_alerts(self) -> None:
+        overview = self.get_screen_stack_overview()
+        if overview is None:
+            return
         now = datetime.now(UTC)
-        tracked = self.alerts.update((a for s in self.summaries.values() for a in s.alerts), now)
+        tracked = self.alerts.update(wrong_now(self.current_summaries()), now)
         rows = [(row.key, row.cells) for row in alert_rows(tracked, now)]
-        sync_table(overview.query_one("#alerts", DataTable), rows)
+        with contextlib.suppress(Exception):  # the overview may be mid-compose
+            sync_table(overview.query_one("#alerts", DataTable), rows)
 
     def action_refresh_now(self) -> None:
         for job in self.poller.jobs.values():
             job.wake()
 
     @work(thread=True, exclusive=True, group="recent")
-    def load_recent_actions(self) -> None:
+    def load_recent_actions(self, force: bool = False) -> None:
+        # A stat per refresh; the file is read only when it changed (size, time or inode).
+        try:
+            stat = os.stat(self.audit.path)
+            signature: tuple[int, ...] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            signature = None
+        if not force and signature == self._audit_signature:
+            return
+        self._audit_signature = signature
         try:
             records = self.audit.read(limit=5)
         except Exception:  # an unreadable audit log must not break the overview

@@ -332,3 +332,42 @@ async def list_partition_reassignments(
     request = encode_list_request(partitions, int(timeout * 1000), correlation_id)
     data = await _roundtrip(servers, request, timeout + 1.0)
     return decode_list_response(data, correlation_id)
+
+
+# --------------------------------------------------------------------------- liveness
+
+API_VERSIONS = 18
+
+
+async def answers(host: str, port: int, *, timeout: float) -> str | None:  # noqa: ASYNC109
+    """Does this broker *process requests* now? None when it answered an ApiVersions (v0)
+    request within ``timeout``, else why not.
+
+    A TCP connect is not enough: the kernel completes the handshake for a SIGSTOPped or
+    wedged JVM from the listen backlog. ApiVersions is the first request every client sends,
+    needs no authorisation and no metadata, and is answered by the broker's request threads.
+    """
+    correlation_id = next(_correlation)
+    client = CLIENT_ID.encode()
+    # Request header v1 (ApiVersions v0 is not "flexible"): key, version, correlation, client.
+    request = struct.pack(">hhih", API_VERSIONS, 0, correlation_id, len(client)) + client
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(struct.pack(">i", len(request)) + request)
+                data = await _exchange(reader, writer)
+            finally:
+                writer.close()
+    except TimeoutError:
+        return f"no answer to ApiVersions within {timeout:g} s"
+    except (OSError, asyncio.IncompleteReadError, KafkaProtocolError) as exc:
+        return str(exc) or type(exc).__name__
+    if len(data) < 6:
+        return "short ApiVersions response"
+    got_id, error_code = struct.unpack(">ih", data[:6])
+    if got_id != correlation_id:
+        return f"ApiVersions answer for another request ({got_id} != {correlation_id})"
+    if error_code != 0:
+        return f"ApiVersions error {ERROR_NAMES.get(error_code, error_code)}"
+    return None

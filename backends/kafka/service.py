@@ -26,22 +26,23 @@ from backends.kafka.model import (
     summarize_status,
     tally_brokers,
 )
+from backends.kafka.protocol import answers, parse_servers
 from backends.kafka.worker import METADATA_POLICY, IsolatedAdmin
 from backends.resilience import CircuitBreaker
-from backends.service import BackendSummary, summary_for_failure
+from backends.service import (
+    CONTACT_TIMEOUT,
+    BackendSummary,
+    BackendUnreachable,
+    summary_for_failure,
+)
 from backends.snapshot import Snapshot
 
-PROBE_TIMEOUT = 1.0
+# Each broker's own probe: a hung broker must read as down within one refresh.
+PROBE_TIMEOUT = 1.5
 
 
 async def _probe(host: str, port: int) -> bool:
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            _, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    return True
+    return await answers(host, port, timeout=PROBE_TIMEOUT) is None
 
 
 class KafkaService:
@@ -49,6 +50,7 @@ class KafkaService:
 
     name = "kafka"
     title = "Kafka"
+    contact_timeout = CONTACT_TIMEOUT
 
     def __init__(self, config: KafkaConfig, state_dir: Any = None) -> None:
         self.config = config
@@ -66,6 +68,21 @@ class KafkaService:
         """A new worker, so a new AdminClient, for one action (see backends.kafka.actions)."""
         return IsolatedAdmin(self.config.bootstrap_servers, self.config.request_timeout,
                              label="Kafka action admin worker")
+
+    async def contact(self) -> None:
+        """At least one broker processes requests now (every known broker and the bootstrap
+        servers are asked at once; the admin worker's metadata read is not the probe: it
+        lives in another process and may be waiting on a slow earlier call)."""
+        addresses = {(k.host, k.port) for k in self.known_brokers.values()
+                     if k.host is not None and k.port is not None}
+        addresses.update(parse_servers(self.config.bootstrap_servers))
+        ordered = sorted(addresses)
+        results = await asyncio.gather(
+            *(answers(host, port, timeout=PROBE_TIMEOUT) for host, port in ordered))
+        if any(result is None for result in results):
+            return
+        reasons = "; ".join(f"{h}:{p}: {why}" for (h, p), why in zip(ordered, results, strict=True))
+        raise BackendUnreachable(f"no broker answers: {reasons}")
 
     async def _read(self) -> ClusterRead:
         groups = tuple(self.config.consumer_groups)

@@ -10,6 +10,7 @@ from typing import Any
 
 from backends.config import KubernetesConfig, SfopsConfig
 from backends.kubernetes.client import (
+    KubeApiError,
     KubeClient,
     KubeError,
     KubeUnavailable,
@@ -49,7 +50,12 @@ from backends.kubernetes.status import (
     summarize_cluster,
 )
 from backends.resilience import CircuitBreaker
-from backends.service import BackendSummary, summary_for_failure
+from backends.service import (
+    CONTACT_TIMEOUT,
+    BackendSummary,
+    BackendUnreachable,
+    summary_for_failure,
+)
 from backends.snapshot import Snapshot
 
 # Watch cluster-wide (filtering client-side) beyond this many namespaces: a handful of long
@@ -65,6 +71,7 @@ class KubernetesService:
 
     name = "kubernetes"
     title = "Kubernetes"
+    contact_timeout = CONTACT_TIMEOUT
 
     def __init__(self, config: KubernetesConfig, client: KubeClient, *,
                  request_timeout: float = 10.0) -> None:
@@ -144,6 +151,22 @@ class KubernetesService:
         return True
 
     # ------------------------------------------------------------------ BackendService
+
+    async def contact(self) -> None:
+        """The API server answers ``/readyz`` now. The informers cannot tell: a watch on a
+        hung (SIGSTOPped) API server receives nothing, exactly like a quiet one. ``/readyz``
+        also fails when etcd is gone, when the store can no longer be kept current."""
+        try:
+            await self.client.request("GET", "/readyz", timeout=self.contact_timeout,
+                                      verb="readyz", what="GET /readyz")
+        except KubeApiError as exc:
+            failed = [line[3:].split(":")[0] for line in exc.message.splitlines()
+                      if line.startswith("[-]")]
+            detail = ", ".join(failed) + " failed" if failed else str(exc)
+            raise BackendUnreachable(f"{self.client.host}: API server not ready: {detail}"
+                                     ) from None
+        except KubeError as exc:
+            raise BackendUnreachable(str(exc)) from None
 
     async def poll(self) -> ClusterStatus:
         first = not self._started

@@ -26,7 +26,15 @@ from backends.nginx.model import (
 )
 from backends.nginx.upstream import ServerEntry, Upstream, UpstreamError, decode, parse_upstream
 from backends.resilience import CircuitBreaker, RetryPolicy, call_read, describe_error
-from backends.service import Alert, BackendSummary, Figure, Severity, summary_for_failure
+from backends.service import (
+    CONTACT_TIMEOUT,
+    Alert,
+    BackendSummary,
+    BackendUnreachable,
+    Figure,
+    Severity,
+    summary_for_failure,
+)
 from backends.snapshot import Health, Snapshot
 
 T = TypeVar("T")
@@ -36,6 +44,10 @@ HTTP_TIMEOUT = 3.0
 # One retry: a single dropped SYN should not flip a member to failing, but a dead member must
 # show as failing within one refresh interval.
 PROBE_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, deadline=2.5)
+# A member's breaker lets a probe through on every refresh once open: a member that is back
+# must read as up within the liveness bound, not after a long reset timeout. (It still spares
+# the member the retry within one poll.)
+PROBE_RESET = 1.0
 HTTP_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.5, deadline=4.0)
 
 class NginxUnreachable(Exception):
@@ -46,6 +58,7 @@ class NginxService:
 
     name = "nginx"
     title = "Load balancer"
+    contact_timeout = CONTACT_TIMEOUT
 
     def __init__(self, config: NginxConfig, executor: Executor, *,
                  log_window: float = 30.0, client: httpx.AsyncClient | None = None) -> None:
@@ -61,9 +74,10 @@ class NginxService:
         self.tail = LogTail()
         self._log_lock = asyncio.Lock()  # the tail's offset is shared state: one reader
 
-    def _breaker(self, key: str) -> CircuitBreaker:
+    def _breaker(self, key: str, *, reset_timeout: float = 10.0) -> CircuitBreaker:
         if key not in self.breakers:
-            self.breakers[key] = CircuitBreaker(key, failure_threshold=3, reset_timeout=10.0)
+            self.breakers[key] = CircuitBreaker(key, failure_threshold=3,
+                                                reset_timeout=reset_timeout)
         return self.breakers[key]
 
     # ------------------------------------------------------------------ reads
@@ -88,6 +102,48 @@ class NginxService:
             raise NginxUnreachable(f"nginx at {url}: {describe_error(exc)}") from exc
         return parse_stub_status(response.text) if self.config.stub_status_url else None
 
+    async def contact(self) -> None:
+        """nginx answers its status endpoint now (one attempt, no breaker: this probe is how
+        we learn it is back) and its master process is alive and not stopped."""
+        url = self.config.stub_status_url or (
+            f"{self.config.url.rstrip('/')}/nginx-health" if self.config.url else None)
+        checks: list[Awaitable[str | None]] = [self._master_problem()]
+        if url is not None:
+            checks.append(self._answers(url))
+        problems = [p for p in await asyncio.gather(*checks) if p is not None]
+        if problems:
+            raise BackendUnreachable("; ".join(problems))
+
+    async def _master_problem(self) -> str | None:
+        """Why the master process cannot serve (gone, or stopped), or None. Without a pid file
+        configured there is nothing to check: the status endpoint alone decides."""
+        if self.config.pid_file is None:
+            return None
+        try:
+            data = await self.executor.read_file(self.config.pid_file)
+            pid_text = data.decode("ascii", "replace").strip()
+            if not pid_text.isdigit():
+                return f"nginx pid file {self.config.pid_file}: no pid"
+            result = await self.executor.run(["ps", "-o", "stat=", "-p", pid_text],
+                                             timeout=self.contact_timeout)
+        except Exception as exc:
+            return f"nginx master process: {describe_error(exc)}"
+        state = result.stdout.strip()
+        if result.exit_status != 0 or not state:
+            return f"nginx master process {pid_text} is not running"
+        if state.startswith("T"):
+            return f"nginx master process {pid_text} is stopped (state {state})"
+        return None
+
+    async def _answers(self, url: str) -> str | None:
+        try:
+            response = await self.client.get(url, timeout=self.contact_timeout)
+        except Exception as exc:
+            return f"nginx at {url}: {describe_error(exc)}"
+        if response.status_code >= 500:
+            return f"nginx at {url}: HTTP {response.status_code}"
+        return None
+
     async def probe(self, url: str) -> ProbeResult:
         """A direct health probe of one member; failures are results, not exceptions."""
         started = time.monotonic()
@@ -98,7 +154,8 @@ class NginxService:
         try:
             response = await call_read(get, PROBE_POLICY, what=f"GET {url}",
                                        timeout=PROBE_TIMEOUT + 0.5,
-                                       breaker=self._breaker(f"probe:{url}"))
+                                       breaker=self._breaker(f"probe:{url}",
+                                                             reset_timeout=PROBE_RESET))
         except Exception as exc:
             return ProbeResult(False, None, None, describe_error(exc))
         latency = (time.monotonic() - started) * 1000

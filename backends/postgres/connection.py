@@ -22,6 +22,10 @@ from psycopg.rows import dict_row
 from backends.config import PostgresConfig, PostgresMember, Secret, redact_text
 from backends.resilience import BackendTimeout
 
+# As backends.service.CONTACT_TIMEOUT (not imported: connection.py sits below the service
+# contract and must not depend on it).
+CONTACT_TIMEOUT = 2.0
+
 T = TypeVar("T")
 Row = dict[str, Any]
 
@@ -65,6 +69,14 @@ class MemberConnection:
     def deadline(self) -> float:
         """Client-side budget for one call: connecting plus one statement, plus slack."""
         return self.config.connect_timeout + self.config.statement_timeout + 1.0
+
+    @property
+    def contact_budget(self) -> float:
+        """The budget of a status read's first statement, which is this member's reachability
+        probe: short, so a hung member reads as unreachable within the liveness bound, plus
+        ``connect_timeout`` when the connection has to be (re)built first."""
+        connected = self._conn is not None and not self._conn.closed
+        return CONTACT_TIMEOUT + (0.0 if connected else self.config.connect_timeout)
 
     def redact(self, text: str) -> str:
         return redact_text(text, self._secrets)

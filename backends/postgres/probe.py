@@ -86,7 +86,7 @@ async def read_member(conn: MemberConnection) -> MemberStatus:
     """Everything the status view needs from one member; raises :class:`PgError`."""
     started = time.monotonic()
     member = conn.member
-    row = await conn.fetchone(MEMBER_SQL, what="read status")
+    row = await conn.fetchone(MEMBER_SQL, what="read status", timeout=conn.contact_budget)
     in_recovery = bool(row["in_recovery"])
     receiver: WalReceiver | None = None
     standbys: tuple[StandbyRow, ...] = ()

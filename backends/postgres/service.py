@@ -19,6 +19,7 @@ from backends.postgres.model import (
     ClusterStatus,
     Level,
     MemberStatus,
+    WarningKind,
     build_cluster,
     format_bytes,
 )
@@ -32,7 +33,15 @@ from backends.resilience import (
     call_read,
     describe_error,
 )
-from backends.service import Alert, BackendSummary, Figure, Severity, summary_for_failure
+from backends.service import (
+    CONTACT_TIMEOUT,
+    Alert,
+    BackendSummary,
+    BackendUnreachable,
+    Figure,
+    Severity,
+    summary_for_failure,
+)
 from backends.snapshot import Health, Snapshot
 
 log = logging.getLogger(__name__)
@@ -59,12 +68,26 @@ class PostgresService:
             name: MemberConnection(config, member, secrets=list(secrets))
             for name, member in config.members.items()
         }
+        # A short reset: once open, every refresh still lets one read through, so a member
+        # that is back reads as up within the liveness bound (two refreshes plus its probe).
         self.breakers = {
-            name: CircuitBreaker(f"postgres:{name}", failure_threshold=3, reset_timeout=10.0)
+            name: CircuitBreaker(f"postgres:{name}", failure_threshold=3, reset_timeout=1.0)
             for name in config.members
         }
         # The overview shows one breaker; the per-member ones are in ``breakers``.
         self.breaker: CircuitBreaker | None = None
+
+    @property
+    def contact_timeout(self) -> float:
+        # Each member's probe may first have to connect (see MemberConnection.contact_budget).
+        return self.config.connect_timeout + CONTACT_TIMEOUT + 1.0
+
+    async def contact(self) -> None:
+        """PostgreSQL is probed per member, inside :meth:`poll`: the first statement of every
+        member's status read runs on a short budget (``MemberConnection.contact_budget``) and
+        a member that does not answer is shown down; :meth:`poll` raises
+        :class:`BackendUnreachable` when no member answered. A separate ``SELECT 1`` here
+        would only queue behind the same connection lock."""
 
     def connection(self, member: str) -> MemberConnection:
         return self.connections[member]
@@ -89,6 +112,9 @@ class PostgresService:
 
     async def poll(self, *, use_breaker: bool = True) -> ClusterStatus:
         members = await self.read_members(use_breaker=use_breaker)
+        if members and not any(m.reachable for m in members):
+            raise BackendUnreachable("no member answers: " + "; ".join(
+                f"{m.name}: {m.error or 'no answer'}" for m in members))
         last_lsn = None
         fenced: dict[str, dict[str, Any]] = {}
         if self.state is not None:
@@ -137,7 +163,9 @@ def summarize_cluster(status: ClusterStatus, *, error: str | None = None) -> Bac
     else:
         health = Health.OK
     alerts = tuple(
-        Alert(NAME, w.key, _SEVERITY[w.level], w.message) for w in status.warnings
+        Alert(NAME, w.key, _SEVERITY[w.level], w.message,
+              unreachable=w.kind is WarningKind.MEMBER_UNREACHABLE)
+        for w in status.warnings
     )
     max_lag = status.max_lag_bytes
     return BackendSummary(

@@ -14,6 +14,7 @@ INJECTION = "[@click=app.quit]boom [link=http://x]y[/link] [unclosed"
 
 class FakeService:
     breaker = None
+    contact_timeout = 0.5
 
     def __init__(self, name: str, title: str, *, hang: bool = False, message: str = "ok") -> None:
         self.name = name
@@ -21,13 +22,24 @@ class FakeService:
         self.hang = hang
         self.message = message
         self.polls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.closed = False
+
+    async def contact(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()  # a hung server answers nothing, not even a probe
 
     async def poll(self) -> dict[str, Any]:
         self.polls += 1
-        if self.hang:
-            await asyncio.Event().wait()  # never returns: a hung backend
-        return {"count": self.polls}
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.hang:
+                await asyncio.Event().wait()  # never returns: a hung backend
+            return {"count": self.polls}
+        finally:
+            self.in_flight -= 1
 
     def summarize(self, snapshot: Snapshot[Any]) -> BackendSummary:
         value = snapshot.best or {}

@@ -9,6 +9,7 @@ from textual.widgets import DataTable, Static
 from backends.actions import ActionRunner
 from backends.audit import AuditLog
 from backends.config import SfopsConfig, SfopsSettings
+from backends.snapshot import Health
 from tests.ui.fakes import INJECTION, FakeService
 from tests.ui.helpers import wait_for
 from tui.app import BackendPanel, SfopsApp
@@ -48,7 +49,11 @@ async def test_hung_backend_does_not_delay_another_or_the_keyboard(tmp_path):
         await wait_for(pilot, lambda: live.polls >= 2, what="first polls")
         app.loop_lag_max = 0.0  # measure from here: start-up (CSS, compose) is not the point
         await wait_for(pilot, lambda: live.polls >= 7, what="the live backend keeps polling")
-        assert hung.polls == 1  # polls never overlap: the hung one is still in its first poll
+        # The hung one fails its contact probe every refresh and its poll is abandoned: it
+        # reads UNREACHABLE, and its polls never overlap.
+        await wait_for(pilot, lambda: app.summaries["postgres"].health is Health.UNREACHABLE,
+                       what="the hung backend reads unreachable")
+        assert hung.max_in_flight == 1
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
         await pilot.press("escape")

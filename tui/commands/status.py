@@ -67,16 +67,19 @@ Result = tuple["BackendService", "Snapshot[Any]", "BackendSummary"]
 async def poll_all(config: SfopsConfig, *, timeout: float) -> list[Result]:  # noqa: ASYNC109
     from backends.config import redact_text
     from backends.resilience import PollJob
+    from backends.service import observe, summary_of
     from backends.services import build_services
 
     services = build_services(config)
     secrets = config.secrets()
 
     async def one(service: BackendService) -> Result:
-        job: PollJob[Any] = PollJob(service.name, service.poll, interval=0, timeout=timeout,
+        # The same liveness rule as the TUI: a contact probe beside the poll.
+        job: PollJob[Any] = PollJob(service.name, lambda: observe(service), interval=0,
+                                    timeout=timeout,
                                     redact=lambda text: redact_text(text, secrets))
         snapshot = await job.poll_once()
-        return service, snapshot, service.summarize(snapshot)
+        return service, snapshot, summary_of(service, snapshot)
 
     try:
         return list(await asyncio.gather(*(one(s) for s in services)))
@@ -104,6 +107,7 @@ def exit_code(results: list[Result]) -> int:
 
 def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, Any]:
     from backends.config import redacted
+    from backends.service import wrong_now
     from backends.snapshot import Health
 
     overall = Health.worst(summary.health for _, _, summary in results)
@@ -111,6 +115,10 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
         "health": overall.value,
         "exit_code": code,
         "config": str(config.path),
+        # Unreachable backends and members first, then by severity (as the TUI's list).
+        "wrong_now": [{"source": a.source, "key": a.key, "severity": a.severity.name.lower(),
+                       "unreachable": a.unreachable, "message": a.message}
+                      for a in wrong_now(summary for _, _, summary in results)],
         "backends": [
             {
                 "name": summary.name,
@@ -122,7 +130,8 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
                 "figures": [{"label": f.label, "value": f.value, "health": f.health.value}
                             for f in summary.figures],
                 "alerts": [{"key": a.key, "severity": a.severity.name.lower(),
-                            "message": a.message} for a in summary.alerts],
+                            "unreachable": a.unreachable, "message": a.message}
+                           for a in summary.alerts],
                 "breaker": service.breaker.state.value if service.breaker else None,
                 "detail": redacted(snapshot.value) if snapshot.value is not None else None,
             }
@@ -140,12 +149,17 @@ def print_table(results: list[Result], out: TextIO) -> None:
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
         print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]}".rstrip(), file=out)
-    alerts = [a for _, _, s in results for a in s.alerts]
-    if alerts:
-        print("", file=out)
-        for alert in alerts:
-            message = _printable(f"{alert.source}: {alert.message}")
-            print(f"{alert.severity.name.lower():<8}  {message}", file=out)
+    from backends.service import wrong_now
+
+    print("", file=out)
+    print("What is wrong now", file=out)
+    alerts = wrong_now(s for _, _, s in results)
+    if not alerts:
+        print("ok        nothing is wrong right now", file=out)
+    for alert in alerts:
+        message = _printable(f"{alert.source}: {alert.message}")
+        label = "DOWN" if alert.unreachable else alert.severity.name.lower()
+        print(f"{label:<8}  {message}", file=out)
 
 
 def _printable(text: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.text import Text
 
 from backends.resilience import BreakerState
-from backends.service import Alert, BackendSummary, Severity, since_text
+from backends.service import Alert, BackendSummary, Severity, alert_order, since_text
 from backends.snapshot import Health
 
 HEALTH_STYLE = {
@@ -22,6 +22,7 @@ HEALTH_STYLE = {
     Health.DEGRADED: "bold yellow",
     Health.FAILED: "bold red",
     Health.UNKNOWN: "bold grey50",
+    Health.UNREACHABLE: "bold red",
 }
 # Shown beside the colour so health is readable with NO_COLOR or a monochrome terminal.
 HEALTH_BADGE = {
@@ -29,6 +30,7 @@ HEALTH_BADGE = {
     Health.DEGRADED: "▲ DEGRADED",
     Health.FAILED: "✖ FAILED",
     Health.UNKNOWN: "? UNKNOWN",
+    Health.UNREACHABLE: "✖ UNREACHABLE",
 }
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
 SEVERITY_LABEL = {Severity.INFO: "info", Severity.WARNING: "warn", Severity.CRITICAL: "CRIT"}
@@ -55,12 +57,16 @@ def panel_title(
     stale_for: float | None = None,
     breaker: BreakerState | None = None,
 ) -> Text:
-    """"PostgreSQL ● OK · 1s" — plus how stale the shown data is when polls fail, and the
-    circuit breaker when it is not closed."""
+    """"PostgreSQL ● OK · now" — the age is the time since the last successful contact; after
+    a failed one, how old the last known figures are — and the circuit breaker when it is not
+    closed."""
     title = Text(f"{summary.title} ", style="bold")
     title.append_text(badge(summary.health))
-    if summary.error and stale_for is not None:
-        title.append(f" · data {age_text(stale_for)}", style="yellow")
+    if summary.last_known or summary.error:
+        if stale_for is not None:
+            title.append(f" · last known {age_text(stale_for)}", style="yellow")
+        else:
+            title.append(" · never reached", style="yellow")
     elif data_age is not None:
         title.append(f" · {age_text(data_age)}", style="dim")
     if breaker is not None and breaker is not BreakerState.CLOSED:
@@ -73,11 +79,16 @@ def panel_body(summary: BackendSummary, *, width: int = 38) -> Text:
     body = Text(no_wrap=True, overflow="ellipsis")
     for figure in summary.figures:
         body.append(f"{figure.label:<18.18}", style="dim")
-        style = HEALTH_STYLE[figure.health] if figure.health is not Health.OK else ""
-        body.append(Text(figure.value, style=style))
+        if summary.last_known:
+            # From before contact was lost: greyed, and said so, never mistaken for now.
+            body.append(Text(f"{figure.value} (last known)", style="dim italic"))
+        else:
+            style = HEALTH_STYLE[figure.health] if figure.health is not Health.OK else ""
+            body.append(Text(figure.value, style=style))
         body.append("\n")
     if summary.error:
-        body.append(Text(_clip(f"poll: {summary.error}", width), style="red"))
+        label = "unreachable" if summary.health is Health.UNREACHABLE else "poll"
+        body.append(Text(_clip(f"{label}: {summary.error}", width), style="red"))
     return body
 
 
@@ -107,7 +118,8 @@ class AlertTracker:
         for key in current:
             self.first_seen.setdefault(key, now)
         ordered = sorted(
-            current.values(), key=lambda a: (-a.severity, self.first_seen[(a.source, a.key)])
+            current.values(),
+            key=lambda a: (*alert_order(a), self.first_seen[(a.source, a.key)]),
         )
         return [(a, self.first_seen[(a.source, a.key)]) for a in ordered]
 
