@@ -290,6 +290,8 @@ async def call_write(
 
 def describe_error(exc: BaseException) -> str:
     text = str(exc)
+    if text and (isinstance(exc, BackendTimeout) or getattr(exc, "describes_itself", False)):
+        return text  # its message already says what failed and how
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -82,6 +82,8 @@ class ActionSpec:
 class BackendUnreachable(Exception):
     """The backend's reachability probe failed: nothing it showed before can be vouched for."""
 
+    describes_itself = True  # shown as its message, without the class name
+
 
 class BackendService(Protocol):
     """The contract every slice follows.

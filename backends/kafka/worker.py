@@ -71,6 +71,7 @@ EXIT_GRACE = 0.5  # for a child to exit on its own when closed
 CLIENT_MAX_AGE = 600.0
 STDERR_TAIL = 4096
 # One retry: a metadata request that lands on a broker that just died is answered by another.
+SECONDARY_BUDGET = 1.5  # seconds a poll waits, after the metadata, for everything else
 METADATA_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, deadline=6.0)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHILD_CODE = "from backends.kafka.worker import child_main; child_main()"
@@ -453,6 +454,7 @@ class _Session:
         self._created = 0.0
         self._min_isr_cache: dict[str, tuple[int | None, float]] = {}
         self._faults: dict[str, str] = {}  # test hooks: op -> how to fail during it
+        self._last_groups: list[GroupState] = []
         self.ops: dict[str, Callable[..., Awaitable[Any]]] = {
             "ping": self.ping, "read": self.read, "view": self.view, "elect": self.elect,
             "test_fault": self.test_fault,
@@ -535,17 +537,41 @@ class _Session:
             raise
         self.fault("read")  # mid-poll: metadata read, other calls in flight
         problems: list[str] = []
-        min_isr = await admin.min_insync_replicas(sorted(metadata.topics))
+        topics = sorted(metadata.topics)
+        isr_task = asyncio.ensure_future(admin.min_insync_replicas(topics))
+        # The rest is secondary and may be sent to any broker — a hung one answers after the
+        # whole request timeout. Waiting for it would stretch every poll past the liveness
+        # bound, so it gets a short budget and the previous answer is shown, said so.
+        secondary = (cluster_task, groups_task, isr_task)
+        _, late = await asyncio.wait(secondary, timeout=SECONDARY_BUDGET)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        slow = f"no answer within {SECONDARY_BUDGET:g} s (a broker hung?)"
         cluster: ClusterInfo | None = None
-        try:
-            cluster = await cluster_task
-        except Exception as exc:
-            problems.append(f"describe_cluster: {describe_error(exc)}")
+        if cluster_task in late:
+            problems.append(f"describe_cluster: {slow}")
+        else:
+            try:
+                cluster = cluster_task.result()
+            except Exception as exc:
+                problems.append(f"describe_cluster: {describe_error(exc)}")
+        if isr_task in late:
+            cached = admin._min_isr
+            min_isr = {t: cached[t][0] if t in cached else None for t in topics}
+            problems.append(f"topic configs: {slow}; cached values shown")
+        else:
+            min_isr = isr_task.result()
         unknown = sum(v is None for v in min_isr.values())
         if unknown:
             problems.append(f"topic configs: min.insync.replicas unknown for {unknown} topic(s)")
-        groups, group_problems = await groups_task
-        problems += group_problems
+        if groups_task in late:
+            groups = self._last_groups
+            problems.append(f"consumer groups: {slow}; the previous read is shown")
+        else:
+            groups, group_problems = groups_task.result()
+            problems += group_problems
+            self._last_groups = groups
         if problems:
             self.recycle()  # start the next poll with a client that has no stale view
         return ClusterRead(view_from_metadata(metadata, min_isr), cluster, tuple(groups),

@@ -129,7 +129,7 @@ class NginxService:
         except Exception as exc:
             return f"nginx master process: {describe_error(exc)}"
         state = result.stdout.strip()
-        if result.exit_status != 0 or not state:
+        if result.exit_status != 0 or not state or state.startswith("Z"):
             return f"nginx master process {pid_text} is not running"
         if state.startswith("T"):
             return f"nginx master process {pid_text} is stopped (state {state})"
@@ -137,7 +137,9 @@ class NginxService:
 
     async def _answers(self, url: str) -> str | None:
         try:
-            response = await self.client.get(url, timeout=self.contact_timeout)
+            # A little under the contact budget, so the master's state (gone or stopped,
+            # checked at the same time) is what the operator reads, not a bare timeout.
+            response = await self.client.get(url, timeout=self.contact_timeout * 0.75)
         except Exception as exc:
             return f"nginx at {url}: {describe_error(exc)}"
         if response.status_code >= 500:

@@ -68,6 +68,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument("name")
     start.set_defaults(func=_start)
 
+    hang = actions.add_parser(
+        "hang", help="SIGSTOP one component's processes: a hung server (undo with resume)")
+    hang.add_argument("name")
+    hang.set_defaults(func=_hang)
+
+    resume = actions.add_parser("resume", help="SIGCONT one component's processes")
+    resume.add_argument("name")
+    resume.set_defaults(func=_resume)
+
     down = actions.add_parser("down", help="stop every component")
     down.set_defaults(func=_down)
 
@@ -136,6 +145,24 @@ def _start(args: argparse.Namespace) -> int:
 
     row = ops.start(_open(args), args.name)
     print(f"{row['name']}: {row['state']} (pid {row['pid']}) at {row['address']}")
+    return exitcodes.OK
+
+
+@_guard
+def _hang(args: argparse.Namespace) -> int:
+    from deploy.lab import faults
+
+    pids = faults.hang(_open(args), args.name)
+    print(f"{args.name}: hung (SIGSTOP to pid {', '.join(map(str, pids))})")
+    return exitcodes.OK
+
+
+@_guard
+def _resume(args: argparse.Namespace) -> int:
+    from deploy.lab import faults
+
+    pids = faults.resume(_open(args), args.name)
+    print(f"{args.name}: resumed (SIGCONT to pid {', '.join(map(str, pids))})")
     return exitcodes.OK
 
 
