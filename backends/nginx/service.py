@@ -39,11 +39,13 @@ from backends.snapshot import Health, Snapshot
 
 T = TypeVar("T")
 
-PROBE_TIMEOUT = 2.0
+PROBE_TIMEOUT = 1.5
 HTTP_TIMEOUT = 3.0
 # One retry: a single dropped SYN should not flip a member to failing, but a dead member must
 # show as failing within one refresh interval.
-PROBE_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, deadline=2.5)
+# The whole probe fits in the contact budget (CONTACT_TIMEOUT): a hung member reads as failing
+# within the same liveness bound as a hung backend.
+PROBE_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, deadline=2.0)
 # A member's breaker lets a probe through on every refresh once open: a member that is back
 # must read as up within the liveness bound, not after a long reset timeout. (It still spares
 # the member the retry within one poll.)
@@ -155,7 +157,7 @@ class NginxService:
 
         try:
             response = await call_read(get, PROBE_POLICY, what=f"GET {url}",
-                                       timeout=PROBE_TIMEOUT + 0.5,
+                                       timeout=PROBE_TIMEOUT,
                                        breaker=self._breaker(f"probe:{url}",
                                                              reset_timeout=PROBE_RESET))
         except Exception as exc:
