@@ -95,9 +95,13 @@ class BackendScreen(Screen[None]):
             title.append("  waiting for the first poll…", style="dim")
             self.query_one("#screen-title", Static).update(title)
             return
-        title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
         if snapshot.error:
-            title.append(f"  poll failing: {snapshot.error}", style="red")
+            # No contact: the rows below are the last known state, never "now".
+            title.append("  ✖ UNREACHABLE", style="bold red")
+            title.append(f"  last known {age_text(snapshot.stale_for())}", style="yellow")
+            title.append(f"  {' '.join(snapshot.error.split())}", style="red")
+        else:
+            title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
         self.query_one("#screen-title", Static).update(title)
         rows = self.rows(snapshot)
         if self.filter_text:
