@@ -79,7 +79,8 @@ class BackendPanel(Vertical):
             )
         )
         self.query_one(".panel-title", Static).update(title)
-        self.query_one(".panel-body", Static).update(panel_body(summary))
+        self.query_one(".panel-body", Static).update(
+            panel_body(summary, stale_for=snapshot.stale_for()))
         if summary.spark_value is not None:
             self.history.append(summary.spark_value)
             self.query_one(".panel-spark", Sparkline).data = list(self.history)

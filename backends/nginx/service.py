@@ -123,9 +123,13 @@ class NginxService:
             return None
         try:
             data = await self.executor.read_file(self.config.pid_file)
-            pid_text = data.decode("ascii", "replace").strip()
-            if not pid_text.isdigit():
-                return f"nginx pid file {self.config.pid_file}: no pid"
+        except Exception as exc:
+            return (f"no nginx master: pid file {self.config.pid_file} unreadable "
+                    f"({describe_error(exc)})")
+        pid_text = data.decode("ascii", "replace").strip()
+        if not pid_text.isdigit():
+            return f"nginx pid file {self.config.pid_file}: no pid"
+        try:
             result = await self.executor.run(["ps", "-o", "stat=", "-p", pid_text],
                                              timeout=self.contact_timeout)
         except Exception as exc:

@@ -63,32 +63,35 @@ def panel_title(
     title = Text(f"{summary.title} ", style="bold")
     title.append_text(badge(summary.health))
     if summary.last_known or summary.error:
-        if stale_for is not None:
-            title.append(f" · last known {age_text(stale_for)}", style="yellow")
-        else:
-            title.append(" · never reached", style="yellow")
+        pass  # how old the last known figures are heads the body: the title has no room
     elif data_age is not None:
         title.append(f" · {age_text(data_age)}", style="dim")
-    if breaker is not None and breaker is not BreakerState.CLOSED:
+    if (breaker is not None and breaker is not BreakerState.CLOSED
+            and summary.health is not Health.UNREACHABLE):  # implied, and no room for it
         title.append(f" · breaker {breaker.value}", style="yellow")
     return title
 
 
-def panel_body(summary: BackendSummary, *, width: int = 38) -> Text:
-    """Key figures, one per line, then the last poll's error (if any)."""
+def panel_body(summary: BackendSummary, *, stale_for: float | None = None,
+               width: int = 35) -> Text:
+    """Key figures, one per line, then the last poll's error (if any). After a failed
+    contact the figures are from before it: a first line says how old they are, and they
+    are greyed, so they are never mistaken for now."""
     body = Text(no_wrap=True, overflow="ellipsis")
+    if summary.last_known:
+        when = f"last known {age_text(stale_for)}" if stale_for is not None else "never reached"
+        body.append(_clip(f"{when}: {summary.error or 'no contact'}", width) + "\n",
+                    style="yellow")
     for figure in summary.figures:
         body.append(f"{figure.label:<18.18}", style="dim")
         if summary.last_known:
-            # From before contact was lost: greyed, and said so, never mistaken for now.
-            body.append(Text(f"{figure.value} (last known)", style="dim italic"))
+            body.append(Text(figure.value, style="dim italic"))
         else:
             style = HEALTH_STYLE[figure.health] if figure.health is not Health.OK else ""
             body.append(Text(figure.value, style=style))
         body.append("\n")
-    if summary.error:
-        label = "unreachable" if summary.health is Health.UNREACHABLE else "poll"
-        body.append(Text(_clip(f"{label}: {summary.error}", width), style="red"))
+    if summary.error and not summary.last_known:
+        body.append(Text(_clip(f"poll: {summary.error}", width), style="red"))
     return body
 
 
