@@ -71,6 +71,8 @@ def _kafka_bootstrap(lab: Lab) -> str:
 
 
 COMPONENTS: list[Component] = [ApiWorker(name) for name in WORKERS]
+# Each worker drains on its own for up to SHUTDOWN_GRACE_SECONDS: no reason to queue them.
+STOP_WAVES = [list(WORKERS)]
 
 
 def sfops_config(lab: Lab) -> dict[str, Any]:

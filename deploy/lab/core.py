@@ -8,7 +8,6 @@ call), never assumed after a sleep.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from deploy.lab import procs
 
 DEFAULT_PORT_BASE = 15400
 STATE_FILE = "lab.json"
@@ -139,22 +140,19 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def pid_alive(pid: int) -> bool:
+    """The process has not exited (a zombie leader whose threads still run has not)."""
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
         _CHILDREN.pop(pid, None)
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # Field 3 is the state; a zombie has exited already.
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return procs.pid_running(pid)
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of a process this Python process started (no zombie stays)."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        _CHILDREN.pop(pid, None)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -266,28 +264,29 @@ class Component:
                 )
             time.sleep(0.2)
 
-    def stop(self, lab: Lab, *, kill: bool = False) -> None:
+    def stop_grace(self, lab: Lab) -> tuple[float, str]:
+        """Seconds a clean stop may take before the rest is SIGKILLed, and why a kill would be
+        expected (empty: it would be a surprise). Pure: the lab also calls it to show the plan."""
+        return self.stop_timeout, ""
+
+    def stop(self, lab: Lab, *, kill: bool = False,
+             wait_for_reaping: bool = True) -> procs.StopResult:
+        """Stop the component; return once every process of it has exited (the main process,
+        its workers and children, its process group), SIGKILLing what outlives the grace
+        period. ``kill``: SIGKILL them all at once, a crash. See procs.stop_family."""
         pid = self.pid(lab)
         if pid is None:
-            return
-        try:
-            if kill:
-                # A crash: the whole process group dies at once, no clean shutdown.
-                _kill_group(pid)
-            else:
-                os.kill(pid, self.stop_signal)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + (2.0 if kill else self.stop_timeout)
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            _kill_group(pid)
-            while pid_alive(pid):
-                time.sleep(0.05)
-        # Leftover children in the group (workers of a killed master) go too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+            return procs.StopResult(self.name, was_running=False)
+        grace, note = self.stop_grace(lab)
+        return procs.stop_family(self.name, pid, stop_signal=self.stop_signal,
+                                 grace_seconds=grace, kill=kill, note=note,
+                                 cap=lambda: self.stop_grace_cap(lab), on_exit=reap,
+                                 wait_for_reaping=wait_for_reaping)
+
+    def stop_grace_cap(self, lab: Lab) -> tuple[float, str] | None:
+        """Asked while a stop waits: ``(seconds from now, why)`` when the component can no
+        longer stop cleanly and the rest of its grace would only be wasted."""
+        return None
 
     def status(self, lab: Lab) -> dict[str, Any]:
         pid = self.pid(lab)
@@ -298,16 +297,6 @@ class Component:
             "pid": pid,
             "address": self.address(lab),
         }
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the process group led by ``pid``, or just ``pid`` when it leads none
-    (a postmaster restarted by ``pg_ctl`` is not a group leader)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def tail_log(lab: Lab, name: str, lines: int = 8) -> str:

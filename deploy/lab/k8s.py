@@ -247,6 +247,8 @@ COMPONENTS: list[Component] = [
     KubeScheduler(),
     Kwok(),
 ]
+# The API server's clients first (together: none needs another to shut down), etcd last.
+STOP_WAVES = [["kwok", "kube-scheduler", "kube-controller-manager"], ["kube-apiserver"], ["etcd"]]
 
 
 # -- sfops configuration -----------------------------------------------------------------------

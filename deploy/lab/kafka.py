@@ -50,6 +50,7 @@ REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2
 REQUEST_TIMEOUT = 5.0
 LAST_NODE_STOP_TIMEOUT = 5.0
+QUORUM_GONE_STOP_TIMEOUT = 15.0
 
 # Small heaps: the whole lab (PostgreSQL, Kafka, Kubernetes, API) shares 2 cores and 24 GiB.
 HEAP_OPTS = ["-Xms128m", "-Xmx384m"]
@@ -405,20 +406,24 @@ class KafkaNode(Component):
                     f"({APP_TOPIC_PARTITIONS} partitions, RF {REPLICATION_FACTOR})"
                 )
 
-    def stop(self, lab: Lab, *, kill: bool = False) -> None:
+    def stop_grace(self, lab: Lab) -> tuple[float, str]:
         others = [n for n in NODES_COMPONENTS if n is not self and n.running(lab)]
-        if kill or others or not self.running(lab):
-            super().stop(lab, kill=kill)
-            return
+        if others:
+            return self.stop_timeout, ""
         # The last node: no controller quorum is left to grant its controlled shutdown, so
         # Kafka would wait for one forever. Give it a moment, then kill it; the page cache
         # survives a SIGKILL, so this costs a log recovery on the next start, never data.
-        lab.progress(f"{self.name}: last node, no quorum to grant a controlled shutdown")
-        self.stop_timeout = LAST_NODE_STOP_TIMEOUT
-        try:
-            super().stop(lab)
-        finally:
-            self.stop_timeout = type(self).stop_timeout
+        # (`lab down` avoids this by stopping the nodes together while the quorum stands.)
+        return LAST_NODE_STOP_TIMEOUT, "last node, no quorum to grant a controlled shutdown"
+
+    def stop_grace_cap(self, lab: Lab) -> tuple[float, str] | None:
+        # Stopped together with the others (`lab down`), a node can be left alone mid-shutdown
+        # when they finish first. The active controller's own clean exit then still takes
+        # about 5 s (it gives up leadership with nobody to hand it to), so allow that, but
+        # not the full minute.
+        if any(n is not self and n.running(lab) for n in NODES_COMPONENTS):
+            return None
+        return QUORUM_GONE_STOP_TIMEOUT, "the other nodes stopped first, leaving no quorum"
 
     def status(self, lab: Lab) -> dict[str, Any]:
         return {
@@ -474,6 +479,9 @@ class KafkaConsumerProcess(Component):
 
 NODES_COMPONENTS: list[KafkaNode] = [KafkaNode(name) for name in NODES]
 COMPONENTS: list[Component] = [*NODES_COMPONENTS, KafkaConsumerProcess()]
+# The nodes stop together: while they shut down the controller quorum still stands, so each
+# gets its controlled shutdown granted (one by one, the last would have none and be killed).
+STOP_WAVES = [["kafka-consumer"], list(NODES)]
 
 
 def sfops_config(lab: Lab) -> dict[str, Any]:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
+import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import tomli_w
 
-from deploy.lab import registry
+from deploy.lab import procs, registry
 from deploy.lab.core import Component, Lab, LabError, write_atomic
+from deploy.lab.procs import StopResult
 
 OPERATOR_USER = "sfops-lab"
+# While components are stopping, say which and for how long this often.
+HEARTBEAT_SECONDS = 2.0
 
 
 def up(lab: Lab, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -53,19 +59,118 @@ def start(lab: Lab, name: str) -> dict[str, Any]:
 
 
 def stop(lab: Lab, name: str, *, kill: bool = False) -> dict[str, Any]:
+    """Stop one component; returns its status row with ``stop``: how it stopped."""
     component = registry.by_name(name)
-    lab.progress(f"{name}: {'killing (SIGKILL)' if kill else 'stopping'}")
-    component.stop(lab, kill=kill)
-    return component.status(lab)
+    report = _stop(lab, [[[component]]], kill=kill)
+    return {**component.status(lab), "stop": report["stopped"][0]}
 
 
-def down(lab: Lab) -> list[dict[str, Any]]:
-    components = list(reversed(registry.all_components()))
-    running = [c for c in components if c.running(lab)]
-    for index, component in enumerate(running, 1):
-        lab.progress(f"[{index}/{len(running)}] {component.name}: stopping")
-        component.stop(lab)
-    return status(lab)
+def down(lab: Lab) -> dict[str, Any]:
+    """Stop every running component; return once all their processes have exited.
+
+    Groups stop concurrently, except that a group waits for the groups that use it
+    (``registry.USED_BY``); inside a group, components stop in its ``STOP_WAVES``. The report:
+    ``stopped`` (each component's :class:`StopResult` as JSON), ``killed`` (components that
+    had to be SIGKILLed), ``left`` (still running: should never happen), ``components``."""
+    running = [c for c in registry.all_components() if c.running(lab)]
+    groups: dict[str, list[Component]] = {}
+    for component in running:
+        groups.setdefault(component.group, []).append(component)
+    plan = {group: registry.stop_waves(group, members) for group, members in groups.items()}
+    report = _stop(lab, list(plan.values()), after={
+        index: [list(plan).index(user) for user in registry.USED_BY.get(group, ())
+                if user in plan]
+        for index, group in enumerate(plan)})
+    if report["stopped"]:
+        lab.progress(_summary_line("lab down", report))
+    return report
+
+
+def _summary_line(what: str, report: dict[str, Any]) -> str:
+    line = f"{what}: {len(report['stopped'])} component(s) stopped in {report['seconds']:.1f}s"
+    if report["killed"]:
+        line += f"; had to SIGKILL: {', '.join(report['killed'])}"
+    if report["left"]:
+        line += f"; STILL RUNNING: {', '.join(report['left'])}"
+    return line
+
+
+def _stop(lab: Lab, chains: list[list[list[Component]]], *, kill: bool = False,
+          after: dict[int, list[int]] | None = None) -> dict[str, Any]:
+    """Run ``chains`` concurrently (each a list of waves; a wave's components stop together),
+    chain ``i`` starting once the chains in ``after[i]`` are done. Shows a line when each
+    component starts and ends stopping and, while any is still stopping, every
+    HEARTBEAT_SECONDS which ones and for how long."""
+    started = time.monotonic()
+    total = sum(len(wave) for chain in chains for wave in chain)
+    lock = threading.Lock()
+    results: list[StopResult] = []
+    stopping: dict[str, tuple[float, float]] = {}  # name -> (started, grace)
+    done = [threading.Event() for _ in chains]
+
+    def say(message: str) -> None:
+        with lock:
+            lab.progress(message)
+
+    def stop_one(component: Component) -> None:
+        grace, note = (0.0, "") if kill else component.stop_grace(lab)
+        with lock:
+            stopping[component.name] = (time.monotonic(), grace)
+        how = "killing (SIGKILL)" if kill else (
+            f"stopping ({signal.Signals(component.stop_signal).name}, SIGKILL after "
+            f"{grace:.0f}s{': ' + note if note else ''})")
+        if component.running(lab):
+            say(f"{component.name}: {how}")
+        try:
+            # Reaping is awaited once for all at the end: the next wave need not wait for it.
+            result = component.stop(lab, kill=kill, wait_for_reaping=False)
+        finally:
+            with lock:
+                stopping.pop(component.name, None)
+        with lock:
+            results.append(result)
+            count = len(results)
+        say(f"[{count}/{total}] {result.describe()}")
+
+    def run_chain(index: int) -> None:
+        try:
+            for before in (after or {}).get(index, ()):
+                done[before].wait()
+            for wave in chains[index]:
+                if len(wave) == 1:
+                    stop_one(wave[0])
+                    continue
+                with ThreadPoolExecutor(len(wave)) as pool:
+                    for future in [pool.submit(stop_one, c) for c in wave]:
+                        future.result()
+        finally:
+            done[index].set()  # even on failure: a chain waiting for this one must not hang
+
+    with ThreadPoolExecutor(max(1, len(chains))) as pool:
+        futures = [pool.submit(run_chain, i) for i in range(len(chains))]
+        while wait(futures, timeout=HEARTBEAT_SECONDS).not_done:
+            with lock:
+                waiting = sorted(stopping.items())
+                count = len(results)
+            if waiting:
+                now = time.monotonic()
+                say(f"{count}/{total} stopped; waiting for " + ", ".join(
+                    f"{name} ({now - since:.0f}s" + (f" of {grace:.0f}s)" if grace else ")")
+                    for name, (since, grace) in waiting))
+        for future in futures:
+            future.result()  # a LabError (or a bug) in a stop surfaces here
+    results = procs.wait_reaped(results)
+    for result in results:
+        if result.unreaped:
+            lab.progress(f"{result.name}: exited, but not yet reaped by its parent: pid "
+                         f"{', '.join(map(str, result.unreaped))}")
+    return {
+        "seconds": round(time.monotonic() - started, 3),
+        "stopped": [r.to_json() for r in results],
+        "killed": [r.name for r in results if r.had_to_kill],
+        "left": [r.name for r in results if r.left],
+        "components": status(lab),
+    }
 
 
 def status(lab: Lab) -> list[dict[str, Any]]:

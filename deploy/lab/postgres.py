@@ -250,6 +250,9 @@ class ReplicaMember(PostgresMember):
 PG1 = PrimaryMember("pg-1")
 PG2 = ReplicaMember("pg-2", PG1)
 COMPONENTS: list[Component] = [PG1, PG2]
+# Both fast shutdowns are clean on their own; a standby that disconnects first just resumes
+# from its last received WAL on the next start.
+STOP_WAVES = [["pg-1", "pg-2"]]
 
 
 def conninfo_for_app(lab: Lab) -> str:

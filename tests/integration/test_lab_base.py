@@ -18,9 +18,13 @@ import pytest
 
 from deploy.lab import ops
 from deploy.lab.core import Lab, pid_alive
+from tests.conftest import TEST_PORT_BASE
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+# A separate small lab: its own ports, clear of the session lab's (offsets 0..48) and of other
+# checkouts' test labs (each has its own SFOPS_TEST_PORT_BASE).
+PORT_BASE = TEST_PORT_BASE + 50
 
 
 def superuser(lab, member: str) -> psycopg.Connection:
@@ -138,7 +142,7 @@ def open_tmp_dir():
 
 def test_lab_down_leaves_no_process(open_tmp_dir):
     """A separate small lab (own dir and ports) so the session lab keeps running."""
-    lab = Lab.open(open_tmp_dir / "lab", port_base=18400)
+    lab = Lab.open(open_tmp_dir / "lab", port_base=PORT_BASE)
     lab.progress = lambda message: None
     ops.up(lab, ["pg", "nginx", "sshd"])
     pids = [row["pid"] for row in ops.status(lab) if row["state"] == "running"]
@@ -148,4 +152,4 @@ def test_lab_down_leaves_no_process(open_tmp_dir):
     # nothing left listening either
     for offset in (0, 10, 11, 20):
         with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", 18400 + offset)) != 0
+            assert probe.connect_ex(("127.0.0.1", PORT_BASE + offset)) != 0

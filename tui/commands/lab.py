@@ -62,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stop.add_argument(
         "--kill", action="store_true", help="SIGKILL the process group (a crash), no clean shutdown"
     )
+    stop.add_argument("--json", action="store_true", help="how it stopped, as JSON")
     stop.set_defaults(func=_stop)
 
     start = actions.add_parser("start", help="start one component and wait until it is ready")
@@ -77,7 +78,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     resume.add_argument("name")
     resume.set_defaults(func=_resume)
 
-    down = actions.add_parser("down", help="stop every component")
+    down = actions.add_parser(
+        "down",
+        help="stop every component; returns when all their processes have exited",
+        description="Stop every running component (groups in parallel) and wait until each of "
+        "their processes has exited; what outlives its grace period is SIGKILLed and named. "
+        "Exit 0 when nothing is left running.",
+    )
+    down.add_argument("--json", action="store_true", help="the stop report as JSON")
     down.set_defaults(func=_down)
 
 
@@ -135,8 +143,15 @@ def _stop(args: argparse.Namespace) -> int:
     from deploy.lab import ops
 
     row = ops.stop(_open(args), args.name, kill=args.kill)
-    print(f"{row['name']}: {row['state']}")
-    return exitcodes.OK
+    code = exitcodes.DEGRADED if row["stop"]["left_pids"] else exitcodes.OK
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return code
+    line = f"{row['name']}: {row['state']}"
+    if row["stop"]["had_to_kill"]:
+        line += f" (had to SIGKILL pid {', '.join(map(str, row['stop']['killed_pids']))})"
+    print(line)
+    return code
 
 
 @_guard
@@ -170,10 +185,16 @@ def _resume(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from deploy.lab import ops
 
-    rows = ops.down(_open(args))
-    left = [r["name"] for r in rows if r["state"] == "running"]
-    if left:
-        print(f"still running: {', '.join(left)}")
-        return exitcodes.DEGRADED
+    report = ops.down(_open(args))
+    left = [r["name"] for r in report["components"] if r["state"] == "running"]
+    code = exitcodes.DEGRADED if left or report["left"] else exitcodes.OK
+    if args.json:
+        print(json.dumps({**report, "down": code == exitcodes.OK}, indent=2))
+        return code
+    if report["killed"]:
+        print(f"had to SIGKILL: {', '.join(report['killed'])}")
+    if left or report["left"]:
+        print(f"still running: {', '.join(sorted(set(left) | set(report['left'])))}")
+        return code
     print("lab is down")
-    return exitcodes.OK
+    return code
