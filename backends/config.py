@@ -166,6 +166,10 @@ class KafkaConfig:
     bootstrap_servers: str
     consumer_groups: tuple[str, ...] = ()
     request_timeout: float = 5.0
+    # Leadership imbalance that a preferred election would fix is a warning above these
+    # (backends.kafka.model.LeaderBalanceLimits says why both default to 0).
+    max_not_preferred_leaders: int = 0
+    max_leader_skew: int = 0
 
 
 @dataclass(frozen=True)
@@ -526,6 +530,8 @@ def _kafka(root: _Reader) -> KafkaConfig | None:
         bootstrap_servers=servers,
         consumer_groups=table.strings("consumer_groups", ()),
         request_timeout=table.number("request_timeout", 5.0),
+        max_not_preferred_leaders=table.integer("max_not_preferred_leaders", 0),
+        max_leader_skew=table.integer("max_leader_skew", 0),
     )
     table.finish()
     return config

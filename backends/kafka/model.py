@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from backends.config import KafkaConfig
 from backends.service import Alert, BackendSummary, Figure, Severity
 from backends.snapshot import Health
 
@@ -95,6 +96,14 @@ class PartitionState:
         """Led, but not by its first replica (what a preferred election would fix)."""
         return not self.offline and bool(self.replicas) and self.leader != self.replicas[0]
 
+    @property
+    def electable(self) -> bool:
+        """Not on its preferred leader, and a preferred election would move it now: the
+        preferred replica is in sync (the controller elects only from the ISR). One whose
+        preferred replica is down or catching up waits for it; the broker-down and URP alerts
+        already say why."""
+        return self.not_preferred and self.preferred_leader in self.isr
+
 
 @dataclass(frozen=True)
 class TopicState:
@@ -170,6 +179,7 @@ class PartitionCounts:
     under_min_isr: int = 0
     at_min_isr: int = 0
     not_preferred: int = 0
+    electable: int = 0  # of not_preferred: a preferred election would move them now
 
 
 @dataclass(frozen=True)
@@ -243,7 +253,7 @@ def _skew(values: Iterable[int]) -> int:
 
 
 def count_partitions(partitions: Iterable[PartitionState]) -> PartitionCounts:
-    total = offline = urp = under_min = at_min = not_preferred = 0
+    total = offline = urp = under_min = at_min = not_preferred = electable = 0
     for p in partitions:
         total += 1
         offline += p.offline
@@ -251,7 +261,93 @@ def count_partitions(partitions: Iterable[PartitionState]) -> PartitionCounts:
         under_min += p.under_min_isr
         at_min += p.at_min_isr
         not_preferred += p.not_preferred
-    return PartitionCounts(total, total - offline, offline, urp, under_min, at_min, not_preferred)
+        electable += p.electable
+    return PartitionCounts(total, total - offline, offline, urp, under_min, at_min, not_preferred,
+                           electable)
+
+
+@dataclass(frozen=True)
+class LeaderBalanceLimits:
+    """When leadership counts as unbalanced: ``[kafka] max_not_preferred_leaders`` and
+    ``max_leader_skew`` (README, Configuration). Both default to 0: with
+    ``auto.leader.rebalance.enable=false`` (the lab's setting, and common where elections are
+    run by hand) leadership moved by a restart never comes back by itself, so any partition an
+    election would move is worth a warning. Clusters that rebalance on their own (Kafka's
+    default tolerates 10% per broker, checked every 5 minutes) may raise them."""
+
+    max_not_preferred_leaders: int = 0
+    max_leader_skew: int = 0
+
+    @classmethod
+    def of(cls, config: KafkaConfig) -> LeaderBalanceLimits:
+        return cls(config.max_not_preferred_leaders, config.max_leader_skew)
+
+
+@dataclass(frozen=True)
+class LeaderBalance:
+    """Leadership as it is and as a preferred election would leave it, over the brokers that
+    are up (a down broker leads nothing and can be elected nowhere)."""
+
+    electable: tuple[PartitionState, ...]  # off their preferred leader; an election moves them
+    waiting: int  # off their preferred leader, whose preferred replica is down or not in sync
+    leaders: dict[int, int]  # broker id -> partitions it leads now
+    leaders_after_election: dict[int, int]
+
+    @property
+    def skew(self) -> int:
+        return _skew(self.leaders.values())
+
+    @property
+    def skew_after_election(self) -> int:
+        return _skew(self.leaders_after_election.values())
+
+
+def leader_balance(status: KafkaStatus) -> LeaderBalance:
+    up = [b.broker_id for b in status.brokers if b.up]
+    leaders = dict.fromkeys(up, 0)
+    after = dict.fromkeys(up, 0)
+    electable: list[PartitionState] = []
+    waiting = 0
+    for p in status.partitions():
+        if p.offline:
+            continue
+        if p.leader in leaders:
+            leaders[p.leader] += 1
+        # The ISR lags a broker's death by up to the session timeout: trust it only for a
+        # broker that is up.
+        movable = p.electable and p.preferred_leader in leaders
+        if movable:
+            electable.append(p)
+        elif p.not_preferred:
+            waiting += 1
+        new_leader = p.preferred_leader if movable else p.leader
+        if new_leader in after:
+            after[new_leader] += 1
+    return LeaderBalance(tuple(electable), waiting, leaders, after)
+
+
+def imbalance_alert(status: KafkaStatus, limits: LeaderBalanceLimits) -> Alert | None:
+    """A warning when a preferred election would fix leadership that is off by more than the
+    limits allow. Skew that an election would not reduce is left alone: it comes from the
+    replica assignment (a drained broker is last everywhere on purpose), and partitions whose
+    preferred replica is down are the broker-down alert's business, not a second warning."""
+    balance = leader_balance(status)
+    too_many = len(balance.electable) > limits.max_not_preferred_leaders
+    skewed = (balance.skew > limits.max_leader_skew
+              and balance.skew_after_election < balance.skew)
+    if not (too_many or skewed):
+        return None
+    per_broker = " ".join(f"{b}:{n}" for b, n in sorted(balance.leaders.items()))
+    message = (
+        f"{len(balance.electable)} partition(s) not on their preferred leader, leader skew "
+        f"{balance.skew} ({balance.skew_after_election} after a preferred election): run "
+        f"`sfops kafka elect-leaders` — leaders per broker {per_broker}; limits "
+        f"{limits.max_not_preferred_leaders} not preferred, skew {limits.max_leader_skew}")
+    if balance.waiting:
+        message += f"; {balance.waiting} more wait for their preferred replica to be in sync"
+    if balance.electable:
+        message += f"; {_names(list(balance.electable))}"
+    return Alert(ALERT_SOURCE, "leader-imbalance", Severity.WARNING, message)
 
 
 def tally_brokers(
@@ -286,7 +382,8 @@ def _names(partitions: Sequence[PartitionState]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def health_and_alerts(status: KafkaStatus) -> tuple[Health, list[Alert]]:
+def health_and_alerts(status: KafkaStatus, limits: LeaderBalanceLimits = LeaderBalanceLimits()
+                      ) -> tuple[Health, list[Alert]]:
     alerts: list[Alert] = []
     healths = [Health.OK]
 
@@ -318,6 +415,9 @@ def health_and_alerts(status: KafkaStatus) -> tuple[Health, list[Alert]]:
     if urp:
         alert("partitions-under-replicated", Severity.WARNING,
               f"{len(urp)} partition(s) under-replicated: {_names(urp)}")
+    if (imbalance := imbalance_alert(status, limits)) is not None:
+        alerts.append(imbalance)
+        healths.append(Health.DEGRADED)
     for group in status.groups:
         if group.error:
             alert(f"group-error:{group.group_id}", Severity.WARNING,
@@ -332,9 +432,9 @@ def health_and_alerts(status: KafkaStatus) -> tuple[Health, list[Alert]]:
     return Health.worst(healths), alerts
 
 
-def summarize_status(status: KafkaStatus, title: str = "Kafka",
-                     error: str | None = None) -> BackendSummary:
-    health, alerts = health_and_alerts(status)
+def summarize_status(status: KafkaStatus, title: str = "Kafka", error: str | None = None,
+                     limits: LeaderBalanceLimits = LeaderBalanceLimits()) -> BackendSummary:
+    health, alerts = health_and_alerts(status, limits)
     counts = status.counts
     worst = status.worst_group
     figures = [

@@ -244,14 +244,54 @@ def test_killed_broker_shows_urp_then_recovers_and_elect_restores_preference(hea
     status, summary, _ = wait_for(
         config, lambda s, _: s.brokers_up == 3 and s.counts.under_replicated == 0, 120,
         "healthy after restart")
-    assert summary.health is Health.OK
     assert status.counts.not_preferred > 0  # broker 2's partitions are led elsewhere
+    # ... which is all that is wrong, and an election fixes it.
+    assert summary.health is Health.DEGRADED
+    assert [a.key for a in summary.alerts] == ["leader-imbalance"]
     code, data = sfops_json(lab, "elect-leaders", "--yes")
     assert code == 0, data
     assert data["outcome"] == "succeeded"
-    status, _, _ = poll(config)
+    status, summary, _ = poll(config)
     assert status.counts.not_preferred == 0
     assert status.broker(2).leaders > 0
+    assert summary.health is Health.OK
+
+
+def test_leadership_imbalance_warns_until_elect_leaders(healthy_cluster):
+    """A clean restart of broker 2: its controlled shutdown hands its leaderships to 1 and 3,
+    and with auto.leader.rebalance.enable=false they stay there once it is back in sync."""
+    lab = healthy_cluster
+    config = lab.config()
+    lab.stop("kafka-2")
+    _, summary, _ = wait_for(config, lambda s, _: not s.broker(2).up, 30, "broker 2 down")
+    # While it is down nothing can be elected back to it: the broker-down alert says it all.
+    assert "broker-down:2" in {a.key for a in summary.alerts}
+    assert "leader-imbalance" not in {a.key for a in summary.alerts}
+    lab.start("kafka-2")
+    wait_for(config, lambda s, _: s.brokers_up == 3 and s.counts.under_replicated == 0
+             and s.counts.electable > 0, 120, "broker 2 back in sync, leading less")
+
+    code, data = sfops_json(lab, "status")
+    assert code == 1, data  # degraded
+    assert data["health"] == "degraded"
+    counts = data["status"]["counts"]
+    alerts = {a["key"]: a for a in data["alerts"]}
+    assert list(alerts) == ["leader-imbalance"], data["alerts"]
+    alert = alerts["leader-imbalance"]
+    assert alert["severity"] == "warning"
+    assert alert["message"].startswith(
+        f"{counts['electable']} partition(s) not on their preferred leader, leader skew ")
+    assert "run `sfops kafka elect-leaders`" in alert["message"]
+    leaders = {b["broker_id"]: b["leaders"] for b in data["status"]["brokers"]}
+    assert f"leaders per broker 1:{leaders[1]} 2:{leaders[2]} 3:{leaders[3]}" in alert["message"]
+
+    code, data = sfops_json(lab, "elect-leaders", "--yes")
+    assert code == 0, data
+    code, data = sfops_json(lab, "status")
+    assert code == 0, data
+    assert data["health"] == "ok"
+    assert "leader-imbalance" not in {a["key"] for a in data["alerts"]}
+    assert data["status"]["counts"]["not_preferred"] == 0
 
 
 def test_drain_with_acks_all_producer_then_restart_and_undrain(healthy_cluster):

@@ -189,6 +189,31 @@ namespaces = []
     assert len(problems) == 8  # all reported in one pass
 
 
+def test_kafka_leader_balance_limits(tmp_path: Path) -> None:
+    config = load(write(tmp_path, """
+[kafka]
+bootstrap_servers = "a:1"
+max_not_preferred_leaders = 10
+max_leader_skew = 4
+"""))
+    assert config.kafka is not None
+    assert (config.kafka.max_not_preferred_leaders, config.kafka.max_leader_skew) == (10, 4)
+    defaults = load(write(tmp_path, '[kafka]\nbootstrap_servers = "a:1"\n')).kafka
+    assert defaults is not None
+    assert (defaults.max_not_preferred_leaders, defaults.max_leader_skew) == (0, 0)
+    problems = errors_of(tmp_path, """
+[kafka]
+bootstrap_servers = "a:1"
+max_not_preferred_leaders = -1
+max_leader_skew = "high"
+""")
+    path = tmp_path / "sfops.toml"
+    assert problems == [
+        f"{path}: kafka.max_not_preferred_leaders: must be >= 0, got -1",
+        f"{path}: kafka.max_leader_skew: expected an integer, got a string",
+    ]
+
+
 def test_required_keys_and_executor_references(tmp_path: Path) -> None:
     problems = errors_of(tmp_path, """
 [nginx]

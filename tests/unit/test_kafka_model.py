@@ -14,10 +14,12 @@ from backends.kafka.model import (
     BrokerState,
     GroupState,
     KafkaStatus,
+    LeaderBalanceLimits,
     PartitionLag,
     PartitionState,
     TopicState,
     count_partitions,
+    leader_balance,
     summarize_status,
     tally_brokers,
 )
@@ -132,6 +134,113 @@ def test_skew():
     status = status_of([part(partition=0, leader=1), part(partition=1, leader=1),
                         part(partition=2, leader=1, replicas=(1, 3, 2))])
     assert status.leader_skew == 3  # broker 1 leads 3, brokers 2 and 3 lead 0
+
+
+# --------------------------------------------------------------------------- leadership balance
+
+
+def rotated(partition: int, leader: int | None = None, isr=None) -> PartitionState:
+    """Replicas rotated per partition (as Kafka assigns them): preferred leaders 1, 2, 3, 1…"""
+    replicas = tuple((partition + i) % 3 + 1 for i in range(3))
+    return part(partition=partition, leader=replicas[0] if leader is None else leader,
+                replicas=replicas, isr=isr)
+
+
+def imbalance(summary):
+    return [a for a in summary.alerts if a.key == "leader-imbalance"]
+
+
+def test_balanced_preferred_leadership_is_ok():
+    summary = summarize_status(status_of([rotated(i) for i in range(12)]))
+    assert summary.health is Health.OK and summary.alerts == ()
+
+
+def test_leaders_off_their_preferred_replica_warn_with_numbers_and_the_fix():
+    """The report: broker 2 restarted, its 4 partitions are led by 1 and 3; 5 in all are off
+    their preferred leader and broker 2 leads nothing."""
+    partitions = [rotated(i) for i in range(12)]
+    for i in (1, 4, 7, 10):  # preferred 2: led by their second replica now
+        partitions[i] = rotated(i, leader=partitions[i].replicas[1])
+    partitions[0] = rotated(0, leader=3)  # preferred 1
+    status = status_of(partitions)
+    balance = leader_balance(status)
+    assert len(balance.electable) == 5 and balance.waiting == 0
+    assert balance.leaders == {1: 3, 2: 0, 3: 9}
+    assert balance.skew == status.leader_skew == 9 and balance.skew_after_election == 0
+    assert status.counts.not_preferred == status.counts.electable == 5
+
+    summary = summarize_status(status)
+    assert summary.health is Health.DEGRADED
+    [alert] = imbalance(summary)
+    assert alert.severity is Severity.WARNING
+    assert alert.message.startswith(
+        "5 partition(s) not on their preferred leader, leader skew 9 (0 after a preferred "
+        "election): run `sfops kafka elect-leaders`")
+    assert "leaders per broker 1:3 2:0 3:9" in alert.message
+    assert "t-0" in alert.message
+
+
+def test_limits_are_configurable_and_each_can_raise_the_warning():
+    partitions = [rotated(i) for i in range(12)]
+    partitions[1] = rotated(1, leader=3)  # one partition moved: skew 2
+    status = status_of(partitions)
+    assert len(imbalance(summarize_status(status))) == 1  # defaults: 0 and 0
+    tolerant = LeaderBalanceLimits(max_not_preferred_leaders=1, max_leader_skew=2)
+    assert imbalance(summarize_status(status, limits=tolerant)) == []
+    # Over the skew limit alone.
+    assert len(imbalance(summarize_status(
+        status, limits=LeaderBalanceLimits(max_not_preferred_leaders=5, max_leader_skew=1)))) == 1
+    # Over the not-preferred limit alone.
+    assert len(imbalance(summarize_status(
+        status, limits=LeaderBalanceLimits(max_not_preferred_leaders=0, max_leader_skew=5)))) == 1
+
+
+def test_a_down_broker_is_one_alert_not_an_imbalance_on_top():
+    """Broker 2 is down: its partitions are led elsewhere, but no election can move them back
+    until it returns and catches up. The operator needs the broker-down alert (and URP), not a
+    second warning whose fix (elect-leaders) would do nothing."""
+    partitions = []
+    for i in range(12):
+        p = rotated(i)
+        isr = tuple(r for r in p.replicas if r != 2)
+        leader = p.replicas[0] if p.replicas[0] != 2 else p.replicas[1]
+        partitions.append(rotated(i, leader=leader, isr=isr))
+    brokers = [BrokerState(1, "h", 1, reachable=True), BrokerState(2, "h", 2, registered=False),
+               BrokerState(3, "h", 3, reachable=True)]
+    status = status_of(partitions, brokers=brokers)
+    balance = leader_balance(status)
+    assert balance.electable == () and balance.waiting == 4
+    assert set(balance.leaders) == {1, 3}  # the down broker is not part of the skew
+    keys = {a.key for a in summarize_status(status).alerts}
+    assert keys == {"broker-down:2", "partitions-under-replicated"}
+
+
+def test_back_but_still_catching_up_is_not_yet_electable():
+    partitions = [rotated(i) for i in range(3)]
+    partitions[1] = rotated(1, leader=3, isr=(3, 1))  # preferred 2 is up but not in the ISR
+    status = status_of(partitions)
+    assert status.counts.not_preferred == 1 and status.counts.electable == 0
+    assert imbalance(summarize_status(status)) == []
+
+
+def test_once_in_sync_again_the_same_partitions_warn_and_say_what_still_waits():
+    partitions = [rotated(i) for i in range(6)]
+    partitions[1] = rotated(1, leader=3)  # preferred 2, in sync: electable
+    partitions[4] = rotated(4, leader=3, isr=(3, 1))  # preferred 2, not in sync yet
+    [alert] = imbalance(summarize_status(status_of(partitions)))
+    assert alert.message.startswith("1 partition(s) not on their preferred leader")
+    assert "1 more wait for their preferred replica to be in sync" in alert.message
+
+
+def test_skew_an_election_cannot_fix_is_not_a_warning():
+    """A drained broker is last in every replica list on purpose: it leads nothing, and an
+    election would keep it so. (Skew from the assignment needs a reassignment, not this fix.)"""
+    partitions = [part(partition=i, leader=1 + i % 2, replicas=(1 + i % 2, 2 - i % 2, 3))
+                  for i in range(6)]
+    status = status_of(partitions)
+    balance = leader_balance(status)
+    assert balance.skew == 3 and balance.skew_after_election == 3
+    assert summarize_status(status).alerts == ()
 
 
 # --------------------------------------------------------------------------- planning

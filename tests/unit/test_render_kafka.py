@@ -103,3 +103,19 @@ def test_group_rows_and_cluster_text():
     text = cluster_text(status).plain
     assert "metadata controller (not the KRaft quorum leader): 2" in text
     assert "offline 1" in text and "URP 2" in text
+
+
+def test_cluster_text_shows_what_an_election_would_fix():
+    partitions = (
+        PartitionState("t", 0, 3, (1, 2, 3), (1, 2, 3), 2),  # electable: 1 is in sync
+        PartitionState("t", 1, 3, (2, 3, 1), (3, 1), 2),  # waits: 2 is not in sync
+        PartitionState("t", 2, 3, (3, 1, 2), (3, 1, 2), 2),
+    )
+    brokers = tally_brokers([BrokerState(i, "127.0.0.1", 9000 + i, reachable=True)
+                             for i in (1, 2, 3)], partitions)
+    status = KafkaStatus(bootstrap="x", cluster_id="c", controller_id=1, brokers=brokers,
+                         topics=(TopicState("t", partitions, min_isr=2),),
+                         counts=count_partitions(partitions))
+    text = cluster_text(status)
+    assert "not on preferred leader 2 (1 electable now)" in text.plain
+    assert "leader skew 3 (2 after elect-leaders), replica skew 0" in text.plain

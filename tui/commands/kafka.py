@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from backends.actions import Action, ActionRunner
 from backends.config import ConfigError, SfopsConfig, redacted
 from backends.kafka.actions import DrainBroker, ElectLeaders, UndrainBroker
-from backends.kafka.model import CONTROLLER_LABEL, KafkaStatus
+from backends.kafka.model import CONTROLLER_LABEL, KafkaStatus, leader_balance
 from backends.kafka.service import KafkaService
 from backends.resilience import PollJob
 from backends.snapshot import Health, Snapshot
@@ -148,9 +148,11 @@ def print_status(status: KafkaStatus, health: Health, out: TextIO, *,
           f"{CONTROLLER_LABEL}: {status.controller_id}", file=out)
     print(f"partitions {counts.total}: online {counts.online}, offline {counts.offline}, "
           f"under-replicated {counts.under_replicated}, under-min-ISR {counts.under_min_isr}, "
-          f"at-min-ISR {counts.at_min_isr}, not on preferred leader {counts.not_preferred}",
-          file=out)
-    print(f"leader skew {status.leader_skew}, replica skew {status.replica_skew}", file=out)
+          f"at-min-ISR {counts.at_min_isr}, not on preferred leader {counts.not_preferred} "
+          f"({counts.electable} electable now)", file=out)
+    balance = leader_balance(status)
+    print(f"leader skew {balance.skew} ({balance.skew_after_election} after a preferred "
+          f"election), replica skew {status.replica_skew}", file=out)
     print("", file=out)
     print(f"{'BROKER':>6}  {'ADDRESS':<22} {'RACK':<8} {'STATE':<12} {'LEADERS':>7} "
           f"{'REPLICAS':>8} {'PREFERRED':>9}", file=out)

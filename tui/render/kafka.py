@@ -17,6 +17,7 @@ from backends.kafka.model import (
     KafkaStatus,
     PartitionState,
     TopicState,
+    leader_balance,
 )
 
 Row = tuple[str, Sequence[Text]]
@@ -143,8 +144,16 @@ def cluster_text(status: KafkaStatus) -> Text:
     text.append(f"under min ISR {c.under_min_isr}", style=BAD if c.under_min_isr else "")
     text.append(f", at min ISR {c.at_min_isr}, ")
     text.append(f"not on preferred leader {c.not_preferred}",
-                style=WARN if c.not_preferred else "")
-    text.append(f"\nleader skew {status.leader_skew}, replica skew {status.replica_skew}")
+                style=WARN if c.electable else "")
+    if c.not_preferred != c.electable:
+        text.append(f" ({c.electable} electable now)", style=DIM)
+    balance = leader_balance(status)
+    text.append("\n")
+    text.append(f"leader skew {balance.skew}",
+                style=WARN if balance.skew_after_election < balance.skew else "")
+    if balance.skew_after_election < balance.skew:
+        text.append(f" ({balance.skew_after_election} after elect-leaders)", style=WARN)
+    text.append(f", replica skew {status.replica_skew}")
     for g in status.groups:
         text.append("\ngroup ")
         text.append(g.group_id)
