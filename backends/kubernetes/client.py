@@ -25,8 +25,9 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
-# A watch with no line (event or bookmark) for this long is treated as dead and reconnected
-# from its resourceVersion: it bounds how long a hung (not crashed) API server goes unnoticed.
+# A watch with no line (event or bookmark) for this long is ended and reopened from its
+# resourceVersion: it bounds how long a hung (not crashed) API server goes unnoticed, since the
+# reopening request then fails. On a quiet resource it is routine, not an error.
 WATCH_IDLE_TIMEOUT = 90.0
 # Parse big LIST bodies off the event loop so the UI never stalls on a 20 MB page.
 THREAD_PARSE_BYTES = 256 * 1024
@@ -128,6 +129,9 @@ class RequestStats:
 
     requests: Counter[str] = field(default_factory=Counter)
     bytes_received: int = 0
+    # How accepted watches ended: "closed" by the server, "idle" (nothing for the idle
+    # timeout), "broken" (the connection failed mid-stream).
+    watch_ends: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
     def count(self, verb: str) -> None:
@@ -286,29 +290,47 @@ class KubeClient:
         params: Mapping[str, str | int] | None = None,
         timeout_seconds: int = 300,
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
+        open_timeout: float | None = None,
         on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream watch events (dicts with ``type`` and ``object``) from ``resource_version``,
-        with bookmarks. Ends when the server closes the stream (``timeout_seconds``); raises
-        KubeApiError for an ERROR event (410 Gone: the caller re-lists) or a bad status, and
-        KubeUnavailable when the connection fails or stays silent for ``idle_timeout``.
-        ``on_open`` is called once the server has accepted the watch."""
+        with bookmarks.
+
+        Opening the watch is a request like any other: KubeUnavailable when it cannot be made
+        within ``open_timeout`` (default: the client's timeout), KubeApiError for a bad status.
+        ``on_open`` is called once the server has accepted the watch. After that, a watch that
+        ends because nothing happened simply ends (the caller resumes from its
+        resourceVersion): the server closing it (``timeout_seconds``) or no line for
+        ``idle_timeout`` — a quiet resource sends nothing for minutes, and whether the server is
+        still there is for the next open to tell. A stream that breaks otherwise raises
+        KubeUnavailable; an ERROR event raises KubeApiError (410 Gone: the caller re-lists)."""
         session = self._get_session()
         self.stats.count("watch")
         query: dict[str, str | int] = dict(params or {})
         query.update(watch="1", resourceVersion=resource_version, allowWatchBookmarks="true",
                      timeoutSeconds=timeout_seconds)
         what = f"watch {path}"
+        opening = self.timeout if open_timeout is None else open_timeout
         try:
-            async with session.get(
-                self.host + path, params=_params(query), server_hostname=self._server_hostname(),
-                timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT,
-                                              sock_read=idle_timeout),
-            ) as response:
-                if response.status >= 400:
-                    raise _status_error(response.status, await response.read(), what)
-                if on_open is not None:
-                    on_open()  # connected: a quiet resource sends nothing for minutes
+            async with asyncio.timeout(opening):
+                response = await session.get(
+                    self.host + path, params=_params(query),
+                    server_hostname=self._server_hostname(),
+                    timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT,
+                                                  sock_read=idle_timeout),
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeUnavailable(f"{what}: {_describe(exc)}") from exc
+        async with response:
+            if response.status >= 400:
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    raise KubeUnavailable(f"{what}: {_describe(exc)}") from exc
+                raise _status_error(response.status, body, what)
+            if on_open is not None:
+                on_open()
+            try:
                 async for line in response.content:
                     self.stats.bytes_received += len(line)
                     if not line.strip():
@@ -320,8 +342,13 @@ class KubeClient:
                                            str(status.get("reason") or "Error"),
                                            str(status.get("message") or ""), what=what)
                     yield event
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeUnavailable(f"{what}: {_describe(exc)}") from exc
+            except aiohttp.SocketTimeoutError:
+                self.stats.watch_ends["idle"] += 1
+                return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.stats.watch_ends["broken"] += 1
+                raise KubeUnavailable(f"{what}: stream broke: {_describe(exc)}") from exc
+            self.stats.watch_ends["closed"] += 1
 
 
 def _params(params: Mapping[str, str | int] | None) -> dict[str, str] | None:

@@ -2,9 +2,15 @@
 
 One :class:`Informer` per (resource, namespace or cluster-wide): it LISTs in pages, then
 WATCHes from the list's resourceVersion with bookmarks, so a reconnect resumes where it left
-off instead of re-listing. A 410 Gone (our resourceVersion was compacted away) re-lists; any
-other failure reconnects with exponential backoff and jitter. Every request has a timeout; a
-watch that stays silent longer than the idle timeout counts as broken.
+off instead of re-listing. A 410 Gone (our resourceVersion was compacted away) re-lists.
+
+A watch that ends after the server accepted it — the server's own timeout, a clean close, no
+line for the idle timeout on a quiet resource, even a dropped connection — is routine: the
+informer re-watches at once and shows nothing. What is an error, shown to the user through
+``error`` / ``error_since`` until a later request succeeds, is a request that fails: the LIST
+or the opening of a watch (refused, timed out, a non-2xx status other than 410), or an ERROR
+event in the stream. Failed requests are retried with exponential backoff and jitter; a hung
+(not crashed) API server shows up when the reopening after the idle timeout fails.
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from backends.kubernetes.client import KubeApiError, KubeClient, KubeError
+from backends.kubernetes.client import (
+    WATCH_IDLE_TIMEOUT,
+    KubeApiError,
+    KubeClient,
+    KubeError,
+    KubeUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,10 @@ NODES = Resource("nodes", "/api/v1", namespaced=False)
 BUDGETS = Resource("poddisruptionbudgets", "/apis/policy/v1")
 EVENTS = Resource("events", "/api/v1")
 
+# A watch that the server closes within this long, having sent nothing, is reopened after a
+# backoff delay (growing while it repeats), so a proxy that cuts every stream is no hot loop.
+QUICK_END_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -76,6 +92,7 @@ class Informer(Generic[V]):
         keep: Callable[[V], bool] = lambda item: True,
         request_timeout: float = 30.0,
         watch_timeout: tuple[int, int] = (240, 300),
+        idle_timeout: float = WATCH_IDLE_TIMEOUT,
         backoff: Backoff = Backoff(),
     ) -> None:
         self.client = client
@@ -87,6 +104,7 @@ class Informer(Generic[V]):
         self.keep = keep
         self.request_timeout = request_timeout
         self.watch_timeout = watch_timeout
+        self.idle_timeout = idle_timeout
         self.backoff = backoff
         self.items: dict[str, V] = {}
         self.version = 0  # bumped on every change of ``items``
@@ -97,8 +115,10 @@ class Informer(Generic[V]):
         self.error_since: float | None = None  # monotonic time of the first failure in a row
         self.lists = 0
         self.watches = 0
+        self.rewatches = 0  # accepted watches that ended quietly and were reopened
         self.events = 0
         self.last_event: float | None = None  # monotonic time of the last event or bookmark
+        self._failures = 0  # failed requests in a row (for the backoff); 0 once a watch opens
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -182,28 +202,50 @@ class Informer(Generic[V]):
         self.version += 1
         self.on_change()
 
+    async def _watch_once(self) -> bool:
+        """One watch from our resourceVersion until it ends. Returns True when it ended at once
+        with nothing received (reopened too eagerly, that would be a hot loop). Raises when
+        the watch could not be opened, or for an ERROR event in the stream."""
+        opened = False
+        received = 0
+        started = time.monotonic()
+
+        def on_open() -> None:
+            nonlocal opened
+            opened = True
+            self._failures = 0
+            self._opened()
+
+        low, high = self.watch_timeout
+        self.watches += 1
+        try:
+            async for event in self.client.watch(
+                self.path, resource_version=self.resource_version, params=self.params,
+                timeout_seconds=random.randint(low, high),  # noqa: S311 - spread reconnects
+                idle_timeout=self.idle_timeout, on_open=on_open,
+            ):
+                if not self.connected:
+                    self._healthy()
+                received += 1
+                self.apply(event)
+        except KubeUnavailable as exc:
+            if not opened:
+                raise  # the request failed: an error
+            log.info("informer %s: %s; re-watching from %s", self.name, exc,
+                     self.resource_version)
+        self.rewatches += 1
+        return received == 0 and time.monotonic() - started < QUICK_END_SECONDS
+
     async def run(self) -> None:
-        attempt = 0
+        self._failures = 0
+        quick_ends = 0  # accepted watches in a row that ended at once, with nothing received
         need_list = True
         while True:
             try:
                 if need_list:
                     await self.relist()
                     need_list = False
-                low, high = self.watch_timeout
-                self.watches += 1
-                async for event in self.client.watch(
-                    self.path, resource_version=self.resource_version, params=self.params,
-                    timeout_seconds=random.randint(low, high),  # noqa: S311 - spread reconnects
-                    on_open=self._opened,
-                ):
-                    if not self.connected:
-                        self._healthy()
-                    attempt = 0
-                    self.apply(event)
-                # The server ended the watch (timeoutSeconds): resume from our version.
-                self._healthy()
-                attempt = 0
+                quick = await self._watch_once()
             except asyncio.CancelledError:
                 raise
             except KubeApiError as exc:
@@ -212,18 +254,25 @@ class Informer(Generic[V]):
                     need_list = True
                     await asyncio.sleep(self.backoff.delay(1))  # never a hot loop
                     continue
-                attempt += 1
+                self._failures += 1
                 self._failed(exc)
                 if exc.status in (401, 403, 404):
                     need_list = True  # permissions or the resource may come back changed
-                await asyncio.sleep(self.backoff.delay(attempt))
+                await asyncio.sleep(self.backoff.delay(self._failures))
+                continue
             except (KubeError, ValueError) as exc:
-                attempt += 1
+                self._failures += 1
                 self._failed(exc)
-                await asyncio.sleep(self.backoff.delay(attempt))
+                await asyncio.sleep(self.backoff.delay(self._failures))
+                continue
             except Exception as exc:  # never let a bug silently end the informer
                 log.exception("informer %s failed", self.name)
-                attempt += 1
+                self._failures += 1
                 self._failed(exc)
                 need_list = True
-                await asyncio.sleep(self.backoff.delay(attempt))
+                await asyncio.sleep(self.backoff.delay(self._failures))
+                continue
+            # The watch was accepted and has ended quietly: reopen it from our version.
+            quick_ends = quick_ends + 1 if quick else 0
+            if quick_ends:
+                await asyncio.sleep(self.backoff.delay(quick_ends))

@@ -33,7 +33,7 @@ class FakeClient:
         return [convert(i) for i in items], rv
 
     async def watch(self, path, *, resource_version, params=None, timeout_seconds=300,
-                    on_open=None):
+                    idle_timeout=90.0, on_open=None):
         self.watch_versions.append(resource_version)
         if not self.watches:
             if on_open is not None:
@@ -114,6 +114,31 @@ async def test_connection_failure_reconnects_from_the_version_without_relisting(
         assert client.watch_versions[:3] == ["100", "120", "120"]
         assert client.list_calls == 1
         assert informer.connected and informer.error is None
+    finally:
+        await informer.stop()
+
+
+async def test_a_stream_that_drops_after_it_was_accepted_is_reopened_without_an_error():
+    """Accepted, then cut (a load balancer's idle cut, a server-side close): routine. Only the
+    reopening can fail, and here it does not."""
+    client = FakeClient(
+        lists=[([pod("a")], "100")],
+        watches=[[{"type": "ADDED", "object": _with_rv(pod("b"), "120")},
+                  KubeUnavailable("watch pods: stream broke: ServerDisconnectedError")],
+                 [], []],  # accepted, ended with nothing
+    )
+    errors: list[str | None] = []
+    informer = Informer(client, PODS, None, pod_from_json,  # type: ignore[arg-type]
+                        backoff=Backoff(0.001, 0.01, 0))
+    informer.on_change = lambda: errors.append(informer.error)
+    informer.start()
+    try:
+        await _until(lambda: len(client.watch_versions) == 4)
+        assert client.watch_versions == ["100", "120", "120", "120"]
+        assert informer.rewatches == 3
+        assert informer.error is None and informer.error_since is None and informer.connected
+        assert set(errors) == {None}  # never shown, not even for a moment
+        assert client.list_calls == 1
     finally:
         await informer.stop()
 
