@@ -100,24 +100,24 @@ def all_stats() -> list[ProcStat]:
     return stats
 
 
-def family(root: ProcessId, group: int | None) -> set[ProcessId]:
-    """``root`` (while it runs), its running descendants, and the running members of process
-    group ``group`` (the group ``root`` led when it was found; members keep that group id after
-    their leader is gone)."""
+def family(roots: Iterable[ProcessId], group: int | None) -> set[ProcessId]:
+    """The running ``roots``, their running descendants, and the running members of process
+    group ``group`` (the group the main process led when it was found; members keep that group
+    id after their leader is gone)."""
     stats = [s for s in all_stats() if not s.exited]
     children: dict[int, list[ProcStat]] = {}
     for stat in stats:
         children.setdefault(stat.ppid, []).append(stat)
-    found: set[ProcessId] = set()
-    if is_running(root):
-        found.add(root)
-        pending = [root.pid]
-        while pending:
-            for child in children.get(pending.pop(), ()):
-                process = ProcessId(child.pid, child.start_ticks)
-                if process not in found:
-                    found.add(process)
-                    pending.append(child.pid)
+    found = {root for root in roots if is_running(root)}
+    # From every known process, not only the main one: an orphaned worker is init's child
+    # now, but what it forks is still ours.
+    pending = [p.pid for p in found]
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            process = ProcessId(child.pid, child.start_ticks)
+            if process not in found:
+                found.add(process)
+                pending.append(child.pid)
     if group is not None:
         found.update(ProcessId(s.pid, s.start_ticks) for s in stats if s.pgrp == group)
     return found
@@ -206,7 +206,7 @@ class _Tracker:
     def running(self, *, rescan: bool = False) -> set[ProcessId]:
         now = time.monotonic()
         if rescan or now - self.scanned >= RESCAN_SECONDS:
-            self.seen |= family(self.root, self.group)
+            self.seen |= family(self.seen | {self.root}, self.group)
             self.scanned = now
         return {p for p in self.seen if is_running(p)}
 

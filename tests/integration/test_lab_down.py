@@ -110,8 +110,15 @@ def test_lab_down_returns_when_every_process_has_exited(own_lab: Lab) -> None:
     assert report["left"] == []
     assert {r["name"] for r in report["stopped"]} == {
         "pg-1", "pg-2", "kafka-1", "kafka-2", "kafka-3", "kafka-consumer"}
-    # Every node shuts down cleanly: they stop together while the controller quorum stands.
-    assert report["killed"] == [], done.stderr
+    # The Kafka nodes stop together while the controller quorum stands, so normally none needs
+    # a kill. On a loaded machine the last one can still be left without a quorum and be
+    # killed; what must never happen is a kill without a reason, or one not reported.
+    summary = next(line for line in done.stderr.splitlines() if line.startswith("lab down:"))
+    for stopped in report["stopped"]:
+        assert stopped["had_to_kill"] == (stopped["name"] in report["killed"])
+        if stopped["had_to_kill"]:
+            assert stopped["name"].startswith("kafka-") and stopped["note"], done.stderr
+            assert stopped["name"] in summary.partition("had to SIGKILL:")[2], summary
     assert all(r["state"] == "stopped" for r in report["components"])
     # The progress said what it was doing.
     assert "kafka-1: stopping" in done.stderr and "lab down: 6 component(s) stopped" in done.stderr

@@ -143,13 +143,13 @@ def test_a_process_that_leads_no_group_is_stopped_without_touching_its_group(
                             stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while len(procs.family(procs.identify(proc.pid), None)) < 2:  # type: ignore[arg-type]
+        while len(procs.family([procs.identify(proc.pid)], None)) < 2:  # type: ignore[list-item]
             assert time.monotonic() < deadline, "the worker never started"
             time.sleep(0.05)
         stat = procs.read_stat(proc.pid)
         assert stat is not None and stat.pgrp != proc.pid
-        workers = [p.pid for p in procs.family(procs.ProcessId(proc.pid, stat.start_ticks), None)
-                   if p.pid != proc.pid]
+        workers = [p.pid for p in procs.family([procs.ProcessId(proc.pid, stat.start_ticks)],
+                                               None) if p.pid != proc.pid]
 
         result = procs.stop_family("postmaster-like", proc.pid, grace_seconds=30.0,
                                    on_exit=lambda pid: proc.poll() if pid == proc.pid else None)
