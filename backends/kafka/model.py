@@ -129,7 +129,7 @@ class BrokerState:
     port: int | None
     rack: str | None = None
     registered: bool = True  # in the cluster metadata (registered and not fenced)
-    reachable: bool | None = None  # its listener accepted a TCP connection (None: not probed)
+    reachable: bool | None = None  # it answered an ApiVersions request (None: not probed)
     leaders: int = 0
     replicas: int = 0
     preferred: int = 0  # partitions whose first replica it is
@@ -387,18 +387,19 @@ def health_and_alerts(status: KafkaStatus, limits: LeaderBalanceLimits = LeaderB
     alerts: list[Alert] = []
     healths = [Health.OK]
 
-    def alert(key: str, severity: Severity, message: str) -> None:
-        alerts.append(Alert(ALERT_SOURCE, key, severity, message))
+    def alert(key: str, severity: Severity, message: str, *, unreachable: bool = False) -> None:
+        alerts.append(Alert(ALERT_SOURCE, key, severity, message, unreachable=unreachable))
         healths.append(Health.FAILED if severity is Severity.CRITICAL else Health.DEGRADED)
 
     for broker in status.brokers:
         if not broker.registered:
             alert(f"broker-down:{broker.broker_id}", Severity.WARNING,
                   f"broker {broker.broker_id} ({broker.address}) is not in the cluster metadata "
-                  "(down or fenced)")
+                  "(down or fenced)", unreachable=broker.reachable is not True)
         elif broker.reachable is False:
             alert(f"broker-down:{broker.broker_id}", Severity.WARNING,
-                  f"broker {broker.broker_id} ({broker.address}) does not accept connections")
+                  f"broker {broker.broker_id} ({broker.address}) does not answer requests",
+                  unreachable=True)
     if status.brokers and status.brokers_up == 0:
         alert("no-broker-up", Severity.CRITICAL, "no broker is up")
     partitions = list(status.partitions())

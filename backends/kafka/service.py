@@ -22,6 +22,7 @@ from backends.kafka.model import (
     ClusterRead,
     KafkaStatus,
     KafkaUnreachable,
+    LeaderBalanceLimits,
     count_partitions,
     summarize_status,
     tally_brokers,
@@ -149,7 +150,8 @@ class KafkaService:
         status = snapshot.best
         if not isinstance(status, KafkaStatus):
             return summary_for_failure(self.name, self.title, snapshot)
-        return summarize_status(status, self.title, snapshot.error)
+        return summarize_status(status, self.title, snapshot.error,
+                                LeaderBalanceLimits.of(self.config))
 
     async def close(self) -> None:
         await self.admin.close()

@@ -2,50 +2,19 @@
 ``hang`` (SIGSTOP: the process is there, its sockets accept connections from the backlog,
 nothing answers — the case that looks calm to a watch) and ``resume`` (SIGCONT).
 
-A component's processes are its main pid, everything in its process group and every
-descendant (a postmaster restarted by ``pg_ctl`` leads no group; nginx's workers and
-PostgreSQL's backends are children): a hang that stopped only the main process would leave
-workers answering and prove nothing.
+A component's processes are its family (:func:`deploy.lab.procs.family`: the main pid, its
+descendants and its process group — nginx's workers, PostgreSQL's backends): a hang that
+stopped only the main process would leave workers answering and prove nothing. A hung
+component can still be stopped: ``lab stop`` resumes the family before its stop signal.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 from pathlib import Path
 
-from deploy.lab import registry
+from deploy.lab import procs, registry
 from deploy.lab.core import Lab, LabError
-
-
-def _parents() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, process group) for every process we can see."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        fields = stat.rsplit(")", 1)[1].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[2]))
-    return table
-
-
-def processes(root: int) -> list[int]:
-    """``root``, its process group and all their descendants."""
-    table = _parents()
-    found = {root} | {pid for pid, (_, group) in table.items() if group == root}
-    changed = True
-    while changed:
-        changed = False
-        for pid, (parent, _) in table.items():
-            if parent in found and pid not in found:
-                found.add(pid)
-                changed = True
-    return sorted(found)
 
 
 def _signal_component(lab: Lab, name: str, signum: int) -> list[int]:
@@ -53,11 +22,13 @@ def _signal_component(lab: Lab, name: str, signum: int) -> list[int]:
     pid = component.pid(lab)
     if pid is None:
         raise LabError(f"{name} is not running")
-    pids = processes(pid)
-    for each in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, signum)
-    return pids
+    root = procs.identify(pid)
+    stat = procs.read_stat(pid)
+    if root is None or stat is None:
+        raise LabError(f"{name} is not running")
+    family = procs.family([root], pid if stat.pgrp == pid else None)
+    procs.send(family, signum)
+    return sorted(p.pid for p in family)
 
 
 def hang(lab: Lab, name: str) -> list[int]:

@@ -244,6 +244,9 @@ def stop_family(
     if kill:
         _kill(running, group)
     else:
+        # A hung (SIGSTOPped, `lab hang`) process keeps a SIGTERM pending until it runs
+        # again: resume the family first, or a clean stop would wait out its whole grace.
+        send(running, signal.SIGCONT)
         send([root], stop_signal)
     deadline = started + (KILL_WAIT_SECONDS if kill else grace_seconds)
     asked = started
