@@ -1,22 +1,28 @@
 """drain / undrain one upstream member: mark it ``down`` in the upstream file, test, reload
 gracefully and (drain) wait until no request is in flight to it.
 
-Guarantees: the upstream file changes by exactly one token; between writing it and a finished
-reload there is no safe point (no progress step), so an interruption never leaves a written but
-unapplied file; any failure puts the original bytes back and — if a reload had been sent —
-reloads again, leaving nginx serving the previous configuration. Writes are never retried.
+Guarantees: the upstream file changes by exactly one token; until the master runs workers with
+the new configuration, any stop — a failure, a cancellation, an interruption at a progress step
+— puts the original bytes back and, if a reload had been sent, reloads again, so nginx is never
+left with a written but unapplied file; a drain that fails later restores the same way.
+Writes are never retried.
+
+"After the reload" means after it took effect: the whole previous generation of workers has
+exited (see :class:`~backends.nginx.control.ReloadProgress`). Before that, old workers still
+accept requests and route them by the previous configuration, to the member being drained.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import ClassVar
 
 from backends.actions import Action, CheckResult, Step
 from backends.config import NginxMember
-from backends.nginx.control import NginxControl, WorkerProcess
+from backends.nginx.control import NginxControl, ReloadProgress, reload_progress
 from backends.nginx.model import DRAIN_QUIET_SECONDS, ProbeResult
 from backends.nginx.service import NginxService, NginxUnreachable
 from backends.nginx.upstream import UpstreamError, decode, parse_upstream, set_down_bytes
@@ -25,7 +31,9 @@ from backends.resilience import describe_error
 DEFAULT_DRAIN_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 10.0  # for the master to start workers with the new configuration
 POLL_INTERVAL = 0.25
-QUIET_AFTER_WORKERS = 1.0  # a last look at the access log this long after old workers exit
+# Watch the access log at least this long after the reload took effect, so another nginx or
+# upstream that still sends to the member has a chance to show before we call it drained.
+QUIET_AFTER_RELOAD = 1.0
 
 
 class NginxActionError(Exception):
@@ -34,6 +42,10 @@ class NginxActionError(Exception):
 
 def _tail(text: str, lines: int = 3) -> str:
     return " / ".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+
+def _pids(pids: tuple[int, ...]) -> str:
+    return ", ".join(map(str, pids)) or "none"
 
 
 class _MemberAction(Action):
@@ -48,8 +60,14 @@ class _MemberAction(Action):
         self.timeout = timeout
         self.member: NginxMember | None = service.config.members.get(member)
         self.reload_sent_at: float | None = None  # epoch seconds
+        # Epoch seconds when we saw the previous generation of workers gone (None: not seen,
+        # or the workers cannot be watched).
+        self.reload_took_effect_at: float | None = None
         self.drained_at: float | None = None  # epoch seconds, when the drain completed
         self._original: bytes | None = None  # the file before a live change (for restore)
+        # Worker pids before our reload; None when the master's workers cannot be listed.
+        self._previous_generation: frozenset[int] | None = None
+        self._deadline = time.monotonic() + timeout  # reset when execute() starts
 
     @property
     def control(self) -> NginxControl:
@@ -153,32 +171,45 @@ class _MemberAction(Action):
         except Exception as exc:
             return f"RESTORE FAILED: {describe_error(exc)}"
 
-    async def _wait_reload(self, before: list[WorkerProcess] | None) -> None:
-        """Until the master runs workers started after our reload (the new configuration
-        is live). A master that rejects the new configuration keeps its old workers."""
-        if before is None:
-            await asyncio.sleep(1.0)  # no pid file: nothing to watch; give it a moment
+    def _remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    async def _workers_now(self) -> ReloadProgress:
+        workers = await self.control.workers()
+        return reload_progress(self._previous_generation or frozenset(), workers or [])
+
+    async def _wait_new_workers(self) -> AsyncGenerator[Step, None]:
+        """Until the master runs workers it started after our reload: it has parsed and
+        accepted the new configuration. A master that rejects it keeps its old workers, so
+        give up after RELOAD_TIMEOUT (or the action's own timeout, if sooner)."""
+        if self._previous_generation is None:
+            # No pid file or no workers to compare: nothing to watch; give it a moment.
+            await asyncio.sleep(max(0.0, min(1.0, self._remaining())))
             return
-        old_pids = {w.pid for w in before}
-        deadline = time.monotonic() + RELOAD_TIMEOUT
-        while time.monotonic() < deadline:
-            workers = await self.control.workers() or []
-            if any(w.pid not in old_pids and not w.shutting_down for w in workers):
+        limit = max(0.0, min(RELOAD_TIMEOUT, self._remaining()))
+        deadline = time.monotonic() + limit
+        while True:
+            progress = await self._workers_now()
+            if progress.new_workers_up:
                 return
-            await asyncio.sleep(POLL_INTERVAL)
-        raise NginxActionError(
-            f"nginx did not start new workers within {RELOAD_TIMEOUT:g} s of the reload "
-            f"(see its error log)"
-        )
+            if time.monotonic() >= deadline:
+                raise NginxActionError(
+                    f"nginx did not start new workers within {limit:.3g} s of the reload "
+                    f"(see its error log)")
+            yield Step("waiting for nginx to start workers with the new configuration "
+                       f"({len(progress.previous)} of the previous generation running)", 0.15)
+            await asyncio.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
 
     async def _edit(self, original: bytes) -> bytes:
         member = self._member()
         return set_down_bytes(original, self.service.config.upstream_name, member.address,
                               self.mark_down)
 
-    async def _change(self) -> AsyncIterator[Step]:
-        """Steps common to drain and undrain, up to a live new configuration."""
+    async def _change(self) -> AsyncGenerator[Step, None]:
+        """Steps common to drain and undrain, up to a live new configuration. Run it under
+        ``aclosing``: a stop at one of its steps must reach its restore at once."""
         member = self._member()
+        self._deadline = time.monotonic() + self.timeout
         yield Step(f"reading {self.service.config.upstream_file}", 0.05)
         original = await self.control.read_upstream()
         edited = await self._edit(original)
@@ -187,12 +218,14 @@ class _MemberAction(Action):
                        "the upstream: no change", 0.3)
             return
         before = await self.control.workers()
+        self._previous_generation = frozenset(w.pid for w in before) if before else None
         verb = "marking" if self.mark_down else "unmarking"
         yield Step(f"{verb} {member.address} down; nginx -t; graceful reload", 0.1)
-        # No yield from here until the reload is live: not a safe point.
+        # _apply restores by itself; from its return until new workers run, this does.
         await self._apply(original, edited)
         try:
-            await self._wait_reload(before)
+            async for step in self._wait_new_workers():
+                yield step  # a stop here (GeneratorExit) restores too
         except BaseException as exc:
             note = await asyncio.shield(self._restore(original, reload=True))
             if isinstance(exc, Exception):
@@ -276,60 +309,76 @@ class DrainMember(_MemberAction):
         return checks
 
     async def execute(self) -> AsyncIterator[Step]:
-        async for step in self._change():
-            yield step
-        try:
-            async for step in self._wait_drained():
+        async with aclosing(self._change()) as change:
+            async for step in change:
                 yield step
+        try:
+            async with aclosing(self._wait_drained()) as wait:
+                async for step in wait:
+                    yield step
         except Exception as exc:
             if self._original is None:
                 raise
             note = await asyncio.shield(self._restore(self._original, reload=True))
             raise NginxActionError(f"{describe_error(exc)}; {note}") from None
 
-    async def _wait_drained(self) -> AsyncIterator[Step]:
-        """Until no old worker is shutting down and the access log shows no request to the
-        member since they exited (requests are logged when they finish)."""
+    async def _wait_drained(self) -> AsyncGenerator[Step, None]:
+        """Until the reload took effect — the previous generation of workers has finished
+        its in-flight requests and exited — and then until the member has been quiet for
+        DRAIN_QUIET_SECONDS, as the status requires to call it drained.
+
+        A request to the member that *started* after the reload took effect cannot have been
+        routed by our configuration: fail (and restore) rather than call it drained."""
         address = self._member().address
+        watching = self._previous_generation is not None
         started = time.monotonic()
-        deadline = started + self.timeout
-        workers_gone_at: float | None = None
+        took_effect_at: float | None = None
         while True:
             now = time.monotonic()
-            workers = await self.control.workers()
-            old = -1 if workers is None else sum(w.shutting_down for w in workers)
+            progress: ReloadProgress | None = None
+            if watching and took_effect_at is None:
+                progress = await self._workers_now()
+                if progress.took_effect:
+                    took_effect_at = self.reload_took_effect_at = time.time()
+                    progress = None
+            # Read after the ps: an exited worker wrote its last lines before it exited.
             last = await self._last_request(address)
-            if old <= 0:
-                if workers_gone_at is None:
-                    workers_gone_at = time.time()
-                elif time.time() - workers_gone_at >= QUIET_AFTER_WORKERS:
-                    # A request that *started* after the old workers were gone was routed by
-                    # the new configuration; one that merely finished late was in flight.
-                    newest = self.service.window.last_request_started_at(address)
-                    if newest is not None and newest > workers_gone_at:
-                        raise NginxActionError(
-                            f"{self.target} still receives requests after the reload "
-                            "(another upstream or nginx instance uses it?)")
-                    # Finish when the status would call the member drained too (its last
-                    # request has been quiet for as long as derive_state requires).
-                    quiet_for = None if last is None else time.time() - last
-                    if quiet_for is not None and quiet_for < DRAIN_QUIET_SECONDS:
-                        yield Step(f"waiting: last request to {self.target} finished "
-                                   f"{quiet_for:.1f} s ago", 0.9)
-                        await asyncio.sleep(min(POLL_INTERVAL, DRAIN_QUIET_SECONDS - quiet_for))
-                        continue
-                    self.drained_at = time.time()
-                    yield Step(f"{self.target} drained: no request in flight", 0.95)
-                    return
-            if now >= deadline:
-                raise NginxActionError(
-                    f"drain not finished after {self.timeout:g} s: {old} old worker(s) still "
-                    f"finishing requests")
             ago = f"{time.time() - last:.1f} s ago" if last is not None else "none seen"
-            fraction = 0.3 + 0.6 * min(1.0, (now - started) / max(self.timeout, 0.001))
-            detail = (f"{old} old worker(s) finishing requests" if old > 0
-                      else "old workers exited, watching the access log")
-            yield Step(f"waiting: {detail}; last request to {self.target} {ago}", fraction)
+            if progress is not None:
+                if now >= self._deadline:
+                    raise NginxActionError(
+                        f"drain not finished after {self.timeout:g} s: "
+                        f"{len(progress.previous)} worker(s) of the previous configuration "
+                        f"still finishing requests (pids {_pids(progress.previous)})")
+                detail = (f"{len(progress.previous)} worker(s) of the previous configuration "
+                          "finishing requests" if progress.new_workers_up
+                          else "no worker with the new configuration running")
+                fraction = 0.3 + 0.6 * min(1.0, (now - started) / max(self.timeout, 0.001))
+                yield Step(f"waiting: {detail}; last request to {self.target} {ago}", fraction)
+                await asyncio.sleep(POLL_INTERVAL)
+                continue
+            if took_effect_at is not None:
+                newest = self.service.window.last_request_started_at(address)
+                if newest is not None and newest > took_effect_at:
+                    raise NginxActionError(
+                        f"{self.target} received a request {newest - took_effect_at:.2f} s "
+                        "after the reload took effect (another upstream or nginx instance "
+                        "uses it?)")
+            quiet_for = None if last is None else time.time() - last
+            watched_for = None if took_effect_at is None else time.time() - took_effect_at
+            if ((quiet_for is None or quiet_for >= DRAIN_QUIET_SECONDS)
+                    and (watched_for is None or watched_for >= QUIET_AFTER_RELOAD)):
+                self.drained_at = time.time()
+                yield Step(f"{self.target} drained: no request in flight", 0.95)
+                return
+            if now >= self._deadline:
+                raise NginxActionError(
+                    f"drain not finished after {self.timeout:g} s: last request to "
+                    f"{self.target} finished {ago}")
+            basis = ("previous workers exited" if took_effect_at is not None
+                     else "workers cannot be watched (no pid file)")
+            yield Step(f"waiting: {basis}; last request to {self.target} finished {ago}",
+                       0.9)
             await asyncio.sleep(POLL_INTERVAL)
 
     async def _last_request(self, address: str) -> float | None:
@@ -343,17 +392,18 @@ class DrainMember(_MemberAction):
 
     async def verify(self) -> list[CheckResult]:
         checks = [await self._serving(), await self._marked()]
-        drained_at = self.drained_at
-        if drained_at is not None and self.member is not None:
+        since, what = self.reload_took_effect_at, "the reload took effect"
+        if since is None:
+            since, what = self.drained_at, "the drain completed"
+        if since is not None and self.member is not None:
             await self._last_request(self.member.address)  # reads the log's new lines
             newest = self.service.window.last_request_started_at(self.member.address)
-            if newest is not None and newest > drained_at:
+            if newest is not None and newest > since:
                 checks.append(CheckResult.failed("no new requests",
                                                  f"a request to {self.target} started after "
-                                                 "the drain completed"))
+                                                 f"{what}"))
             else:
-                checks.append(CheckResult.passed("no new requests",
-                                                 "none since the drain completed"))
+                checks.append(CheckResult.passed("no new requests", f"none since {what}"))
         return checks
 
 
@@ -389,8 +439,9 @@ class UndrainMember(_MemberAction):
         return checks
 
     async def execute(self) -> AsyncIterator[Step]:
-        async for step in self._change():
-            yield step
+        async with aclosing(self._change()) as change:
+            async for step in change:
+                yield step
         yield Step(f"{self.target} is back in rotation", 0.95)
 
     async def verify(self) -> list[CheckResult]:

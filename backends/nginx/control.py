@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from backends.config import NginxConfig
@@ -35,6 +35,41 @@ def parse_workers(ps_output: str) -> list[WorkerProcess]:
         if pid.isdigit() and "worker process" in args:
             workers.append(WorkerProcess(int(pid), "shutting down" in args))
     return workers
+
+
+@dataclass(frozen=True)
+class ReloadProgress:
+    """How far a graceful reload has got, judged by the master's workers against the
+    generation of workers that ran before it was sent."""
+
+    new: tuple[int, ...]  # started since the reload and serving: the new configuration
+    previous: tuple[int, ...]  # the earlier generation, still running (told to quit or not)
+
+    @property
+    def new_workers_up(self) -> bool:
+        return bool(self.new)
+
+    @property
+    def took_effect(self) -> bool:
+        """Every request nginx accepts from now on is routed by the new configuration.
+
+        New workers alone are not enough: the master forks them, sleeps 100 ms and only
+        then tells the old ones to quit (ngx_master_process_cycle), and the old ones keep
+        accepting, under the old configuration, until they read that message. Only when
+        the whole previous generation has exited can no request take the old route."""
+        return bool(self.new) and not self.previous
+
+
+def reload_progress(previous_generation: Collection[int],
+                    workers: Iterable[WorkerProcess]) -> ReloadProgress:
+    """Classify ``workers`` (one ``ps``) against the pids that ran before the reload.
+
+    A pid not in the previous generation that is already shutting down belongs to neither:
+    it was started by a reload after ours (someone else's) and is leaving again."""
+    previous = tuple(sorted(w.pid for w in workers if w.pid in previous_generation))
+    new = tuple(sorted(w.pid for w in workers
+                       if w.pid not in previous_generation and not w.shutting_down))
+    return ReloadProgress(new=new, previous=previous)
 
 
 class NginxControl:
