@@ -105,9 +105,12 @@ class Load:
       reset (TcpExt TCPAbortOnClose) and the client sees "Connection reset by peer"
       (ReadError). It is the same race, inherent to keep-alive and nginx's graceful
       shutdown, not to the lab's nginx configuration or the API workers (no upstream error
-      is logged, and the Connection: close threads never see it). These threads do not
-      retry it: it counts as a failure, so a run can fail on it (one or two reloads in a
-      hundred in the lab). That failure says nothing about the drain."""
+      is logged, and the Connection: close threads never see it; measured: one or two
+      reloads in a hundred). No response byte was received, so the request was not
+      processed, and HTTP clients retry an idempotent request on a reset reused connection
+      just as on end-of-file (RFC 9110 §9.2.2, RFC 9112 §9.3.1): these threads do too, once,
+      counted in ``keepalive_retries``. Anything else — a second failure, any failure of a
+      Connection: close request, a 5xx — is a failed client request."""
 
     def __init__(self, url: str, threads: int = 4) -> None:
         self.url = f"{url.rstrip('/')}/health/live"
@@ -126,7 +129,7 @@ class Load:
         for attempt in (1, 2):
             try:
                 response = client.get(self.url, headers=headers)
-            except httpx.RemoteProtocolError as exc:
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if keepalive and attempt == 1:
                     with self._lock:
                         self.keepalive_retries += 1
