@@ -115,6 +115,11 @@ class BackendService(Protocol):
         failure: the poller turns that into a failed Snapshot keeping the last good value)."""
         ...
 
+    # Optional: ``def unreachable(self, value) -> str | None`` — for a backend probed per
+    # member inside its poll (PostgreSQL), why the value means no contact at all (no member
+    # answered). :func:`observe` then fails the refresh; direct callers of ``poll`` (actions,
+    # ``sfops pg status``) still get the value with every member marked down.
+
     def summarize(self, snapshot: Snapshot[Any]) -> BackendSummary: ...
 
     async def close(self) -> None: ...
@@ -139,7 +144,7 @@ async def observe(service: BackendService) -> Any:
         breaker = service.breaker
         if breaker is not None and breaker.state is not BreakerState.CLOSED:
             breaker.reset()
-        return await poll
+        value = await poll
     finally:
         for task in (contact, poll):
             if not task.done():
@@ -150,6 +155,11 @@ async def observe(service: BackendService) -> Any:
             # Cancelled reads close their sockets at once; never wait long for one that doesn't.
             with contextlib.suppress(Exception):
                 await asyncio.wait(pending, timeout=0.5)
+    # A backend probed per member (PostgreSQL) is unreachable when no member answered.
+    judge = getattr(service, "unreachable", None)
+    if judge is not None and (reason := judge(value)) is not None:
+        raise BackendUnreachable(reason)
+    return value
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

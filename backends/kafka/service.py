@@ -83,7 +83,8 @@ class KafkaService:
         if any(result is None for result in results):
             return
         reasons = "; ".join(f"{h}:{p}: {why}" for (h, p), why in zip(ordered, results, strict=True))
-        raise BackendUnreachable(f"no broker answers: {reasons}")
+        raise BackendUnreachable(
+            f"no broker of {self.config.bootstrap_servers} answered: {reasons}")
 
     async def _read(self) -> ClusterRead:
         groups = tuple(self.config.consumer_groups)

@@ -37,7 +37,6 @@ from backends.service import (
     CONTACT_TIMEOUT,
     Alert,
     BackendSummary,
-    BackendUnreachable,
     Figure,
     Severity,
     summary_for_failure,
@@ -85,9 +84,16 @@ class PostgresService:
     async def contact(self) -> None:
         """PostgreSQL is probed per member, inside :meth:`poll`: the first statement of every
         member's status read runs on a short budget (``MemberConnection.contact_budget``) and
-        a member that does not answer is shown down; :meth:`poll` raises
-        :class:`BackendUnreachable` when no member answered. A separate ``SELECT 1`` here
-        would only queue behind the same connection lock."""
+        a member that does not answer is shown down; when none answered, :meth:`unreachable`
+        says so and the refresh fails. A separate ``SELECT 1`` here would only queue behind
+        the same connection lock."""
+
+    def unreachable(self, status: ClusterStatus) -> str | None:
+        """Why the cluster as a whole is unreachable (no member answered), or None."""
+        if status.members and not any(m.reachable for m in status.members):
+            return "no member answers: " + "; ".join(
+                f"{m.name}: {m.error or 'no answer'}" for m in status.members)
+        return None
 
     def connection(self, member: str) -> MemberConnection:
         return self.connections[member]
@@ -112,9 +118,6 @@ class PostgresService:
 
     async def poll(self, *, use_breaker: bool = True) -> ClusterStatus:
         members = await self.read_members(use_breaker=use_breaker)
-        if members and not any(m.reachable for m in members):
-            raise BackendUnreachable("no member answers: " + "; ".join(
-                f"{m.name}: {m.error or 'no answer'}" for m in members))
         last_lsn = None
         fenced: dict[str, dict[str, Any]] = {}
         if self.state is not None:

@@ -374,7 +374,7 @@ def test_all_brokers_down_bounded_and_clear(tmp_path):
     elapsed = time.monotonic() - started
     assert result.returncode == 5, result.stderr
     data = json.loads(result.stdout)
-    assert data["health"] == "failed"
+    assert data["health"] == "unreachable"
     assert "no broker of 127.0.0.1:1,127.0.0.1:9 answered" in data["error"]
     assert elapsed < 20
     started = time.monotonic()

@@ -186,3 +186,23 @@ async def test_kafka_answers_needs_a_real_answer_not_just_a_tcp_accept():
         assert await answers("127.0.0.1", good_port, timeout=2.0) is None
     refused = await answers("127.0.0.1", hung_port, timeout=1.0)
     assert refused is not None
+
+
+class MemberProbed(Service):
+    """A backend probed per member inside its poll (as PostgreSQL is)."""
+
+    def __init__(self, answering: int) -> None:
+        super().__init__()
+        self.answering = answering
+
+    async def poll(self) -> dict[str, Any]:
+        return {"up": self.answering}
+
+    def unreachable(self, value: dict[str, Any]) -> str | None:
+        return None if value["up"] else "no member answers: pg-1: refused; pg-2: refused"
+
+
+async def test_a_member_probed_backend_with_no_member_answering_is_unreachable():
+    with pytest.raises(BackendUnreachable, match="no member answers"):
+        await observe(MemberProbed(answering=0))
+    assert await observe(MemberProbed(answering=1)) == {"up": 1}

@@ -20,6 +20,7 @@ from backends.kafka.actions import DrainBroker, ElectLeaders, UndrainBroker
 from backends.kafka.model import CONTROLLER_LABEL, KafkaStatus, leader_balance
 from backends.kafka.service import KafkaService
 from backends.resilience import PollJob
+from backends.service import observe, summary_of
 from backends.snapshot import Health, Snapshot
 from tui import exitcodes
 from tui.commands._action import add_action_flags, load_config, run_action_command
@@ -101,7 +102,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"sfops: configuration error:\n{exc}", file=sys.stderr)
         return exitcodes.USAGE
     snapshot = asyncio.run(_poll(service))
-    summary = service.summarize(snapshot)
+    summary = summary_of(service, snapshot)
     status = snapshot.value
     if not snapshot.ok or not isinstance(status, KafkaStatus):
         code = exitcodes.UNREACHABLE
@@ -129,7 +130,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 async def _poll(service: KafkaService) -> Snapshot[Any]:
-    job: PollJob[KafkaStatus] = PollJob("kafka", service.poll, interval=0,
+    # The liveness rule, as in `sfops status` and the TUI: a contact probe beside the poll.
+    job: PollJob[KafkaStatus] = PollJob("kafka", lambda: observe(service), interval=0,
                                         timeout=STATUS_TIMEOUT)
     try:
         return await job.poll_once()
