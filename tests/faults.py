@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from textual.widgets import DataTable
@@ -225,6 +225,7 @@ class CellResult:
     recovered: Observation
     status_detected: bool | None = None
     status_recovered: bool | None = None
+    status_seen: list[dict[str, Any]] = field(default_factory=list)  # wrong_now of each run
 
 
 async def run_cell(app: SfopsApp, lab: Any, t: Target, fault: str, *,
@@ -246,7 +247,15 @@ async def run_cell(app: SfopsApp, lab: Any, t: Target, fault: str, *,
     recovered = await observe(app, t, shows_back, polls_at_event=polls_at, event_at=event_at)
     await settle(app, lab)
     status_recovered = None
+    seen: list[dict[str, Any]] = []
     if check_status:
-        code, data = await asyncio.to_thread(status_json, lab)
-        status_recovered = code == 0 and data["health"] == "ok"
-    return CellResult(t.label, fault, detected, recovered, status_detected, status_recovered)
+        # One `sfops status` is one refresh: like the overview, it may take two to see the
+        # stack OK (its first contact with each server is a cold one).
+        for _ in range(POLLS_ALLOWED):
+            code, data = await asyncio.to_thread(status_json, lab)
+            seen.append({"exit_code": code, "wrong_now": data["wrong_now"]})
+            status_recovered = code == 0 and data["health"] == "ok"
+            if status_recovered:
+                break
+    return CellResult(t.label, fault, detected, recovered, status_detected, status_recovered,
+                      seen)

@@ -50,4 +50,5 @@ async def test_fault_is_shown_and_recovery_is_shown(stack, label):
             assert result.recovered.seen, (
                 f"{cell}: the overview still showed {t.alert} {result.recovered.polls} polls "
                 f"({result.recovered.seconds:.1f} s) after it came back: {not_ok(app)}")
-            assert result.status_recovered, f"{cell}: sfops status --json not OK after it"
+            assert result.status_recovered, (
+                f"{cell}: sfops status --json not OK after it: {result.status_seen}")
