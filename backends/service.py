@@ -147,7 +147,9 @@ async def observe(service: BackendService) -> Any:
         value = await poll
     finally:
         for task in (contact, poll):
-            if not task.done():
+            if task.done():
+                _retrieve(task)  # e.g. a poll that failed too, after a failed contact
+            else:
                 task.cancel()
                 task.add_done_callback(_retrieve)
         pending = [t for t in (contact, poll) if not t.done()]

@@ -206,3 +206,42 @@ async def test_a_member_probed_backend_with_no_member_answering_is_unreachable()
     with pytest.raises(BackendUnreachable, match="no member answers"):
         await observe(MemberProbed(answering=0))
     assert await observe(MemberProbed(answering=1)) == {"up": 1}
+
+
+async def test_a_poll_that_failed_beside_a_failed_contact_leaves_no_unretrieved_error():
+    import gc
+
+    class BothFail(Service):
+        async def poll(self) -> dict[str, Any]:
+            raise OSError("watch failed too")
+
+    service = BothFail()
+    service.contact_mode = "fail"
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        poll_done = asyncio.Event()
+        original = service.poll
+
+        async def poll() -> dict[str, Any]:
+            try:
+                return await original()
+            finally:
+                poll_done.set()
+
+        service.poll = poll  # type: ignore[method-assign]
+
+        async def slow_contact() -> None:
+            await poll_done.wait()  # the poll has failed before the contact does
+            raise ConnectionRefusedError("connection refused")
+
+        service.contact = slow_contact  # type: ignore[method-assign]
+        with pytest.raises(BackendUnreachable):
+            await observe(service)
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert not [c for c in reported if "never retrieved" in str(c.get("message"))]
