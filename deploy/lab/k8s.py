@@ -107,6 +107,10 @@ class KubeApiserver(Component):
     name = "kube-apiserver"
     group = "k8s"
     ready_timeout = 90.0
+    # On SIGTERM it drains in-flight requests and stops listening within a second, then
+    # lingers (about 30 s here) before exiting. Nothing is left to finish by then, and a
+    # control plane down that long lets the node controller mark every kwok node NotReady.
+    stop_timeout = 10.0
 
     def ports(self, lab: Lab) -> list[int]:
         return [lab.port(OFF_APISERVER)]
