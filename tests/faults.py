@@ -25,6 +25,7 @@ from textual.widgets import DataTable
 from backends.actions import ActionRunner
 from backends.audit import AuditLog
 from backends.config import load
+from backends.service import Severity, wrong_now
 from backends.services import build_services
 from backends.snapshot import Health
 from deploy.lab import faults, ops
@@ -121,9 +122,11 @@ def shows_back(app: SfopsApp, t: Target) -> bool:
 
 
 def all_ok(app: SfopsApp) -> bool:
-    return (len(app.summaries) == len(app.services)
-            and all(s.health is Health.OK for s in app.summaries.values())
-            and alert_keys(app) == {"none"})
+    """Every panel OK and nothing above INFO in the wrong-now list (recent Kubernetes warning
+    events, such as the NodeNotReady a long control-plane outage leaves, are INFO)."""
+    summaries = app.current_summaries()
+    return (all(s.health is Health.OK for s in summaries)
+            and not [a for a in wrong_now(summaries) if a.severity > Severity.INFO])
 
 
 def not_ok(app: SfopsApp) -> str:
