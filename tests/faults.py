@@ -205,6 +205,16 @@ async def settle(app: SfopsApp, lab: Any, *, timeout: float = SETTLE_TIMEOUT) ->
         await asyncio.sleep(0.2)
 
 
+async def after_polls(app: SfopsApp, count: int, *, give_up: float = 60.0) -> None:
+    """Until every backend has completed ``count`` more polls."""
+    start = {name: job.polls for name, job in app.poller.jobs.items()}
+    deadline = time.monotonic() + give_up
+    while any(job.polls - start[name] < count for name, job in app.poller.jobs.items()):
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
 def status_json(lab: Any) -> tuple[int, dict[str, Any]]:
     done = lab.sfops("status", "--json", timeout=60)
     return done.returncode, json.loads(done.stdout)
@@ -254,11 +264,17 @@ async def run_cell(app: SfopsApp, lab: Any, t: Target, fault: str, *,
     if check_status:
         # One `sfops status` is one refresh: like the overview, it may take two to see the
         # stack OK (its first contact with each server is a cold one).
-        for _ in range(POLLS_ALLOWED):
+        # And the stack may move on after the overview read OK: a broker that caught up
+        # makes its leadership electable, which is then (rightly) a warning. So when status
+        # disagrees, the overview gets two more polls to see the same, and settles again
+        # (electing where that is all that is left) before status is asked again.
+        for _ in range(POLLS_ALLOWED + 1):
             code, data = await asyncio.to_thread(status_json, lab)
             seen.append({"exit_code": code, "wrong_now": data["wrong_now"]})
             status_recovered = code == 0 and data["health"] == "ok"
             if status_recovered:
                 break
+            await after_polls(app, POLLS_ALLOWED)
+            await settle(app, lab)
     return CellResult(t.label, fault, detected, recovered, status_detected, status_recovered,
                       seen)
