@@ -29,6 +29,7 @@ from backends.service import Severity, wrong_now
 from backends.services import build_services
 from backends.snapshot import Health
 from deploy.lab import faults, ops
+from deploy.lab.core import LabError
 from tui.app import BackendPanel, SfopsApp
 
 FAULTS = ("stop", "kill", "hang")
@@ -155,7 +156,14 @@ def restore(lab: Any, t: Target, fault: str) -> None:
         else:
             ops.component(name).start(lab.lab)
     for name in reversed(t.components) if fault != "hang" else ():
-        ops.component(name).wait_ready(lab.lab)
+        try:
+            ops.component(name).wait_ready(lab.lab)
+        except LabError:
+            # Seen once: a Kafka node restarted right after a SIGKILL gave up registering
+            # with the quorum ("unable to register with the controller quorum") and exited.
+            # That is the lab's restart failing, not sfops: start it once more.
+            ops.component(name).start(lab.lab)
+            ops.component(name).wait_ready(lab.lab)
     for name in t.serves_through:
         ops.component(name).wait_ready(lab.lab)
 
@@ -194,9 +202,10 @@ async def settle(app: SfopsApp, lab: Any, *, timeout: float = SETTLE_TIMEOUT) ->
     while not all_ok(app):
         now = time.monotonic()
         summary = app.summaries.get("kafka")
-        if (summary is not None and summary.health is not Health.OK
-                and now - elected > 15 and all(s.health is Health.OK for n, s in
-                                               app.summaries.items() if n != "kafka")):
+        # Only the imbalance warning is an election's to fix; whatever else is wrong (a
+        # broker catching up, another backend) is waited for, not acted on.
+        if (summary is not None and now - elected > 15
+                and any(a.key == "leader-imbalance" for a in summary.alerts)):
             elected = now
             await asyncio.to_thread(lab.sfops, "kafka", "elect-leaders", "--yes")
         if now > deadline:
