@@ -84,11 +84,15 @@ class NginxService:
 
     # ------------------------------------------------------------------ reads
 
+    @property
+    def status_url(self) -> str | None:
+        """nginx's own endpoint: ``stub_status`` when configured, else ``url``/nginx-health."""
+        return self.config.stub_status_url or (
+            f"{self.config.url.rstrip('/')}/nginx-health" if self.config.url else None)
+
     async def liveness(self) -> StubStatus | None:
         """stub_status when configured (parsed), else a GET of ``url``/nginx-health."""
-        url = self.config.stub_status_url or (
-            f"{self.config.url.rstrip('/')}/nginx-health" if self.config.url else None
-        )
+        url = self.status_url
         if url is None:
             return None
 
@@ -107,8 +111,7 @@ class NginxService:
     async def contact(self) -> None:
         """nginx answers its status endpoint now (one attempt, no breaker: this probe is how
         we learn it is back) and its master process is alive and not stopped."""
-        url = self.config.stub_status_url or (
-            f"{self.config.url.rstrip('/')}/nginx-health" if self.config.url else None)
+        url = self.status_url
         checks: list[Awaitable[str | None]] = [self._master_problem()]
         if url is not None:
             checks.append(self._answers(url))
