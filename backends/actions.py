@@ -14,6 +14,7 @@ import asyncio
 import enum
 import getpass
 import inspect
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -22,6 +23,8 @@ from typing import Any, ClassVar, TypeVar
 
 from backends.audit import AuditLog, AuditRecord, now_iso
 from backends.config import REDACTED, Secret, redact_text
+
+log = logging.getLogger(__name__)
 
 
 class CheckStatus(enum.StrEnum):
@@ -107,6 +110,22 @@ class Action(abc.ABC):
 
     async def verify(self) -> list[CheckResult]:
         return []
+
+    async def recheck(self) -> list[CheckResult]:
+        """The named critical conditions, read again right before the change (the preflight
+        the operator confirmed may be minutes old). Cheap and few: not the whole preflight."""
+        return []
+
+    async def would_change(self) -> list[str]:
+        """Exactly what :meth:`execute` would change, for ``--dry-run`` (the upstream-file
+        diff, the replica-order changes, the patch body, the pods to evict). Reads only."""
+        return [self.describe()]
+
+    async def close(self) -> None:
+        """Release what the action holds (connections, worker processes). The runner calls it
+        in ``finally``; front ends call it for an action they built but did not run. It may
+        be called more than once."""
+        return None
 
     def redacted_params(self) -> dict[str, Any]:
         return {
@@ -195,20 +214,33 @@ class ActionRunner:
         return redact_text(text, [*self.secrets, *action.secret_values()])
 
     async def run(
-        self, action: Action, *, force: bool = False, on_step: StepCallback | None = None
+        self, action: Action, *, force: bool = False, on_step: StepCallback | None = None,
+        preflight: Iterable[CheckResult] | None = None,
     ) -> RunResult:
-        """Preflight, then (unless refused) execute and verify; one audit record always.
+        """Preflight, then (unless refused) execute and verify; one audit record always; the
+        action is closed at the end.
+
+        ``preflight`` is the result the operator already saw and confirmed: it is not run
+        again (a failover would pay its unreachable-primary window twice), it is what the
+        audit record holds, and only the action's :meth:`~Action.recheck` conditions are read
+        again right before the change (their results are added, prefixed "re-check").
 
         Errors become a ``failed`` result with a redacted message. Cancellation and
         KeyboardInterrupt/SystemExit are recorded and then re-raised."""
         self.check_allowed(type(action))  # defence in depth: built elsewhere, still refused
         started, started_iso = self._clock(), now_iso()
         outcome, error = Outcome.FAILED, None
-        preflight: list[CheckResult] = []
+        checks: list[CheckResult] = []
         progress = _Progress()
         try:
-            preflight = list(await action.preflight())
-            failing = _failing(preflight)
+            if preflight is None:
+                checks = list(await action.preflight())
+            else:
+                checks = list(preflight)
+                if not (_failing(checks) and not force):
+                    checks += [CheckResult(f"re-check: {c.name}", c.status, c.detail)
+                               for c in await action.recheck()]
+            failing = _failing(checks)
             if failing and not force:
                 outcome = Outcome.REFUSED
                 error = self._redact(_summarise("preflight failed: ", failing), action)
@@ -224,9 +256,12 @@ class ActionRunner:
             outcome = Outcome.FAILED
             error = self._redact(f"{type(exc).__name__}: {exc}", action)
         finally:
-            result_ = self._result(action, outcome, error, force, preflight, progress.verify,
+            result_ = self._result(action, outcome, error, force, checks, progress.verify,
                                    progress.steps, started, started_iso)
-            await self._record(action, result_)
+            try:
+                await self._record(action, result_)
+            finally:
+                await close_quietly(action)
         return result_
 
     async def _execute(
@@ -287,6 +322,15 @@ class ActionRunner:
         data = check.to_json()
         data["detail"] = self._redact(data["detail"], action)
         return data
+
+
+async def close_quietly(action: Action, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Close an action; a failure to release is logged, never changes the outcome."""
+    try:
+        async with asyncio.timeout(timeout):
+            await action.close()
+    except Exception as exc:  # the class only: an error message may carry a secret
+        log.warning("closing %s %s failed: %s", action.name, action.target, type(exc).__name__)
 
 
 async def _aclose(generator: AsyncIterator[Step]) -> None:

@@ -84,6 +84,12 @@ class BackendUnreachable(Exception):
 
     describes_itself = True  # shown as its message, without the class name
 
+    def __init__(self, message: str, value: Any = None) -> None:
+        super().__init__(message)
+        # What the backend could still say (PostgreSQL: every member marked down), for a
+        # one-shot `status` that prints it; a refresh keeps the last good value instead.
+        self.value = value
+
 
 class BackendService(Protocol):
     """The contract every slice follows.
@@ -160,7 +166,7 @@ async def observe(service: BackendService) -> Any:
     # A backend probed per member (PostgreSQL) is unreachable when no member answered.
     judge = getattr(service, "unreachable", None)
     if judge is not None and (reason := judge(value)) is not None:
-        raise BackendUnreachable(reason)
+        raise BackendUnreachable(reason, value)
     return value
 
 

@@ -27,7 +27,7 @@ from textual.containers import Grid, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 
-from backends.actions import Action, ActionRunner, RunResult
+from backends.actions import Action, ActionRunner, RunResult, close_quietly
 from backends.audit import AuditLog
 from backends.config import SfopsConfig, redact_text
 from backends.resilience import Poller
@@ -242,6 +242,18 @@ class SfopsApp(App[None]):
                 return screen
         return None
 
+    # -- the ActionContext of backends.contract: actions built from the TUI share the live
+    # services (their breakers, the last LSN PostgreSQL saw) and see the last status.
+    def service(self, backend: str) -> BackendService:
+        for service in self.services:
+            if service.name == backend:
+                return service
+        raise LookupError(f"{backend} is not configured")
+
+    def status(self, backend: str) -> Any:
+        snapshot = self.snapshots.get(backend)
+        return None if snapshot is None else snapshot.best
+
     def current_summaries(self) -> list[BackendSummary]:
         """Every configured backend's summary; one not polled yet reads UNKNOWN (so the
         wrong-now list says it has not answered, never "nothing is wrong")."""
@@ -335,24 +347,32 @@ class SfopsApp(App[None]):
 
     @work(exclusive=False, group="action")
     async def run_action_flow(self, action: Action) -> None:
-        self.notify(f"preflight: {action.describe()}…", markup=False, timeout=3)
+        """Prepare once: the preflight shown in the dialog is the one the runner records (it
+        re-reads only the action's named critical conditions right before the change)."""
         try:
-            checks = await asyncio.wait_for(action.preflight(), PREFLIGHT_TIMEOUT)
-        except Exception as exc:
-            self.notify(f"preflight failed to run: {exc}", severity="error", markup=False)
-            return
-        confirmed = await self.push_screen_wait(ConfirmActionScreen(action, checks))
-        if not confirmed:
-            self.notify("cancelled: nothing was changed", markup=False)
-            return
-        progress = ProgressScreen(action)
-        await self.push_screen(progress)
-        self.action_in_progress = action
-        try:
-            result = await self.runner.run(action, on_step=progress.add_step)
+            self.notify(f"preflight: {action.describe()}…", markup=False, timeout=3)
+            try:
+                checks = await asyncio.wait_for(action.preflight(), PREFLIGHT_TIMEOUT)
+            except Exception as exc:
+                message = redact_text(f"preflight failed to run: {exc}",
+                                      self.config.secrets())
+                self.notify(message, severity="error", markup=False)
+                return
+            confirmed = await self.push_screen_wait(ConfirmActionScreen(action, checks))
+            if not confirmed:
+                self.notify("cancelled: nothing was changed", markup=False)
+                return
+            progress = ProgressScreen(action)
+            await self.push_screen(progress)
+            self.action_in_progress = action
+            try:
+                result = await self.runner.run(action, on_step=progress.add_step,
+                                               preflight=checks)
+            finally:
+                self.action_in_progress = None
+            self.action_finished(action, result, progress)
         finally:
-            self.action_in_progress = None
-        self.action_finished(action, result, progress)
+            await close_quietly(action)  # also when refused, cancelled or never confirmed
 
     def action_finished(self, action: Action, result: RunResult, progress: ProgressScreen) -> None:
         if self.headless or self.quit_when_done:

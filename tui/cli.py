@@ -11,8 +11,13 @@ from pathlib import Path
 
 from tui import exitcodes
 
-# Subcommand modules in help order; each has register(subparsers).
-COMMAND_MODULES = ("status", "nginx", "pg", "kafka", "k8s", "audit", "lab")
+# Subcommand modules; each has register(subparsers). The backends' own commands
+# (`sfops nginx|pg|kafka|k8s …`) are generated from their contracts (tui/commands/backend.py)
+# and come between "status" and these.
+COMMAND_MODULES = ("status", "pg", "kafka", "k8s", "audit", "lab", "completion")
+# Options of `sfops` itself, accepted before or after the sub-command (value-taking ones first).
+GLOBAL_VALUE_OPTIONS = ("--config",)
+GLOBAL_FLAGS = ("--read-only",)
 
 
 def package_version() -> str:
@@ -22,10 +27,30 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def default_config_path() -> Path:
-    if env := os.environ.get("SFOPS_CONFIG"):
-        return Path(env)
-    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "sfops" / "sfops.toml"
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move the global options to the front, wherever they were written (`sfops pg status
+    --config X`), so argparse's sub-parsers never see them. Stops at ``--``."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            rest += argv[index:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_VALUE_OPTIONS:
+            if "=" in arg or index + 1 >= len(argv):
+                front.append(arg)
+            else:
+                front += [arg, argv[index + 1]]
+                index += 1
+        elif arg in GLOBAL_FLAGS:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
 
 
 def chosen_command(argv: list[str]) -> str | None:
@@ -65,11 +90,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="show everything, change nothing: mutating commands and keys do not exist",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Importing a command module imports its backend (the kubernetes client alone takes a
-    # second or more): register only the command that was asked for, all of them for help.
-    chosen = chosen_command(sys.argv[1:] if argv is None else argv)
-    wanted = [chosen] if chosen in COMMAND_MODULES else list(COMMAND_MODULES)
+    # Register only the command that was asked for (all of them for help and completion):
+    # a command module may import heavy client libraries.
+    chosen = chosen_command(hoist_global_options(sys.argv[1:] if argv is None else argv))
+    from backends.registry import backends
+    from tui.commands import backend as backend_commands
+
+    declared = backends()
+    commands = {b.command for b in declared}
+    known = commands | set(COMMAND_MODULES)
+    wanted = [chosen] if chosen in known else ["status", *sorted(commands, key=lambda c: [
+        b.command for b in declared].index(c)), *COMMAND_MODULES[1:]]
     for name in wanted:
+        if name in commands:
+            backend_commands.register(subparsers, next(b for b in declared if b.command == name))
+            continue
         try:
             module = importlib.import_module(f"tui.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -81,9 +116,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.config is None:
+        from backends.config import default_config_path
+
         args.config = default_config_path()
     try:
         if getattr(args, "func", None) is None:
@@ -94,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`sfops lab status --json | head`): end quietly. Python would
+        # otherwise print a traceback, and again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exitcodes.BROKEN_PIPE
 
 
 if __name__ == "__main__":

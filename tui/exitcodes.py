@@ -7,3 +7,4 @@ REFUSED = 3  # an action's preflight failed (nothing was changed), or it was not
 READ_ONLY = 4  # a mutating command in read-only mode (refused before any request)
 UNREACHABLE = 5  # the backend could not be reached at all
 INTERRUPTED = 130  # Ctrl-C
+BROKEN_PIPE = 141  # the reader of our output went away (`| head`): 128 + SIGPIPE, as a shell

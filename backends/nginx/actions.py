@@ -15,6 +15,8 @@ accept requests and route them by the previous configuration, to the member bein
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import difflib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -22,13 +24,13 @@ from typing import ClassVar
 
 from backends.actions import Action, CheckResult, Step
 from backends.config import NginxMember
+from backends.nginx.contract import DEFAULT_DRAIN_TIMEOUT
 from backends.nginx.control import NginxControl, ReloadProgress, reload_progress
 from backends.nginx.model import DRAIN_QUIET_SECONDS, ProbeResult
 from backends.nginx.service import NginxService, NginxUnreachable
 from backends.nginx.upstream import UpstreamError, decode, parse_upstream, set_down_bytes
 from backends.resilience import describe_error
 
-DEFAULT_DRAIN_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 10.0  # for the master to start workers with the new configuration
 POLL_INTERVAL = 0.25
 # Watch the access log at least this long after the reload took effect, so another nginx or
@@ -205,6 +207,20 @@ class _MemberAction(Action):
         return set_down_bytes(original, self.service.config.upstream_name, member.address,
                               self.mark_down)
 
+    async def would_change(self) -> list[str]:
+        """The upstream file's unified diff, then what follows it."""
+        original = await self.control.read_upstream()
+        edited = await self._edit(original)
+        if edited == original:
+            return [f"nothing: {self.target} is already {'down' if self.mark_down else 'up'} "
+                    "in the upstream"]
+        name = str(self.service.config.upstream_file)
+        diff = difflib.unified_diff(decode(original).splitlines(), decode(edited).splitlines(),
+                                    f"{name} (now)", f"{name} (after)", lineterm="", n=1)
+        return [*diff, "then: nginx -t, graceful reload (SIGHUP)"
+                + (f", wait up to {self.timeout:g} s for in-flight requests"
+                   if self.mark_down else "")]
+
     async def _change(self) -> AsyncGenerator[Step, None]:
         """Steps common to drain and undrain, up to a live new configuration. Run it under
         ``aclosing``: a stop at one of its steps must reach its restore at once."""
@@ -279,12 +295,26 @@ class DrainMember(_MemberAction):
                                              f"{self.target} is already marked down"))
         elif down is not None:
             checks.append(CheckResult.passed("not already drained", "currently up"))
+        remains = await self._another_remains(down)
+        if remains is not None:
+            checks.append(remains)
+        return checks
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before the edit: another operator may have drained the others meanwhile."""
+        remains = await self._another_remains(None)
+        return [] if remains is None else [remains]
+
+    async def _another_remains(self, down: bool | None) -> CheckResult | None:
         probes = await self._probes()
         try:
             upstream = parse_upstream(decode(await self.control.read_upstream()),
                                       self.service.config.upstream_name)
         except Exception:
-            return checks  # already reported as "member in upstream"
+            return None  # reported as "member in upstream"
+        if down is None:
+            with contextlib.suppress(UpstreamError):
+                down = upstream.find(self._member().address).down
         healthy: list[str] = []
         for name, member in self.service.config.members.items():
             if name == self.target:
@@ -297,16 +327,14 @@ class DrainMember(_MemberAction):
             if not server.down and (probe is None or probe.ok) and not server.backup:
                 healthy.append(name)
         if healthy:
-            checks.append(CheckResult.passed("another healthy member remains",
-                                             ", ".join(healthy) + " up and answering"))
-        elif down:
-            checks.append(CheckResult.passed("another healthy member remains",
-                                             "no change: the member is already down"))
-        else:
-            checks.append(CheckResult.failed(
-                "another healthy member remains",
-                f"{self.target} is the last member that is up and answering its probe"))
-        return checks
+            return CheckResult.passed("another healthy member remains",
+                                      ", ".join(healthy) + " up and answering")
+        if down:
+            return CheckResult.passed("another healthy member remains",
+                                      "no change: the member is already down")
+        return CheckResult.failed(
+            "another healthy member remains",
+            f"{self.target} is the last member that is up and answering its probe")
 
     async def execute(self) -> AsyncIterator[Step]:
         async with aclosing(self._change()) as change:

@@ -17,7 +17,8 @@ import pytest
 import tomli_w
 
 from backends.config import load
-from backends.nginx import MemberState, build_service
+from backends.nginx.model import MemberState
+from backends.nginx.service import build_service
 from backends.nginx.upstream import decode, parse_upstream
 
 pytestmark = pytest.mark.integration

@@ -33,6 +33,7 @@ from backends.actions import (
     ReadOnlyError,
     RunResult,
     Step,
+    close_quietly,
 )
 from backends.audit import AuditLog
 from backends.config import ConfigError, SfopsConfig, load
@@ -57,6 +58,9 @@ def add_action_flags(parser: argparse.ArgumentParser) -> None:
                         help="print the outcome record as JSON on stdout")
     parser.add_argument("--force", action="store_true",
                         help="run even if a preflight check fails (recorded in the audit log)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run the preflight and print exactly what would change; nothing "
+                        "is changed (exit 0, or 3 when the preflight refuses)")
 
 
 def load_config(args: argparse.Namespace, err: TextIO | None = None) -> SfopsConfig | None:
@@ -77,9 +81,15 @@ def make_runner(args: argparse.Namespace, config: SfopsConfig) -> ActionRunner:
                         secrets=config.secrets())
 
 
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """Outside text (server errors, names) must not drive the terminal (escape sequences)."""
+    return "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n") else "?"
+                   for ch in text)
+
+
 def check_line(check: CheckResult) -> str:
     detail = f" — {check.detail}" if check.detail else ""
-    return f"  [{CHECK_MARK[check.status]}] {check.name}{detail}"
+    return printable(f"  [{CHECK_MARK[check.status]}] {check.name}{detail}")
 
 
 def result_json(result: RunResult) -> dict[str, Any]:
@@ -124,13 +134,11 @@ async def run_action(
     err: TextIO | None = None,
 ) -> int:
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
-    want_json = bool(getattr(args, "json", False))
-    force = bool(getattr(args, "force", False))
     runner = make_runner(args, config)
 
     def progress(step: Step) -> None:
         fraction = f"[{step.fraction * 100:3.0f}%] " if step.fraction is not None else ""
-        print(f"  {fraction}{step.message}", file=err, flush=True)
+        print(printable(f"  {fraction}{step.message}"), file=err, flush=True)
 
     async with AsyncExitStack() as stack:
         try:
@@ -141,23 +149,65 @@ async def run_action(
         except ConfigError as exc:
             print(f"sfops: configuration error:\n{exc}", file=err)
             return exitcodes.USAGE
-        print(action.describe(), file=err)
-        if not getattr(args, "yes", False):
-            checks = await action.preflight()
-            print("Preflight:", file=err)
-            for check in checks:
-                print(check_line(check), file=err)
-            failing = [c for c in checks if c.status is CheckStatus.FAIL]
-            if failing and not force:
-                # Still through the runner: it re-checks and records the refusal.
-                result = await runner.run(action, force=False)
-                return _report(result, want_json, out, err)
-            if not confirm(action, stdin=stdin, err=err):
-                print("Not confirmed: nothing was changed.", file=err)
-                return exitcodes.REFUSED
+        except ValueError as exc:  # a target or parameter the backend cannot accept
+            print(f"sfops: {printable(str(exc))}", file=err)
+            return exitcodes.USAGE
+        try:
+            return await _run_built(action, args, runner, stdin, out, err, progress)
+        finally:
+            await close_quietly(action)  # the runner closes it too; close() is idempotent
+    raise AssertionError("unreachable")  # pragma: no cover - the with block always returns
+
+
+async def _run_built(action: Action, args: argparse.Namespace, runner: ActionRunner,
+                     stdin: TextIO, out: TextIO, err: TextIO,
+                     progress: Callable[[Step], None]) -> int:
+    want_json = bool(getattr(args, "json", False))
+    force = bool(getattr(args, "force", False))
+    print(printable(action.describe()), file=err)
+    if getattr(args, "dry_run", False):
+        return await _dry_run(action, force, want_json, out, err)
+    if getattr(args, "yes", False):
         result = await runner.run(action, force=force, on_step=progress)
         return _report(result, want_json, out, err)
-    raise AssertionError("unreachable")  # pragma: no cover - the with block always returns
+    # Prepare once: the checks shown here are the ones the runner records (it re-reads only
+    # the action's named critical conditions right before the change).
+    checks = await action.preflight()
+    print("Preflight:", file=err)
+    for check in checks:
+        print(check_line(check), file=err)
+    failing = [c for c in checks if c.status is CheckStatus.FAIL]
+    if failing and not force:
+        result = await runner.run(action, force=False, preflight=checks)  # records the refusal
+        return _report(result, want_json, out, err)
+    if not confirm(action, stdin=stdin, err=err):
+        print("Not confirmed: nothing was changed.", file=err)
+        return exitcodes.REFUSED
+    result = await runner.run(action, force=force, on_step=progress, preflight=checks)
+    return _report(result, want_json, out, err)
+
+
+async def _dry_run(action: Action, force: bool, want_json: bool, out: TextIO,
+                   err: TextIO) -> int:
+    """Preflight plus exactly what would change; nothing mutates and nothing is recorded."""
+    checks = await action.preflight()
+    refused = any(c.status is CheckStatus.FAIL for c in checks) and not force
+    plan = [] if refused else await action.would_change()
+    if want_json:
+        print(json.dumps({"action": action.name, "target": action.target, "dry_run": True,
+                          "would_refuse": refused, "preflight": [c.to_json() for c in checks],
+                          "plan": plan}, ensure_ascii=False), file=out)
+    else:
+        print("Preflight:", file=err)
+        for check in checks:
+            print(check_line(check), file=err)
+        if refused:
+            print("Dry run: the preflight refuses; nothing would change.", file=out)
+        else:
+            print("Dry run: would change:", file=out)
+            for line in plan:
+                print(f"  {printable(line, keep_newlines=True)}", file=out)
+    return exitcodes.REFUSED if refused else exitcodes.OK
 
 
 def _report(result: RunResult, want_json: bool, out: TextIO, err: TextIO) -> int:
@@ -174,7 +224,7 @@ def _report(result: RunResult, want_json: bool, out: TextIO, err: TextIO) -> int
         line += f" in {result.duration_s:.1f} s"
         if result.error:
             line += f" — {result.error}"
-        print(line, file=out if result.ok else err)
+        print(printable(line), file=out if result.ok else err)
     return OUTCOME_EXIT[result.outcome]
 
 

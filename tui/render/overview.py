@@ -16,38 +16,12 @@ from rich.text import Text
 from backends.resilience import BreakerState
 from backends.service import Alert, BackendSummary, Severity, alert_order, since_text
 from backends.snapshot import Health
+from tui.render.cells import HEALTH_BADGE, HEALTH_STYLE, age_text, badge
 
-HEALTH_STYLE = {
-    Health.OK: "bold green",
-    Health.DEGRADED: "bold yellow",
-    Health.FAILED: "bold red",
-    Health.UNKNOWN: "bold grey50",
-    Health.UNREACHABLE: "bold red",
-}
-# Shown beside the colour so health is readable with NO_COLOR or a monochrome terminal.
-HEALTH_BADGE = {
-    Health.OK: "● OK",
-    Health.DEGRADED: "▲ DEGRADED",
-    Health.FAILED: "✖ FAILED",
-    Health.UNKNOWN: "? UNKNOWN",
-    Health.UNREACHABLE: "✖ UNREACHABLE",
-}
+__all__ = ["HEALTH_BADGE", "HEALTH_STYLE", "age_text", "badge"]
+
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
 SEVERITY_LABEL = {Severity.INFO: "info", Severity.WARNING: "warn", Severity.CRITICAL: "CRIT"}
-
-
-def badge(health: Health) -> Text:
-    return Text(HEALTH_BADGE[health], style=HEALTH_STYLE[health])
-
-
-def age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 1:
-        return "now"
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    return f"{seconds / 60:.0f}m ago"
 
 
 def panel_title(

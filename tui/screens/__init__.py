@@ -1,54 +1,115 @@
-"""Drill-down screens by backend name. Each module tui/screens/<module>.py defines SCREEN
-(a BackendScreen subclass); slices that are not part of this build are simply absent."""
+"""Drill-down screens by backend name, and the TUI's actions, both from the backends'
+contracts (:mod:`backends.registry`).
+
+A backend may have a screen of its own: ``tui/screens/<name>.py`` defining ``SCREEN`` (a
+BackendScreen subclass). One without gets :class:`~tui.screens.generic.GenericScreen`, which
+shows its contract's table. Keys, palette entries and help lines come from the contract's
+action specs, so the CLI and the TUI build every action the same way.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from backends.actions import Action
 
 if TYPE_CHECKING:
+    from backends.contract import ActionSpec
     from tui.app import SfopsApp
     from tui.screens.base import BackendScreen
 
-SCREEN_MODULES = {
-    "nginx": "tui.screens.nginx",
-    "postgres": "tui.screens.postgres",
-    "kafka": "tui.screens.kafka",
-    "kubernetes": "tui.screens.kubernetes",
-}
+
+@dataclass(frozen=True)
+class ScreenAction:
+    """An action key on a drill-down screen."""
+
+    key: str
+    label: str
+    # Builds the action for the selected row's key (None for an action without a target).
+    build: Callable[[SfopsApp, str | None], Action]
+    needs_target: bool = True
+    mutating: bool = True
+
+
+def _from_spec(spec: ActionSpec) -> ScreenAction:
+    def build(app: SfopsApp, target: str | None) -> Action:
+        return spec.build(app, target, spec.defaults())
+
+    assert spec.key is not None
+    return ScreenAction(spec.key, spec.label, build, needs_target=spec.target is not None,
+                        mutating=spec.mutating)
+
+
+def specs(backend: str) -> list[ActionSpec]:
+    """The backend's actions the TUI offers (a key, no required parameter)."""
+    from backends.registry import backend as find
+
+    declared = find(backend)
+    return [] if declared is None else [s for s in declared.actions if s.in_tui]
+
+
+def screen_actions(backend: str) -> list[ScreenAction]:
+    from backends.registry import backend as find
+
+    if find(backend) is not None:
+        return [_from_spec(spec) for spec in specs(backend)]
+    screen = screen_for(backend)  # not migrated to a contract yet: the screen's own list
+    return list(getattr(screen, "actions", ()))
 
 
 def screen_for(backend: str) -> type[BackendScreen] | None:
-    module_name = SCREEN_MODULES.get(backend)
-    if module_name is None:
-        return None
+    module_name = f"tui.screens.{backend}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name == module_name:
+        if exc.name != module_name:
+            raise
+        from backends.registry import backend as find
+
+        if find(backend) is None:
             return None
-        raise
+        from tui.screens.generic import generic_screen
+
+        return generic_screen(backend)
     screen: type[BackendScreen] = module.SCREEN
     return screen
 
 
 def palette_actions(app: SfopsApp) -> Iterator[tuple[str, str, Callable[[], Action]]]:
     """(title, help, build) for every action on every target the backends know about."""
+    from backends.registry import backend as find
+
     for service in app.services:
-        screen = screen_for(service.name)
-        if screen is None:
+        declared = find(service.name)
+        if declared is None:
+            yield from _legacy_palette(app, service.name, service.title)
             continue
-        targets = screen.palette_targets(app)
-        for action in screen.actions:
+        for spec in specs(service.name):
+            targets: list[Any] = [None]
+            if spec.target is not None:
+                targets = list(spec.target.choices(app.config, app.status(service.name)))
             for target in targets:
+                on = "" if target is None else f": {target}"
                 yield (
-                    f"{action.label}: {target}",
-                    f"{service.title}: {action.label.lower()} {target}",
-                    lambda action=action, target=target: action.build(app, target),
+                    f"{spec.label}{on}",
+                    f"{declared.title}: {spec.help}",
+                    lambda spec=spec, target=target: spec.build(app, target, spec.defaults()),
                 )
+
+
+def _legacy_palette(app: SfopsApp, name: str,
+                    title: str) -> Iterator[tuple[str, str, Callable[[], Action]]]:
+    screen = screen_for(name)
+    if screen is None:
+        return
+    targets = screen.palette_targets(app)
+    for action in getattr(screen, "actions", ()):
+        for target in targets:
+            yield (f"{action.label}: {target}", f"{title}: {action.label.lower()} {target}",
+                   lambda action=action, target=target: action.build(app, target))
 
 
 def preload(backends: list[str]) -> None:
@@ -56,14 +117,16 @@ def preload(backends: list[str]) -> None:
     loop runs: importing e.g. the kubernetes client takes seconds and would freeze the UI."""
     for backend in backends:
         screen_for(backend)
+        for spec in specs(backend):
+            spec.action_class()
 
 
 def screen_key_help(backends: list[str], *, read_only: bool) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
+    if read_only:
+        return lines
     for backend in backends:
-        screen = screen_for(backend)
-        if screen is None or read_only:
-            continue
-        for action in screen.actions:
-            lines.append((action.key, f"{backend}: {action.label.lower()} the selected row"))
+        for action in screen_actions(backend):
+            what = "the selected row" if action.needs_target else "the whole backend"
+            lines.append((action.key, f"{backend}: {action.label.lower()} {what}"))
     return lines

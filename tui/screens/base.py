@@ -7,8 +7,7 @@ never created (not merely disabled), as k9s does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -17,29 +16,21 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from backends.actions import Action
 from backends.snapshot import Snapshot
 from tui.render.overview import age_text
+from tui.screens import ScreenAction
 from tui.tablediff import add_columns, sync_table
 
 if TYPE_CHECKING:
     from tui.app import SfopsApp
 
 
-@dataclass(frozen=True)
-class ScreenAction:
-    key: str
-    label: str
-    # Builds the action for the selected row's key (the target); may raise with a clear message.
-    build: Callable[[SfopsApp, str], Action]
-    mutating: bool = True
-
-
 class BackendScreen(Screen[None]):
     backend: ClassVar[str] = ""
     title_text: ClassVar[str] = ""
     columns: ClassVar[Sequence[str]] = ()
-    actions: ClassVar[Sequence[ScreenAction]] = ()
+    # False on sub-screens (e.g. Kafka topics) whose rows are not the actions' targets.
+    offers_actions: ClassVar[bool] = True
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("slash", "filter", "Filter"),
@@ -82,7 +73,7 @@ class BackendScreen(Screen[None]):
         add_columns(table, self.columns)
         self.query_one("#filter", Input).display = False
         if not self.sfops.read_only:
-            for action in self.actions:
+            for action in self.screen_actions():
                 self._bindings.bind(action.key, f"screen_action('{action.key}')", action.label)
             self.refresh_bindings()
         self.refresh_data()
@@ -110,6 +101,13 @@ class BackendScreen(Screen[None]):
         sync_table(self.query_one("#table", DataTable), rows)
         self.query_one("#detail", Static).update(self.detail(snapshot))
 
+    def screen_actions(self) -> list[ScreenAction]:
+        if not self.offers_actions:
+            return []
+        from tui.screens import screen_actions
+
+        return screen_actions(self.backend)
+
     def selected_key(self) -> str | None:
         table = self.query_one("#table", DataTable)
         if table.row_count == 0:
@@ -118,9 +116,11 @@ class BackendScreen(Screen[None]):
         return None if row_key.value is None else str(row_key.value)
 
     def action_screen_action(self, key: str) -> None:
-        spec = next((a for a in self.actions if a.key == key), None)
-        target = self.selected_key()
-        if spec is None or target is None:
+        spec = next((a for a in self.screen_actions() if a.key == key), None)
+        if spec is None:
+            return
+        target = self.selected_key() if spec.needs_target else None
+        if spec.needs_target and target is None:
             self.notify("select a row first", severity="warning")
             return
         self.sfops.start_action(lambda: spec.build(self.sfops, target))

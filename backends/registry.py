@@ -1,0 +1,49 @@
+"""Every backend sfops knows, in overview order (front door first, then what it depends on).
+
+Adding a backend is its own package with a ``contract.py`` declaring ``BACKEND`` plus one line
+here. Declarations are cheap to import (see :mod:`backends.contract`); a backend whose package
+is not part of this build is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from backends.contract import Backend
+
+MODULES = (
+    "backends.nginx.contract",
+    "backends.postgres.contract",
+    "backends.kafka.contract",
+    "backends.kubernetes.contract",
+)
+
+_extra: list[Backend] = []
+
+
+def register(backend: Backend) -> None:
+    """Add a backend at run time (plugins, tests); replaces one of the same name."""
+    unregister(backend.name)
+    _extra.append(backend)
+
+
+def unregister(name: str) -> None:
+    _extra[:] = [b for b in _extra if b.name != name]
+
+
+def backends() -> list[Backend]:
+    found: list[Backend] = []
+    for module_name in MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise  # the backend exists but one of *its* imports is missing: a real bug
+            continue
+        found.append(module.BACKEND)
+    names = {b.name for b in _extra}
+    return [b for b in found if b.name not in names] + list(_extra)
+
+
+def backend(name: str) -> Backend | None:
+    return next((b for b in backends() if b.name == name or b.command == name), None)

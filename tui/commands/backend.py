@@ -1,0 +1,271 @@
+"""`sfops <backend> status|<action> …`, generated from each backend's contract
+(:mod:`backends.contract`): nothing here names a backend.
+
+Every backend has ``status`` (``-o table|json|yaml``); every action has its target, its
+parameters and ``--yes``, ``--json``, ``--force``, ``--dry-run``, and runs through the shared
+runner (tui/commands/_action.py), as the TUI's keys and palette entries do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import TYPE_CHECKING, Any, TextIO
+
+from tui import exitcodes
+from tui.commands._action import add_action_flags, load_config, printable, run_action_command
+
+if TYPE_CHECKING:
+    from backends.actions import Action, ActionRunner
+    from backends.config import SfopsConfig
+    from backends.contract import ActionSpec, Backend, Param
+    from backends.service import BackendService, BackendSummary
+
+CLOSE_TIMEOUT = 3.0
+OUTPUTS = ("table", "json", "yaml")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             backend: Backend) -> None:
+    parser = subparsers.add_parser(backend.command, help=backend.help,
+                                   description=backend.help)
+    commands = parser.add_subparsers(dest=f"{backend.command}_command", required=True,
+                                     metavar="COMMAND")
+    status = commands.add_parser(
+        "status", help=f"poll {backend.title} once and print its state",
+        description=f"Poll {backend.title} once (the TUI's liveness rule). Exit 0 healthy, "
+        "1 degraded, 2 configuration error, 5 unreachable.")
+    add_output(status)
+    status.add_argument("--timeout", type=float, default=backend.status_timeout, metavar="S",
+                        help="time budget (default %(default)g)")
+    for param in (*backend.options, *backend.status_params):
+        add_param(status, param)
+    status.set_defaults(func=partial(run_status, backend))
+    for spec in backend.actions:
+        action = commands.add_parser(spec.command, help=spec.help,
+                                     description=spec.description or spec.help)
+        if spec.target is not None:
+            target = spec.target
+            if target.option:
+                action.add_argument(target.option, dest="target", required=True,
+                                    type=target.type, metavar=target.metavar, help=target.help)
+            else:
+                action.add_argument("target", type=target.type, metavar=target.metavar,
+                                    help=target.help)
+        for param in (*backend.options, *spec.params):
+            add_param(action, param)
+        add_action_flags(action)
+        action.set_defaults(func=partial(run_spec, backend, spec))
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=OUTPUTS, default="table",
+                        help="output format (default %(default)s)")
+    parser.add_argument("--json", dest="output", action="store_const", const="json",
+                        help="the same as -o json")
+
+
+def add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+    flags = [param.flag] + ([param.short] if param.short else [])
+    parser.add_argument(*flags, dest=param.name, type=param.type, default=param.default,
+                        required=param.required, metavar=param.metavar, help=param.help)
+
+
+def _values(args: argparse.Namespace, params: Sequence[Param]) -> dict[str, Any]:
+    return {p.name: getattr(args, p.name, p.default) for p in params}
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class CliContext:
+    """The ActionContext of one CLI run: services are built on demand and closed on exit."""
+
+    def __init__(self, config: SfopsConfig, runner: ActionRunner, stack: AsyncExitStack,
+                 configure: Callable[[SfopsConfig], SfopsConfig] = lambda c: c) -> None:
+        self.config = configure(config)
+        self.runner = runner
+        self._stack = stack
+        self._services: dict[str, BackendService] = {}
+
+    def service(self, backend: str) -> BackendService:
+        from backends.config import ConfigError
+        from backends.registry import backend as find
+
+        if backend not in self._services:
+            declared = find(backend)
+            if declared is None:
+                raise ConfigError(f"{self.config.path}: no backend {backend!r}")
+            service = declared.service_for(self.config)
+            self._stack.push_async_callback(_close, service)
+            self._services[backend] = service
+        return self._services[backend]
+
+    def status(self, backend: str) -> Any:
+        return None
+
+
+def run_spec(backend: Backend, spec: ActionSpec, args: argparse.Namespace) -> int:
+    from backends.config import SfopsConfig
+
+    options = _values(args, backend.options)
+    params = {**options, **_values(args, spec.params)}
+    target = getattr(args, "target", None)
+
+    async def build(config: SfopsConfig, runner: ActionRunner, stack: AsyncExitStack) -> Action:
+        runner.check_allowed(spec.action_class())
+        context = CliContext(config, runner, stack,
+                             lambda c: backend.configured(c, options))
+        return spec.build(context, target, params)
+
+    assert SfopsConfig
+    return run_action_command(args, spec.action_class(), build)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def run_status(backend: Backend, args: argparse.Namespace) -> int:
+    from backends.config import ConfigError
+
+    config = load_config(args)
+    if config is None:
+        return exitcodes.USAGE
+    options = _values(args, (*backend.options, *backend.status_params))
+    try:
+        service = backend.service_for(backend.configured(config, options))
+    except ConfigError as exc:
+        print(f"sfops: configuration error:\n{exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    value, error, summary, taken_at = asyncio.run(observe_once(
+        service, timeout=args.timeout, secrets=config.secrets()))
+    from backends.snapshot import Health
+
+    if error is not None:
+        code = exitcodes.UNREACHABLE
+    else:
+        code = exitcodes.OK if summary.health is Health.OK else exitcodes.DEGRADED
+    if args.output == "table":
+        print_status(backend, value, summary, options, sys.stdout)
+        return code
+    data = status_document(backend, value, error, summary, taken_at, code)
+    if args.output == "json":
+        print(json.dumps(data, ensure_ascii=False, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False,
+                             allow_unicode=True), end="")
+    return code
+
+
+async def observe_once(service: BackendService, *, timeout: float,  # noqa: ASYNC109
+                       secrets: Sequence[Any]) -> tuple[Any, str | None, BackendSummary, str]:
+    """One refresh under the liveness rule, as the TUI and `sfops status` do. On failure the
+    value is what the backend could still say (PostgreSQL: every member marked down)."""
+    from backends.config import redact_text
+    from backends.resilience import describe_error, with_timeout
+    from backends.service import BackendUnreachable, observe, summary_of
+    from backends.snapshot import Snapshot
+
+    value: Any = None
+    error: str | None = None
+    try:
+        value = await with_timeout(observe(service), timeout, f"{service.title} status")
+    except BackendUnreachable as exc:
+        error, value = redact_text(describe_error(exc), secrets), exc.value
+    except Exception as exc:
+        error = redact_text(describe_error(exc), secrets)
+    finally:
+        await _close(service)
+    snapshot: Snapshot[Any] = (Snapshot.success(value) if error is None
+                               else Snapshot.failure(error, previous=None))
+    summary = summary_of(service, snapshot)
+    return value, error, summary, snapshot.taken_at.isoformat()
+
+
+async def _close(service: BackendService) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await service.close()
+    except Exception:  # noqa: S110 - closing a broken client must not change the verdict
+        pass
+
+
+def status_document(backend: Backend, value: Any, error: str | None, summary: BackendSummary,
+                    taken_at: str, code: int) -> dict[str, Any]:
+    """One shape for every backend; ``status`` is the backend's own, redacted by its
+    contract."""
+    return {
+        "backend": backend.name,
+        "title": backend.title,
+        "health": summary.health.value,
+        "exit_code": code,
+        "reachable": error is None,
+        "error": error,
+        "taken_at": taken_at,
+        "figures": [{"label": f.label, "value": f.value, "health": f.health.value}
+                    for f in summary.figures],
+        "alerts": [{"key": a.key, "severity": a.severity.name.lower(),
+                    "unreachable": a.unreachable, "message": a.message}
+                   for a in summary.alerts],
+        "status": backend.status_json(value) if value is not None else None,
+    }
+
+
+def print_status(backend: Backend, value: Any, summary: BackendSummary,
+                 options: Mapping[str, Any], out: TextIO) -> None:
+    figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
+    print(printable(f"{backend.title}: {summary.health.value.upper()}  {figures}".rstrip()),
+          file=out)
+    if value is not None:
+        text = _status_text(backend, value, summary, options)
+        if text:
+            print(text.rstrip("\n"), file=out)
+    print("", file=out)
+    print("What is wrong now", file=out)
+    from backends.service import wrong_now
+
+    alerts = wrong_now([summary])
+    if not alerts:
+        print("ok        nothing is wrong right now", file=out)
+    for alert in alerts:
+        label = "DOWN" if alert.unreachable else alert.severity.name.lower()
+        print(f"{label:<8}  {printable(alert.message)}", file=out)
+
+
+def _status_text(backend: Backend, value: Any, summary: BackendSummary,
+                 options: Mapping[str, Any]) -> str:
+    """A backend's own text (its render module's ``status_text``), else its contract's plain
+    table, else nothing beyond the figures."""
+    module_name = f"tui.render.{backend.name}"
+    try:
+        render = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        render = None
+    custom = getattr(render, "status_text", None)
+    if custom is not None:
+        return str(custom(value, summary, options))
+    if backend.rows is None:
+        return ""
+    return plain_table(backend.columns, [row.cells for row in backend.rows(value)])
+
+
+def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *,
+                max_width: int = 48) -> str:
+    table = [list(columns), *[[printable(c) for c in row] for row in rows]]
+    widths = [min(max_width, max(len(r[i]) for r in table)) for i in range(len(columns))]
+    lines = []
+    for row in table:
+        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w)
+                 for c, w in zip(row, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
