@@ -11,22 +11,19 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
-from enum import Enum
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from backends.secrets import REDACTED, Secret, redact_text, redacted, secrets_in
+
 __all__ = [
+    "REDACTED",
     "ConfigError",
     "ExecutorConfig",
-    "KafkaConfig",
-    "KubernetesConfig",
     "LocalExecutorConfig",
-    "NginxConfig",
-    "NginxMember",
-    "PostgresConfig",
-    "PostgresMember",
+    "Reader",
     "Secret",
     "SfopsConfig",
     "SfopsSettings",
@@ -38,9 +35,6 @@ __all__ = [
     "redacted",
 ]
 
-REDACTED = "***"
-
-
 class ConfigError(Exception):
     """One or more configuration problems; ``problems`` holds one line per problem."""
 
@@ -49,35 +43,6 @@ class ConfigError(Exception):
             (problems,) if isinstance(problems, str) else tuple(problems)
         )
         super().__init__("\n".join(self.problems))
-
-
-class Secret:
-    """A string that never shows itself: ``str``/``repr``/f-strings give ``'***'``."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"'{REDACTED}'"
-
-    __str__ = __repr__
-
-    def __format__(self, format_spec: str) -> str:
-        return REDACTED
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-    def __reduce__(self) -> Any:  # pickling/copying would otherwise be the only leak path
-        return (Secret, (self._value,))
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -118,87 +83,32 @@ ExecutorConfig = LocalExecutorConfig | SshExecutorConfig
 
 
 @dataclass(frozen=True)
-class NginxMember:
-    name: str
-    address: str  # "host:port", exactly as written in the upstream's `server` line
-    health_url: str | None = None
-
-
-@dataclass(frozen=True)
-class NginxConfig:
-    executor: str
-    config_file: Path
-    upstream_name: str
-    upstream_file: Path
-    members: Mapping[str, NginxMember]
-    nginx_binary: Path = Path("/usr/sbin/nginx")
-    prefix: Path | None = None
-    pid_file: Path | None = None
-    access_log: Path | None = None
-    stub_status_url: str | None = None
-    url: str | None = None  # where clients reach nginx (liveness check after a reload)
-
-
-@dataclass(frozen=True)
-class PostgresMember:
-    name: str
-    host: str
-    port: int = 5432
-    executor: str = "local"
-    data_dir: Path | None = None
-    bin_dir: Path | None = None
-    os_user: str | None = None
-
-
-@dataclass(frozen=True)
-class PostgresConfig:
-    dbname: str
-    user: str
-    members: Mapping[str, PostgresMember]
-    password: Secret | None = None
-    connect_timeout: float = 3.0
-    statement_timeout: float = 5.0
-    max_lag_on_failover: int = 1048576
-
-
-@dataclass(frozen=True)
-class KafkaConfig:
-    bootstrap_servers: str
-    consumer_groups: tuple[str, ...] = ()
-    request_timeout: float = 5.0
-    # Leadership imbalance that a preferred election would fix is a warning above these
-    # (backends.kafka.model.LeaderBalanceLimits says why both default to 0).
-    max_not_preferred_leaders: int = 0
-    max_leader_skew: int = 0
-
-
-@dataclass(frozen=True)
-class KubernetesConfig:
-    kubeconfig: Path | None = None
-    context: str | None = None
-    namespaces: tuple[str, ...] = ("default",)
-    # Credentials of the read-only and operator ServiceAccounts (deploy/k8s/rbac-sfops.yaml);
-    # the lab writes both, for read-only-mode tests and least-privilege actions.
-    readonly_kubeconfig: Path | None = None
-    operator_kubeconfig: Path | None = None
-
-
-@dataclass(frozen=True)
 class SfopsConfig:
+    """The whole file: ``[sfops]``, ``[executors]`` and one section per configured backend,
+    parsed by that backend (``config.nginx`` is ``sections["nginx"]``, None when absent)."""
+
     path: Path
     sfops: SfopsSettings
     executors: Mapping[str, ExecutorConfig]
-    nginx: NginxConfig | None = None
-    postgres: PostgresConfig | None = None
-    kafka: KafkaConfig | None = None
-    kubernetes: KubernetesConfig | None = None
+    sections: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names that are not fields: a backend's section by its name.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from backends.registry import section_names
+
+        if name in self.sections or name in section_names():
+            return self.sections.get(name)
+        raise AttributeError(f"{type(self).__name__} has no section or attribute {name!r}")
+
+    def with_section(self, name: str, value: Any) -> SfopsConfig:
+        """A copy with one section replaced (e.g. a CLI option adjusting it)."""
+        return replace(self, sections=MappingProxyType({**self.sections, name: value}))
 
     def secrets(self) -> list[Secret]:
         """Every secret value in the configuration, for :func:`redact_text`."""
-        found: list[Secret] = []
-        if self.postgres is not None and self.postgres.password is not None:
-            found.append(self.postgres.password)
-        return found
+        return secrets_in(dict(self.sections))
 
 
 # --------------------------------------------------------------------------- reading
@@ -218,7 +128,7 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-class _Reader:
+class Reader:
     """A view of one TOML table that records problems and rejects unknown keys."""
 
     def __init__(self, file: Path, prefix: str, data: Mapping[str, Any], problems: list[str]):
@@ -312,7 +222,7 @@ class _Reader:
         resolved = (Path(v).expanduser() for v in values)
         return tuple(p if p.is_absolute() else self.file.parent / p for p in resolved)
 
-    def table(self, name: str, *, required: bool = False) -> _Reader | None:
+    def table(self, name: str, *, required: bool = False) -> Reader | None:
         self.seen.add(name)
         value = self.data.get(name, _MISSING)
         if value is _MISSING:
@@ -322,14 +232,14 @@ class _Reader:
         if not isinstance(value, dict):
             self.fail(name, f"expected a table, got {_type_name(value)}")
             return None
-        return _Reader(self.file, self.key(name), value, self.problems)
+        return Reader(self.file, self.key(name), value, self.problems)
 
-    def subtables(self, name: str, *, required: bool = False) -> list[_Reader]:
+    def subtables(self, name: str, *, required: bool = False) -> list[Reader]:
         """The named sub-tables of ``name`` (e.g. ``[nginx.members.api-1]``), in file order."""
         outer = self.table(name, required=required)
         if outer is None:
             return []
-        readers: list[_Reader] = []
+        readers: list[Reader] = []
         for child in outer.data:
             reader = outer.table(child)
             if reader is not None:
@@ -337,6 +247,41 @@ class _Reader:
         if required and not outer.data:
             self.fail(name, "must define at least one entry")
         return readers
+
+    def secret(self, base: str) -> Secret | None:
+        """A secret given as ``<base>_file`` (first line), ``<base>_env`` or ``<base>``
+        (inline); at most one source. Problems name the path or variable, never the value."""
+        table = self
+        sources = [k for k in (f"{base}_file", f"{base}_env", base) if k in table.data]
+        if len(sources) > 1:
+            table.fail(sources[1], f"conflicts with {sources[0]}: give only one {base} source")
+        password_file = table.path(f"{base}_file", None)
+        password_env = table.string(f"{base}_env", None)
+        inline = table.string(base, None)
+        if password_file is not None:
+            try:
+                text = password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                # The path and the OS reason only: never the content.
+                table.fail(f"{base}_file", f"cannot read {password_file}: {exc.strerror or exc}")
+                return None
+            except UnicodeDecodeError:
+                table.fail(f"{base}_file", f"{password_file} is not UTF-8 text")
+                return None
+            value = text.splitlines()[0] if text else ""
+            if not value:
+                table.fail(f"{base}_file", f"{password_file} is empty")
+                return None
+            return Secret(value)
+        if password_env is not None:
+            env_value = os.environ.get(password_env)
+            if env_value is None:
+                table.fail(f"{base}_env", f"environment variable {password_env} is not set")
+                return None
+            return Secret(env_value)
+        if inline is not None:
+            return Secret(inline)
+        return None
 
     @property
     def name(self) -> str:
@@ -347,18 +292,18 @@ class _Reader:
             self.fail(unknown, "unknown key")
 
 
-_HOST_PORT = re.compile(
+HOST_PORT = re.compile(
     r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d+)$"
 )
 
 
-def _check_host_port(reader: _Reader, name: str, value: str) -> None:
-    match = _HOST_PORT.match(value)
+def check_host_port(reader: Reader, name: str, value: str) -> None:
+    match = HOST_PORT.match(value)
     if match is None or not 1 <= int(match["port"]) <= 65535:
         reader.fail(name, f'expected "host:port", got "{value}"')
 
 
-def _check_url(reader: _Reader, name: str, value: str | None) -> None:
+def check_url(reader: Reader, name: str, value: str | None) -> None:
     if value is not None and not re.match(r"^https?://[^/\s]+", value):
         reader.fail(name, f'expected an http:// or https:// URL, got "{value}"')
 
@@ -366,7 +311,7 @@ def _check_url(reader: _Reader, name: str, value: str | None) -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def _settings(root: _Reader) -> SfopsSettings:
+def _settings(root: Reader) -> SfopsSettings:
     table = root.table("sfops")
     if table is None:
         return SfopsSettings()
@@ -381,7 +326,7 @@ def _settings(root: _Reader) -> SfopsSettings:
     return settings
 
 
-def _executors(root: _Reader) -> dict[str, ExecutorConfig]:
+def _executors(root: Reader) -> dict[str, ExecutorConfig]:
     executors: dict[str, ExecutorConfig] = {}
     for table in root.subtables("executors"):
         kind = table.string("type")
@@ -410,149 +355,9 @@ def _executors(root: _Reader) -> dict[str, ExecutorConfig]:
     return executors
 
 
-def _check_executor_ref(reader: _Reader, name: str, value: str, known: Mapping[str, Any]) -> None:
+def check_executor_ref(reader: Reader, name: str, value: str, known: Mapping[str, Any]) -> None:
     if value and value not in known:
         reader.fail(name, f'unknown executor "{value}" (configured: {", ".join(sorted(known))})')
-
-
-def _nginx(root: _Reader, executors: Mapping[str, ExecutorConfig]) -> NginxConfig | None:
-    table = root.table("nginx")
-    if table is None:
-        return None
-    executor = table.string("executor", "local")
-    _check_executor_ref(table, "executor", executor, executors)
-    members: dict[str, NginxMember] = {}
-    for member in table.subtables("members", required=True):
-        address = member.string("address")
-        if address:
-            _check_host_port(member, "address", address)
-        health_url = member.string("health_url", None)
-        _check_url(member, "health_url", health_url)
-        member.finish()
-        members[member.name] = NginxMember(member.name, address, health_url)
-    stub_status_url = table.string("stub_status_url", None)
-    _check_url(table, "stub_status_url", stub_status_url)
-    url = table.string("url", None)
-    _check_url(table, "url", url)
-    config = NginxConfig(
-        executor=executor,
-        nginx_binary=table.path("nginx_binary", Path("/usr/sbin/nginx")),
-        prefix=table.path("prefix", None),
-        config_file=table.path("config_file"),
-        pid_file=table.path("pid_file", None),
-        upstream_name=table.string("upstream_name"),
-        upstream_file=table.path("upstream_file"),
-        access_log=table.path("access_log", None),
-        stub_status_url=stub_status_url,
-        url=url,
-        members=MappingProxyType(members),
-    )
-    table.finish()
-    return config
-
-
-def _password(table: _Reader) -> Secret | None:
-    sources = [k for k in ("password_file", "password_env", "password") if k in table.data]
-    if len(sources) > 1:
-        table.fail(sources[1], f"conflicts with {sources[0]}: give only one password source")
-    password_file = table.path("password_file", None)
-    password_env = table.string("password_env", None)
-    inline = table.string("password", None)
-    if password_file is not None:
-        try:
-            text = password_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            # The path and the OS reason only: never the content.
-            table.fail("password_file", f"cannot read {password_file}: {exc.strerror or exc}")
-            return None
-        except UnicodeDecodeError:
-            table.fail("password_file", f"{password_file} is not UTF-8 text")
-            return None
-        value = text.splitlines()[0] if text else ""
-        if not value:
-            table.fail("password_file", f"{password_file} is empty")
-            return None
-        return Secret(value)
-    if password_env is not None:
-        env_value = os.environ.get(password_env)
-        if env_value is None:
-            table.fail("password_env", f"environment variable {password_env} is not set")
-            return None
-        return Secret(env_value)
-    if inline is not None:
-        return Secret(inline)
-    return None
-
-
-def _postgres(root: _Reader, executors: Mapping[str, ExecutorConfig]) -> PostgresConfig | None:
-    table = root.table("postgres")
-    if table is None:
-        return None
-    members: dict[str, PostgresMember] = {}
-    for member in table.subtables("members", required=True):
-        executor = member.string("executor", "local")
-        _check_executor_ref(member, "executor", executor, executors)
-        members[member.name] = PostgresMember(
-            name=member.name,
-            host=member.string("host"),
-            port=member.port("port", 5432),
-            executor=executor,
-            data_dir=member.path("data_dir", None),
-            bin_dir=member.path("bin_dir", None),
-            os_user=member.string("os_user", None),
-        )
-        member.finish()
-    config = PostgresConfig(
-        dbname=table.string("dbname"),
-        user=table.string("user"),
-        password=_password(table),
-        connect_timeout=table.number("connect_timeout", 3.0),
-        statement_timeout=table.number("statement_timeout", 5.0),
-        max_lag_on_failover=table.integer("max_lag_on_failover", 1048576),
-        members=MappingProxyType(members),
-    )
-    table.finish()
-    return config
-
-
-def _kafka(root: _Reader) -> KafkaConfig | None:
-    table = root.table("kafka")
-    if table is None:
-        return None
-    servers = table.string("bootstrap_servers")
-    if servers:
-        for server in servers.split(","):
-            if _HOST_PORT.match(server.strip()) is None:
-                table.fail("bootstrap_servers", f'expected "host:port[,host:port...]", '
-                                                f'got "{server.strip()}"')
-                break
-    config = KafkaConfig(
-        bootstrap_servers=servers,
-        consumer_groups=table.strings("consumer_groups", ()),
-        request_timeout=table.number("request_timeout", 5.0),
-        max_not_preferred_leaders=table.integer("max_not_preferred_leaders", 0),
-        max_leader_skew=table.integer("max_leader_skew", 0),
-    )
-    table.finish()
-    return config
-
-
-def _kubernetes(root: _Reader) -> KubernetesConfig | None:
-    table = root.table("kubernetes")
-    if table is None:
-        return None
-    namespaces = table.strings("namespaces", ("default",))
-    if not namespaces:
-        table.fail("namespaces", "must list at least one namespace")
-    config = KubernetesConfig(
-        kubeconfig=table.path("kubeconfig", None),
-        context=table.string("context", None),
-        namespaces=namespaces,
-        readonly_kubeconfig=table.path("readonly_kubeconfig", None),
-        operator_kubeconfig=table.path("operator_kubeconfig", None),
-    )
-    table.finish()
-    return config
 
 
 # --------------------------------------------------------------------------- public API
@@ -575,18 +380,18 @@ def parse(text: str, path: Path) -> SfopsConfig:
         # tomllib's message already carries "(at line N, column M)".
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
     problems: list[str] = []
-    root = _Reader(path, "", data, problems)
+    root = Reader(path, "", data, problems)
     settings = _settings(root)
     executors = _executors(root)
-    config = SfopsConfig(
-        path=path,
-        sfops=settings,
-        executors=MappingProxyType(executors),
-        nginx=_nginx(root, executors),
-        postgres=_postgres(root, executors),
-        kafka=_kafka(root),
-        kubernetes=_kubernetes(root),
-    )
+    from backends.registry import section_parsers
+
+    sections: dict[str, Any] = {}
+    for name, parse_section in section_parsers():
+        section = parse_section(root, executors)
+        if section is not None:
+            sections[name] = section
+    config = SfopsConfig(path=path, sfops=settings, executors=MappingProxyType(executors),
+                         sections=MappingProxyType(sections))
     root.finish()
     if problems:
         raise ConfigError(problems)
@@ -606,42 +411,3 @@ def load(path: str | os.PathLike[str] | None = None) -> SfopsConfig:
     return parse(text, file)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Secret):
-        return REDACTED
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
-def redacted(config: Any) -> Any:
-    """A JSON-ready plain copy of a config (or any dataclass) with every Secret as ``***``."""
-    return _plain(config)
-
-
-# key=value conninfo (password=x, password='a b'), URLs (scheme://user:pw@host), env style.
-_CONNINFO_PASSWORD = re.compile(
-    r"(?i)\b(password|passwd|pgpassword)(\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\S+)"
-)
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):([^@\s]*)@")
-
-
-def redact_text(text: str, secrets: Iterable[Secret | str] = ()) -> str:
-    """Scrub secret values and any ``password=...`` / ``user:pw@`` from a message."""
-    values = sorted(
-        {s.reveal() if isinstance(s, Secret) else s for s in secrets} - {""},
-        key=len,
-        reverse=True,  # longest first so a secret containing another is fully replaced
-    )
-    for value in values:
-        text = text.replace(value, REDACTED)
-    text = _CONNINFO_PASSWORD.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
-    return _URL_PASSWORD.sub(lambda m: f"{m[1]}:{REDACTED}@", text)

@@ -177,6 +177,9 @@ class Backend:
     # the configuration before the service is built; actions also receive them as params.
     options: tuple[Param, ...] = ()
     configure: Callable[[SfopsConfig, Mapping[str, Any]], SfopsConfig] | None = None
+    # The section parser of a backend registered at run time; a backend package's own is
+    # ``backends/<name>/config.py:parse_section`` (found by the registry).
+    parse_config: Callable[[Any, Mapping[str, Any]], Any] | None = None
 
     def spec(self, command: str) -> ActionSpec:
         for spec in self.actions:

@@ -8,15 +8,15 @@ is not part of this build is skipped.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from backends.contract import Backend
 
-MODULES = (
-    "backends.nginx.contract",
-    "backends.postgres.contract",
-    "backends.kafka.contract",
-    "backends.kubernetes.contract",
-)
+# Backend packages, in overview order. Each has the same file roles: ``contract.py``
+# (``BACKEND``), ``config.py`` (``parse_section`` for its ``[name]`` section), ``service.py``,
+# ``model.py``, ``actions.py``.
+PACKAGES = ("nginx", "postgres", "kafka", "kubernetes")
+MODULES = tuple(f"backends.{name}.contract" for name in PACKAGES)
 
 _extra: list[Backend] = []
 
@@ -43,6 +43,27 @@ def backends() -> list[Backend]:
         found.append(module.BACKEND)
     names = {b.name for b in _extra}
     return [b for b in found if b.name not in names] + list(_extra)
+
+
+def section_parsers() -> list[tuple[str, Any]]:
+    """(section name, parser(root reader, executors) -> section or None) for every backend
+    with a configuration section: each backend parses its own."""
+    parsers: list[tuple[str, Any]] = []
+    for name in PACKAGES:
+        module_name = f"backends.{name}.config"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        parsers.append((name, module.parse_section))
+    parsers += [(b.name, b.parse_config) for b in _extra if b.parse_config is not None]
+    return parsers
+
+
+def section_names() -> set[str]:
+    return {*PACKAGES, *(b.name for b in _extra)}
 
 
 def backend(name: str) -> Backend | None:

@@ -75,7 +75,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "Kafka and Kubernetes. Without a command, opens the terminal UI.",
         epilog="Exit codes: 0 ok, 1 degraded or action failed, 2 usage/configuration error, "
         "3 refused by preflight or not confirmed, 4 refused in read-only mode, "
-        "5 backend unreachable, 130 interrupted.",
+        "5 backend unreachable, 130 interrupted, 141 output pipe closed (e.g. `| head`).",
     )
     parser.add_argument("--version", action="version", version=f"sfops {package_version()}")
     parser.add_argument(
@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             from tui.commands.ui import run_tui
 
             return run_tui(args)
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return exitcodes.INTERRUPTED

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from backends.config import KafkaConfig
+from backends.kafka.config import KafkaConfig
 from backends.service import Alert, BackendSummary, Figure, Severity
 from backends.snapshot import Health
 

@@ -16,7 +16,8 @@ import asyncio
 import time
 from typing import Any
 
-from backends.config import KafkaConfig, SfopsConfig
+from backends.config import SfopsConfig
+from backends.kafka.config import KafkaConfig
 from backends.kafka.model import (
     BrokerState,
     ClusterRead,

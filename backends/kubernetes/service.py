@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from backends.config import KubernetesConfig, SfopsConfig
+from backends.config import SfopsConfig
 from backends.kubernetes.client import (
     KubeApiError,
     KubeClient,
@@ -16,6 +16,7 @@ from backends.kubernetes.client import (
     KubeUnavailable,
     connection_from_kubeconfig,
 )
+from backends.kubernetes.config import KubernetesConfig
 from backends.kubernetes.informer import (
     BUDGETS,
     DEPLOYMENTS,

@@ -23,7 +23,7 @@ from contextlib import aclosing
 from typing import ClassVar
 
 from backends.actions import Action, CheckResult, Step
-from backends.config import NginxMember
+from backends.nginx.config import NginxMember
 from backends.nginx.contract import DEFAULT_DRAIN_TIMEOUT
 from backends.nginx.control import NginxControl, ReloadProgress, reload_progress
 from backends.nginx.model import DRAIN_QUIET_SECONDS, ProbeResult

@@ -12,9 +12,9 @@ import pwd
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from backends.config import NginxConfig
 from backends.executors import CommandResult, Executor, ExecutorError, LocalExecutor
 from backends.nginx.accesslog import FileState, parse_stat
+from backends.nginx.config import NginxConfig
 from backends.resilience import CircuitBreaker, RetryPolicy, call_read, call_write
 
 COMMAND_TIMEOUT = 10.0

@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from backends.config import NginxConfig, SfopsConfig
+from backends.config import SfopsConfig
 from backends.executors import Executor, executor_from_config
 from backends.nginx.accesslog import LogTail, MemberTraffic, TrafficWindow, parse_line
+from backends.nginx.config import NginxConfig
 from backends.nginx.control import NginxControl
 from backends.nginx.model import (
     MemberState,

@@ -20,8 +20,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backends.actions import Step
-from backends.config import PostgresMember, SfopsConfig
+from backends.config import SfopsConfig
 from backends.executors import Executor, executor_from_config
+from backends.postgres.config import PostgresConfig, PostgresMember
 from backends.postgres.connection import MemberConnection, PgError
 from backends.postgres.host import CLEAN_STATES, HostError, MemberHost, passfile_line
 from backends.postgres.model import LastPrimaryLsn, MemberStatus, format_lsn, parse_lsn
@@ -51,7 +52,7 @@ class PgCluster:
         if config.postgres is None:
             raise PgActionError("no [postgres] section in the configuration")
         self.config = config
-        self.pg = config.postgres
+        self.pg: PostgresConfig = config.postgres
         self.state = PgState(config.sfops.state_dir)
         self.service = service or PostgresService(self.pg, state=self.state,
                                                   secrets=config.secrets())

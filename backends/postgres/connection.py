@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from backends.config import PostgresConfig, PostgresMember, Secret, redact_text
+from backends.config import Secret, redact_text
+from backends.postgres.config import PostgresConfig, PostgresMember
 from backends.resilience import BackendTimeout
 
 # As backends.service.CONTACT_TIMEOUT (not imported: connection.py sits below the service

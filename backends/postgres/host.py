@@ -15,8 +15,9 @@ import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from backends.config import ExecutorConfig, PostgresMember, SshExecutorConfig
+from backends.config import ExecutorConfig, SshExecutorConfig
 from backends.executors import CommandResult, Executor, ExecutorError
+from backends.postgres.config import PostgresMember
 
 # The configuration files pg_rewind would overwrite with the source's copies (carrying the
 # source's port, socket directory, cluster_name...): kept aside and put back (Patroni does

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from backends.config import PostgresConfig, SfopsConfig
+from backends.config import SfopsConfig
+from backends.postgres.config import PostgresConfig
 from backends.postgres.connection import MemberConnection
 from backends.postgres.model import (
     ClusterStatus,

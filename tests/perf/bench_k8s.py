@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from backends.config import KubernetesConfig  # noqa: E402
+from backends.kubernetes.config import KubernetesConfig  # noqa: E402
 from backends.kubernetes.informer import PODS, Informer  # noqa: E402
 from backends.kubernetes.model import pod_from_json  # noqa: E402
 from backends.kubernetes.service import KubernetesService, make_client  # noqa: E402
@@ -154,7 +154,8 @@ async def tui_table(config_path: Path, section: KubernetesConfig, want_pods: int
     from backends.kubernetes.service import KubernetesService
     from tui.app import SfopsApp
 
-    config = SfopsConfig(path=config_path, executors={}, kubernetes=section, sfops=SfopsSettings(
+    config = SfopsConfig(path=config_path, executors={}, sections={"kubernetes": section},
+                         sfops=SfopsSettings(
         refresh_interval=2.0, audit_log=Path("/tmp/sfops-bench-audit.jsonl"),
         state_dir=Path("/tmp/sfops-bench-state")))
     service = KubernetesService(section, make_client(section))

@@ -15,9 +15,8 @@ import pytest
 import yaml
 
 from backends import registry
-from backends.actions import Action, ActionRunner, CheckResult, Step
+from backends.actions import Action, CheckResult, Step
 from backends.audit import AuditLog
-from backends.config import parse
 from backends.contract import ActionContext, ActionSpec, Backend, Param, Row, Target
 from backends.service import BackendSummary, Figure
 from backends.snapshot import Health, Snapshot
@@ -207,3 +206,28 @@ def test_the_four_backends_are_declared():
             assert cls.name == spec.name, f"{spec.name}: the class says {cls.name}"
             assert cls.destructive == spec.destructive, f"{spec.name}: destructive differs"
             assert cls.mutating == spec.mutating, f"{spec.name}: mutating differs"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`sfops … | head`: the reader goes away; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte, as after `head -c 0`
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "completion", "bash"],
+                            stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == exitcodes.BROKEN_PIPE
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_global_options_before_or_after_the_command():
+    assert cli.hoist_global_options(["pg", "status", "--config", "x.toml", "--read-only"]) == [
+        "--config", "x.toml", "--read-only", "pg", "status"]
+    assert cli.hoist_global_options(["k8s", "status", "--config=x", "-n", "ns"]) == [
+        "--config=x", "k8s", "status", "-n", "ns"]
+    assert cli.hoist_global_options(["lab", "--", "--config"]) == ["lab", "--", "--config"]

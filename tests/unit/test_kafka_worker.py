@@ -198,7 +198,7 @@ async def test_all_brokers_down_is_a_bounded_kafka_unreachable():
 def test_the_sfops_process_never_loads_librdkafka():
     code = (
         "import asyncio, sys\n"
-        "from backends.config import KafkaConfig\n"
+        "from backends.kafka.config import KafkaConfig\n"
         "import backends.kafka, backends.kafka.actions\n"
         "from backends.kafka.service import KafkaService\n"
         "async def main():\n"

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from backends.actions import Step
-from backends.config import NginxConfig, NginxMember
 from backends.executors import DEFAULT_TIMEOUT, CommandResult
 from backends.nginx import actions
 from backends.nginx.actions import DrainMember, NginxActionError, UndrainMember
+from backends.nginx.config import NginxConfig, NginxMember
 from backends.nginx.control import parse_workers, reload_progress
 from backends.nginx.service import NginxService
 

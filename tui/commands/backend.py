@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from backends.config import SfopsConfig
     from backends.contract import ActionSpec, Backend, Param
     from backends.service import BackendService, BackendSummary
+    from backends.snapshot import Snapshot
 
 CLOSE_TIMEOUT = 3.0
 OUTPUTS = ("table", "json", "yaml")
@@ -143,10 +145,11 @@ def run_status(backend: Backend, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"sfops: configuration error:\n{exc}", file=sys.stderr)
         return exitcodes.USAGE
-    value, error, summary, taken_at = asyncio.run(observe_once(
+    snapshot, summary = asyncio.run(observe_once(
         service, timeout=args.timeout, secrets=config.secrets()))
     from backends.snapshot import Health
 
+    value, error, taken_at = snapshot.value, snapshot.error, snapshot.taken_at.isoformat()
     if error is not None:
         code = exitcodes.UNREACHABLE
     else:
@@ -154,40 +157,45 @@ def run_status(backend: Backend, args: argparse.Namespace) -> int:
     if args.output == "table":
         print_status(backend, value, summary, options, sys.stdout)
         return code
-    data = status_document(backend, value, error, summary, taken_at, code)
-    if args.output == "json":
-        print(json.dumps(data, ensure_ascii=False, default=str))
-    else:
-        import yaml
-
-        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False,
-                             allow_unicode=True), end="")
+    print_document(status_document(backend, value, error, summary, taken_at, code),
+                   args.output, sys.stdout)
     return code
 
 
+def print_document(data: Any, output: str, out: TextIO) -> None:
+    """JSON on one line, or YAML (the same data: what JSON can carry)."""
+    if output == "json":
+        print(json.dumps(data, ensure_ascii=False, default=str), file=out)
+        return
+    import yaml
+
+    print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False,
+                         allow_unicode=True), end="", file=out)
+
+
 async def observe_once(service: BackendService, *, timeout: float,  # noqa: ASYNC109
-                       secrets: Sequence[Any]) -> tuple[Any, str | None, BackendSummary, str]:
-    """One refresh under the liveness rule, as the TUI and `sfops status` do. On failure the
-    value is what the backend could still say (PostgreSQL: every member marked down)."""
+                       secrets: Sequence[Any]) -> tuple[Snapshot[Any], BackendSummary]:
+    """One refresh under the liveness rule, as the TUI does, then the service is closed. A
+    failed snapshot keeps what the backend could still say (PostgreSQL: every member marked
+    down) as its value, for a one-shot status to print."""
     from backends.config import redact_text
     from backends.resilience import describe_error, with_timeout
     from backends.service import BackendUnreachable, observe, summary_of
     from backends.snapshot import Snapshot
 
-    value: Any = None
-    error: str | None = None
+    snapshot: Snapshot[Any]
     try:
         value = await with_timeout(observe(service), timeout, f"{service.title} status")
+        snapshot = Snapshot.success(value)
     except BackendUnreachable as exc:
-        error, value = redact_text(describe_error(exc), secrets), exc.value
+        snapshot = Snapshot.failure(redact_text(describe_error(exc), secrets), previous=None)
+        if exc.value is not None:
+            snapshot = replace(snapshot, value=exc.value)
     except Exception as exc:
-        error = redact_text(describe_error(exc), secrets)
+        snapshot = Snapshot.failure(redact_text(describe_error(exc), secrets), previous=None)
     finally:
         await _close(service)
-    snapshot: Snapshot[Any] = (Snapshot.success(value) if error is None
-                               else Snapshot.failure(error, previous=None))
-    summary = summary_of(service, snapshot)
-    return value, error, summary, snapshot.taken_at.isoformat()
+    return snapshot, summary_of(service, snapshot)
 
 
 async def _close(service: BackendService) -> None:

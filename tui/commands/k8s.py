@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from backends.actions import Action, ActionRunner
-from backends.config import ConfigError, KubernetesConfig, SfopsConfig
+from backends.config import ConfigError, SfopsConfig
+from backends.kubernetes.config import KubernetesConfig
 from tui import exitcodes
 from tui.commands._action import add_action_flags, load_config, run_action_command
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from tui import exitcodes
@@ -54,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.set_defaults(func=_up)
 
     status = actions.add_parser("status", help="list components with state, pid and address")
-    status.add_argument("--json", action="store_true")
+    from tui.commands.backend import add_output
+
+    add_output(status)
     status.set_defaults(func=_status)
 
     stop = actions.add_parser("stop", help="stop one component")
@@ -128,8 +131,10 @@ def _status(args: argparse.Namespace) -> int:
     from deploy.lab import ops
 
     rows = ops.status(_open(args))
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if args.output != "table":
+        from tui.commands.backend import print_document
+
+        print_document(rows, args.output, sys.stdout)
     else:
         width = max((len(r["name"]) for r in rows), default=4)
         for row in rows:

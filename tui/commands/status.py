@@ -1,4 +1,4 @@
-"""`sfops status [--json]`: poll every configured backend once, concurrently, and report.
+"""`sfops status [-o table|json|yaml]`: poll every configured backend once, concurrently.
 
 Exit codes: 0 all healthy, 1 something degraded or failed, 2 configuration error,
 5 a backend could not be reached at all (its poll failed).
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -18,6 +17,7 @@ from tui import exitcodes
 
 if TYPE_CHECKING:
     from backends.config import SfopsConfig
+    from backends.contract import Backend
     from backends.service import BackendService, BackendSummary
     from backends.snapshot import Snapshot
 
@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Poll every configured backend once. Exit 0 healthy, 1 degraded, "
         "2 configuration error, 5 a backend unreachable.",
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    from tui.commands.backend import add_output
+
+    add_output(parser)
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                         help="time budget per backend (default %(default)g)")
     parser.set_defaults(func=run)
@@ -54,63 +56,48 @@ def run(args: argparse.Namespace) -> int:
         print(f"sfops: {config.path}: no backend is configured", file=sys.stderr)
         return exitcodes.USAGE
     code = exit_code(results)
-    if args.json:
-        print(json.dumps(to_json(results, code, config), ensure_ascii=False, default=str))
-    else:
+    if args.output == "table":
         print_table(results, sys.stdout)
+    else:
+        from tui.commands.backend import print_document
+
+        print_document(to_json(results, code, config), args.output, sys.stdout)
     return code
 
 
-Result = tuple["BackendService", "Snapshot[Any]", "BackendSummary"]
+Result = tuple["Backend", "BackendService", "Snapshot[Any]", "BackendSummary"]
 
 
 async def poll_all(config: SfopsConfig, *, timeout: float) -> list[Result]:  # noqa: ASYNC109
-    from backends.config import redact_text
-    from backends.resilience import PollJob
-    from backends.service import observe, summary_of
-    from backends.services import build_services
+    """Every configured backend once, concurrently, under the TUI's liveness rule."""
+    from backends.registry import backends
+    from tui.commands.backend import observe_once
 
-    services = build_services(config)
+    configured = [(b, s) for b in backends() if (s := b.build_service(config)) is not None]
     secrets = config.secrets()
 
-    async def one(service: BackendService) -> Result:
-        # The same liveness rule as the TUI: a contact probe beside the poll.
-        job: PollJob[Any] = PollJob(service.name, lambda: observe(service), interval=0,
-                                    timeout=timeout,
-                                    redact=lambda text: redact_text(text, secrets))
-        snapshot = await job.poll_once()
-        return service, snapshot, summary_of(service, snapshot)
+    async def one(backend: Backend, service: BackendService) -> Result:
+        snapshot, summary = await observe_once(service, timeout=timeout, secrets=secrets)
+        return backend, service, snapshot, summary
 
-    try:
-        return list(await asyncio.gather(*(one(s) for s in services)))
-    finally:
-        await asyncio.gather(*(_close(s) for s in services))
-
-
-async def _close(service: BackendService) -> None:
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await service.close()
-    except Exception:  # noqa: S110 - closing a broken client must not change the verdict
-        pass
+    return list(await asyncio.gather(*(one(b, s) for b, s in configured)))
 
 
 def exit_code(results: list[Result]) -> int:
     from backends.snapshot import Health
 
-    if any(not snapshot.ok for _, snapshot, _ in results):
+    if any(not snapshot.ok for _, _, snapshot, _ in results):
         return exitcodes.UNREACHABLE
-    if any(summary.health is not Health.OK for _, _, summary in results):
+    if any(summary.health is not Health.OK for _, _, _, summary in results):
         return exitcodes.DEGRADED
     return exitcodes.OK
 
 
 def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, Any]:
-    from backends.config import redacted
     from backends.service import wrong_now
     from backends.snapshot import Health
 
-    overall = Health.worst(summary.health for _, _, summary in results)
+    overall = Health.worst(summary.health for _, _, _, summary in results)
     return {
         "health": overall.value,
         "exit_code": code,
@@ -118,7 +105,7 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
         # Unreachable backends and members first, then by severity (as the TUI's list).
         "wrong_now": [{"source": a.source, "key": a.key, "severity": a.severity.name.lower(),
                        "unreachable": a.unreachable, "message": a.message}
-                      for a in wrong_now(summary for _, _, summary in results)],
+                      for a in wrong_now(summary for _, _, _, summary in results)],
         "backends": [
             {
                 "name": summary.name,
@@ -133,16 +120,18 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
                             "unreachable": a.unreachable, "message": a.message}
                            for a in summary.alerts],
                 "breaker": service.breaker.state.value if service.breaker else None,
-                "detail": redacted(snapshot.value) if snapshot.value is not None else None,
+                # The backend's own status, redacted by its contract.
+                "detail": (backend.status_json(snapshot.value)
+                           if snapshot.value is not None else None),
             }
-            for service, snapshot, summary in results
+            for backend, service, snapshot, summary in results
         ],
     }
 
 
 def print_table(results: list[Result], out: TextIO) -> None:
     rows = [("BACKEND", "HEALTH", "FIGURES")]
-    for _, _, summary in results:
+    for _, _, _, summary in results:
         figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
         rows.append((summary.title, summary.health.value.upper(),
                      _printable(figures or (summary.error or ""))))
@@ -153,7 +142,7 @@ def print_table(results: list[Result], out: TextIO) -> None:
 
     print("", file=out)
     print("What is wrong now", file=out)
-    alerts = wrong_now(s for _, _, s in results)
+    alerts = wrong_now(s for _, _, _, s in results)
     if not alerts:
         print("ok        nothing is wrong right now", file=out)
     for alert in alerts:
@@ -163,5 +152,6 @@ def print_table(results: list[Result], out: TextIO) -> None:
 
 
 def _printable(text: str) -> str:
-    """Outside text (server errors, names) must not drive the terminal (escape sequences)."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+    from tui.commands._action import printable
+
+    return printable(text)

@@ -1,0 +1,84 @@
+"""nginx drain/undrain preflights, the re-check before the edit, and --dry-run's diff,
+against the fake nginx host of test_nginx_reload (no lab: the cases a real one cannot
+produce on demand, such as a colleague draining the others between preflight and change)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backends.actions import ActionRunner, CheckStatus, Outcome
+from backends.audit import AuditLog
+from backends.nginx.actions import DrainMember, UndrainMember
+from tests.unit.test_nginx_reload import RELOAD, UPSTREAM, FakeNginxHost, service_for
+
+
+def statuses(checks) -> dict[str, CheckStatus]:
+    return {c.name: c.status for c in checks}
+
+
+async def test_drain_preflight_passes_on_a_healthy_upstream(tmp_path: Path) -> None:
+    service = service_for(FakeNginxHost(tmp_path, RELOAD))
+    checks = await DrainMember(service, "api-3").preflight()
+    assert set(statuses(checks).values()) == {CheckStatus.PASS}, checks
+    assert statuses(checks)["another healthy member remains"] is CheckStatus.PASS
+
+
+async def test_drain_preflight_refuses_an_unknown_member(tmp_path: Path) -> None:
+    service = service_for(FakeNginxHost(tmp_path, RELOAD))
+    checks = await DrainMember(service, "api-9").preflight()
+    failed = [c for c in checks if c.status is CheckStatus.FAIL]
+    assert [c.name for c in failed] == ["member configured"]
+    assert "api-1, api-2, api-3" in failed[0].detail
+
+
+async def test_drain_preflight_refuses_the_last_member_up(tmp_path: Path) -> None:
+    host = FakeNginxHost(tmp_path, RELOAD)
+    host.files[str(tmp_path / "upstream.conf")] = UPSTREAM.replace(
+        b"8001;", b"8001 down;").replace(b"8002;", b"8002 down;")
+    checks = await DrainMember(service_for(host), "api-3").preflight()
+    assert statuses(checks)["another healthy member remains"] is CheckStatus.FAIL
+
+
+async def test_undrain_warns_when_the_member_is_already_up(tmp_path: Path) -> None:
+    checks = await UndrainMember(service_for(FakeNginxHost(tmp_path, RELOAD)),
+                                 "api-2").preflight()
+    assert statuses(checks)["currently drained"] is CheckStatus.WARN
+
+
+async def test_dry_run_shows_the_exact_upstream_change_and_changes_nothing(
+        tmp_path: Path) -> None:
+    host = FakeNginxHost(tmp_path, RELOAD)
+    lines = await DrainMember(service_for(host), "api-3", timeout=7).would_change()
+    assert "-    server 127.0.0.1:8003;" in lines
+    assert "+    server 127.0.0.1:8003 down;" in lines
+    assert lines[-1].startswith("then: nginx -t, graceful reload") and "7 s" in lines[-1]
+    assert host.upstream == UPSTREAM and host.reloads == 0
+
+
+async def test_a_colleague_draining_the_others_after_the_preflight_refuses_the_change(
+        tmp_path: Path) -> None:
+    """Prepare once: the confirmed preflight is not run again, but the named critical
+    condition is, right before the edit — and the refusal is audited with both."""
+    host = FakeNginxHost(tmp_path, RELOAD)
+    action = DrainMember(service_for(host), "api-3")
+    confirmed = await action.preflight()
+    assert all(c.status is CheckStatus.PASS for c in confirmed)
+    drained_meanwhile = UPSTREAM.replace(b"8001;", b"8001 down;").replace(b"8002;",
+                                                                          b"8002 down;")
+    host.files[str(tmp_path / "upstream.conf")] = drained_meanwhile
+    calls = {"preflight": 0}
+    original = action.preflight
+
+    async def counted():  # type: ignore[no-untyped-def]
+        calls["preflight"] += 1
+        return await original()
+
+    action.preflight = counted  # type: ignore[method-assign]
+    runner = ActionRunner(AuditLog(tmp_path / "audit.jsonl"))
+    result = await runner.run(action, preflight=confirmed)
+    assert result.outcome is Outcome.REFUSED and calls["preflight"] == 0
+    assert host.upstream == drained_meanwhile and host.reloads == 0
+    record = AuditLog(tmp_path / "audit.jsonl").read()[-1]
+    names = [c["name"] for c in record["preflight"]]
+    assert names[: len(confirmed)] == [c.name for c in confirmed]
+    assert "re-check: another healthy member remains" in names
