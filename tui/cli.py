@@ -99,8 +99,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     declared = backends()
     commands = {b.command for b in declared}
     known = commands | set(COMMAND_MODULES)
+    # A legacy module is registered only while no contract declares its command.
     wanted = [chosen] if chosen in known else ["status", *sorted(commands, key=lambda c: [
-        b.command for b in declared].index(c)), *COMMAND_MODULES[1:]]
+        b.command for b in declared].index(c)), *(m for m in COMMAND_MODULES[1:]
+                                                  if m not in commands)]
     for name in wanted:
         if name in commands:
             backend_commands.register(subparsers, next(b for b in declared if b.command == name))

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from backends.actions import Action, CheckResult, Step
+from backends.actions import Action, CheckResult, CheckStatus, Step
 from backends.kafka.model import ClusterView, ElectionOutcome, PartitionState
 from backends.kafka.plan import (
     DrainRecord,
@@ -30,9 +30,11 @@ from backends.kafka.plan import (
     save_record,
     state_path,
 )
-from backends.kafka.service import KafkaService
-from backends.kafka.worker import METADATA_POLICY, IsolatedAdmin
+from backends.kafka.worker import METADATA_POLICY
 from backends.resilience import call_read, describe_error
+
+if TYPE_CHECKING:
+    from backends.kafka.protocol import OngoingReassignment, PartitionResult
 
 REASSIGN_BATCH = 1000
 REASSIGN_TIMEOUT = 60.0  # for the controller to finish the (metadata-only) reassignments
@@ -46,6 +48,43 @@ MAX_LISTED = 20
 
 class KafkaActionError(Exception):
     pass
+
+
+class ActionAdmin(Protocol):
+    """What an action uses of its admin worker (:class:`~backends.kafka.worker.IsolatedAdmin`):
+    metadata reads, the two writes, and closing it."""
+
+    async def view(self) -> ClusterView: ...
+
+    async def elect_preferred(
+        self, partitions: Sequence[PartitionKey] | None) -> list[ElectionOutcome]: ...
+
+    async def reassign(self, assignments: dict[PartitionKey, list[int]],
+                       view: ClusterView | None = None,
+                       *, timeout: float = 30.0  # noqa: ASYNC109
+                       ) -> list[PartitionResult]: ...
+
+    async def ongoing_reassignments(
+        self, partitions: Sequence[PartitionKey] | None = None
+    ) -> list[OngoingReassignment]: ...
+
+    async def close(self) -> None: ...
+
+
+class AdminSource(Protocol):
+    """What an action uses of :class:`~backends.kafka.service.KafkaService`: a fresh admin
+    worker of its own (never the service's polling one, never the service itself — the TUI's
+    service is shared and outlives every action)."""
+
+    def action_admin(self) -> ActionAdmin: ...
+
+
+def partition_keys(partitions: Sequence[PartitionState]) -> list[PartitionKey]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
+def shown(replicas: Sequence[int]) -> str:
+    return "[" + ", ".join(map(str, replicas)) + "]"
 
 
 async def _wait_until(check: Callable[[], Awaitable[bool]], timeout: float,  # noqa: ASYNC109
@@ -65,14 +104,18 @@ async def _wait_until(check: Callable[[], Awaitable[bool]], timeout: float,  # n
 
 
 class _KafkaAction(Action):
-    def __init__(self, service: KafkaService, target: str, params: dict[str, object]) -> None:
+    def __init__(self, service: AdminSource, target: str, params: dict[str, object]) -> None:
         super().__init__(target, params)
         self.service = service
         self.cluster_id: str | None = None
-        self._admin: IsolatedAdmin | None = None
+        self._admin: ActionAdmin | None = None
+        self._closed = False
+        # The preflight's metadata read: --dry-run's would_change shows the plan the
+        # preflight judged, without reading the cluster again.
+        self.seen: ClusterView | None = None
 
     @property
-    def admin(self) -> IsolatedAdmin:
+    def admin(self) -> ActionAdmin:
         """This action's own admin worker, started on first use: a fresh process, so a
         fresh AdminClient, never the service's long-lived polling one. Why: librdkafka
         crashed the process twice with one AdminClient kept across polls (a segfault after an
@@ -81,15 +124,22 @@ class _KafkaAction(Action):
         is short and runs while brokers move, restart or die, so it starts with no history;
         in its own process a crash fails this action (its reads retried once on a fresh
         worker, its writes never), not the UI, and the polls go on undisturbed. Its worker
-        ends when the action object is dropped, or sooner with :meth:`close`."""
+        ends with :meth:`close` (the runner's ``finally``; the front ends' for an action
+        refused at preflight or never confirmed); a closed action starts no new one."""
+        if self._closed:
+            raise KafkaActionError(f"{self.name} {self.target}: the action is closed")
         if self._admin is None:
             self._admin = self.service.action_admin()
         return self._admin
 
     async def close(self) -> None:
-        if self._admin is not None:
-            await self._admin.close()
-            self._admin = None
+        """End this action's worker process, if it started one, now (not at garbage
+        collection). Only the action's own worker: the service (shared with the TUI's polls)
+        is never closed here. Idempotent."""
+        self._closed = True
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            await admin.close()
 
     async def verify(self) -> list[CheckResult]:
         # The last phase the runner calls: the worker is not needed after it.
@@ -111,14 +161,18 @@ class _KafkaAction(Action):
     async def partitions(self) -> list[PartitionState]:
         return (await self.view()).partitions()
 
-    async def registered_brokers(self) -> set[int]:
-        return set((await self.view()).brokers)
+    async def seen_view(self) -> ClusterView:
+        """The preflight's read, else a fresh one."""
+        if self.seen is None:
+            self.seen = await self.view()
+        return self.seen
 
-    async def _read_checks(self) -> tuple[list[PartitionState] | None, list[CheckResult]]:
+    async def _read_checks(self) -> tuple[ClusterView | None, list[CheckResult]]:
         try:
-            partitions = await self.partitions()
+            view = self.seen = await self.view()
         except Exception as exc:
             return None, [CheckResult.failed("cluster reachable", describe_error(exc))]
+        partitions = view.partitions()
         offline = [p.name for p in partitions if p.offline]
         checks = [CheckResult.passed("cluster reachable",
                                      f"cluster {self.cluster_id}, {len(partitions)} partitions")]
@@ -127,7 +181,7 @@ class _KafkaAction(Action):
                 "no offline partitions", f"{len(offline)} offline: {', '.join(offline[:10])}"))
         else:
             checks.append(CheckResult.passed("no offline partitions"))
-        return partitions, checks
+        return view, checks
 
     async def reassign(self, plan: dict[PartitionKey, list[int]]) -> AsyncIterator[Step]:
         """Send ``plan`` in batches, then wait until fresh metadata shows every new order."""
@@ -183,7 +237,7 @@ def election_summary(outcomes: list[ElectionOutcome]) -> str:
 class ElectLeaders(_KafkaAction):
     name: ClassVar[str] = "kafka.elect-leaders"
 
-    def __init__(self, service: KafkaService, topic: str | None = None) -> None:
+    def __init__(self, service: AdminSource, topic: str | None = None) -> None:
         super().__init__(service, topic or "all-partitions", {"topic": topic})
         self.topic = topic
         self.outcomes: list[ElectionOutcome] = []
@@ -196,31 +250,46 @@ class ElectLeaders(_KafkaAction):
         return [p for p in partitions if self.topic is None or p.topic == self.topic]
 
     async def preflight(self) -> list[CheckResult]:
-        partitions, checks = await self._read_checks()
-        if partitions is None:
+        view, checks = await self._read_checks()
+        if view is None:
             return checks
         checks = [c for c in checks if c.name != "no offline partitions"]
-        scope = self._scope(partitions)
+        scope = self._scope(view.partitions())
         if self.topic is not None and not scope:
             checks.append(CheckResult.failed("topic exists", f"no topic named {self.topic!r}"))
             return checks
         moving = [p for p in scope if p.not_preferred]
         detail = f"{len(moving)} of {len(scope)}"
         if moving:
-            detail += ": " + names([(p.topic, p.partition) for p in moving])
+            detail += ": " + names(partition_keys(moving))
         checks.append(CheckResult.passed("partitions not on their preferred leader", detail))
         unavailable = [p for p in moving if p.preferred_leader not in p.isr]
         if unavailable:
             checks.append(CheckResult.warned(
                 "preferred leader in sync",
                 f"{len(unavailable)} partition(s) keep their leader (preferred replica not "
-                f"in ISR): {names([(p.topic, p.partition) for p in unavailable])}"))
+                f"in ISR): {names(partition_keys(unavailable))}"))
         return checks
+
+    async def would_change(self) -> list[str]:
+        """Each partition whose leadership would move (from → to); those off their preferred
+        leader that would stay, and why."""
+        scope = self._scope((await self.seen_view()).partitions())
+        if self.topic is not None and not scope:
+            return [f"nothing: no topic named {self.topic!r}"]
+        moving = [p for p in scope if p.electable]
+        lines = [f"leader {p.name}: {p.leader} → {p.preferred_leader}" for p in moving]
+        if not moving:
+            lines.append(f"nothing: no leadership would move ({len(scope)} partition(s))")
+        lines += [f"stays {p.name}: leader {p.leader} (preferred replica "
+                  f"{p.preferred_leader} is not in sync)"
+                  for p in scope if p.not_preferred and not p.electable]
+        return lines
 
     async def execute(self) -> AsyncIterator[Step]:
         yield Step("requesting a preferred leader election", 0.1)
-        keys = None if self.topic is None else [
-            (p.topic, p.partition) for p in self._scope(await self.partitions())]
+        keys = None if self.topic is None else partition_keys(
+            self._scope(await self.partitions()))
         self.outcomes = await self.admin.elect_preferred(keys)
         for outcome in self.outcomes:
             if outcome.elected:
@@ -243,21 +312,24 @@ class ElectLeaders(_KafkaAction):
                                        "replica is in sync is led by it")]
         return [CheckResult.failed(
             "preferred leaders", f"{len(remaining)} partition(s) still not on their preferred "
-            f"leader: {names([(p.topic, p.partition) for p in remaining])}")]
+            f"leader: {names(partition_keys(remaining))}")]
 
 
 # --------------------------------------------------------------------------- drain / undrain
 
 
+TAKEOVER = "another in-sync replica takes over, ISR above min.insync.replicas"
+
+
 class _BrokerAction(_KafkaAction):
-    def __init__(self, service: KafkaService, broker_id: int, state_dir: Path) -> None:
+    def __init__(self, service: AdminSource, broker_id: int, state_dir: Path) -> None:
         super().__init__(service, str(broker_id), {"broker_id": broker_id})
         self.broker_id = broker_id
-        self.state_file = state_path(state_dir, broker_id)
+        self.state_file = state_path(Path(state_dir), broker_id)
 
-    async def _broker_check(self, partitions: list[PartitionState]) -> CheckResult:
-        registered = await self.registered_brokers()
-        in_replicas = {r for p in partitions for r in p.replicas}
+    def _broker_check(self, view: ClusterView) -> CheckResult:
+        registered = set(view.brokers)
+        in_replicas = {r for p in view.partitions() for r in p.replicas}
         known = sorted(registered | in_replicas)
         if self.broker_id not in known:
             return CheckResult.failed(
@@ -266,38 +338,50 @@ class _BrokerAction(_KafkaAction):
         state = "registered" if self.broker_id in registered else "NOT registered (down)"
         return CheckResult.passed("broker exists", f"broker {self.broker_id} is {state}")
 
+    def _leadership(self, p: PartitionState, new_order: Sequence[int]) -> str:
+        """What a preferred election after the new order does to ``p``'s leadership."""
+        to = new_order[0] if new_order else None
+        if to is None or to == p.leader:
+            return f"leader {p.name}: stays on {p.leader}"
+        if to not in p.isr:
+            return f"leader {p.name}: {p.leader} → {to} once {to} is in sync"
+        return f"leader {p.name}: {p.leader} → {to}"
+
 
 class DrainBroker(_BrokerAction):
     name: ClassVar[str] = "kafka.drain"
 
-    def __init__(self, service: KafkaService, broker_id: int, state_dir: Path) -> None:
+    def __init__(self, service: AdminSource, broker_id: int, state_dir: Path) -> None:
         super().__init__(service, broker_id, state_dir)
         self.plan: dict[PartitionKey, list[int]] = {}
+        self.was_up: bool | None = None  # registered at the preflight (None: not read)
 
     def describe(self) -> str:
         return (f"drain Kafka broker {self.broker_id}: move it last in every replica list "
                 "(no data moves) and elect other leaders")
 
-    async def preflight(self) -> list[CheckResult]:
-        partitions, checks = await self._read_checks()
-        if partitions is None:
-            return checks
-        checks.append(broker := await self._broker_check(partitions))
-        if broker.status.value == "fail":
-            return checks
+    def _takeover(self, partitions: list[PartitionState]) -> CheckResult:
         led = [p for p in partitions if p.leader == self.broker_id]
         blockers = drain_blockers(partitions, self.broker_id)
-        if blockers:
-            checks.append(CheckResult.failed(
-                "another in-sync replica takes over, ISR above min.insync.replicas",
-                f"{len(blockers)} of {len(led)} led partition(s) unsafe: "
-                + "; ".join(b.describe() for b in blockers[:MAX_LISTED])
-                + (f" and {len(blockers) - MAX_LISTED} more" if len(blockers) > MAX_LISTED
-                   else "")))
-        else:
-            checks.append(CheckResult.passed(
-                "another in-sync replica takes over, ISR above min.insync.replicas",
-                f"all {len(led)} partition(s) it leads"))
+        if not blockers:
+            return CheckResult.passed(TAKEOVER, f"all {len(led)} partition(s) it leads")
+        return CheckResult.failed(
+            TAKEOVER, f"{len(blockers)} of {len(led)} led partition(s) unsafe: "
+            + "; ".join(b.describe() for b in blockers[:MAX_LISTED])
+            + (f" and {len(blockers) - MAX_LISTED} more" if len(blockers) > MAX_LISTED
+               else ""))
+
+    async def preflight(self) -> list[CheckResult]:
+        view, checks = await self._read_checks()
+        if view is None:
+            return checks
+        partitions = view.partitions()
+        checks.append(broker := self._broker_check(view))
+        if broker.status is CheckStatus.FAIL:
+            return checks
+        self.was_up = self.broker_id in view.brokers
+        led = [p for p in partitions if p.leader == self.broker_id]
+        checks.append(self._takeover(partitions))
         self.plan = drain_plan(partitions, self.broker_id)
         checks.append(CheckResult.passed(
             "plan", f"reorder {len(self.plan)} partition(s), move leadership of {len(led)}"))
@@ -312,6 +396,56 @@ class DrainBroker(_BrokerAction):
                     "already drained", f"since {record.drained_at}; the original orders "
                     f"recorded then are kept ({self.state_file})"))
         return checks
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before the first change (the confirmed preflight may be minutes old), one
+        metadata read: the broker is still up (unless the preflight already saw it down),
+        and every partition it leads still has another in-sync replica, above
+        ``min.insync.replicas``, to take over."""
+        try:
+            view = await self.view()
+        except Exception as exc:
+            return [CheckResult.failed("cluster reachable", describe_error(exc))]
+        checks: list[CheckResult] = []
+        if self.was_up is not False:
+            if self.broker_id in view.brokers:
+                checks.append(CheckResult.passed("broker still up",
+                                                 f"broker {self.broker_id} is registered"))
+            else:
+                checks.append(CheckResult.failed(
+                    "broker still up", f"broker {self.broker_id} is no longer registered "
+                    "(down or fenced since the preflight): look again before draining it"))
+        checks.append(self._takeover(view.partitions()))
+        return checks
+
+    async def would_change(self) -> list[str]:
+        """Each replica order that changes (before → after), each leadership that moves, and
+        the drain record."""
+        partitions = (await self.seen_view()).partitions()
+        plan = drain_plan(partitions, self.broker_id)
+        current = {(p.topic, p.partition): p for p in partitions}
+        led = sorted((p for p in partitions if p.leader == self.broker_id),
+                     key=lambda p: (p.topic, p.partition))
+        lines = [f"replicas {t}-{n}: {shown(current[(t, n)].replicas)} → {shown(new)}"
+                 for (t, n), new in sorted(plan.items())]
+        lines += [self._leadership(p, plan.get((p.topic, p.partition), p.replicas))
+                  for p in led]
+        if not lines:
+            lines.append(f"nothing in the cluster: broker {self.broker_id} is already last in "
+                         "every replica list and leads no partition")
+        try:
+            record = load_record(self.state_file)
+        except (OSError, ValueError, KeyError) as exc:
+            lines.append(f"the drain record cannot be read: {self.state_file}: {exc}")
+        else:
+            if record is None:
+                lines.append(f"record the original order of {len(plan)} partition(s) in "
+                             f"{self.state_file}")
+            else:
+                added = sum(k not in record.original for k in plan)
+                lines.append(f"keep the orders recorded at {record.drained_at} in "
+                             f"{self.state_file}, adding {added} partition(s)")
+        return lines
 
     async def execute(self) -> AsyncIterator[Step]:
         yield Step("reading cluster metadata", 0.05)
@@ -387,9 +521,10 @@ class DrainBroker(_BrokerAction):
 class UndrainBroker(_BrokerAction):
     name: ClassVar[str] = "kafka.undrain"
 
-    def __init__(self, service: KafkaService, broker_id: int, state_dir: Path) -> None:
+    def __init__(self, service: AdminSource, broker_id: int, state_dir: Path) -> None:
         super().__init__(service, broker_id, state_dir)
         self.restored: dict[PartitionKey, list[int]] = {}
+        self.seen_record: DrainRecord | None = None  # what the preflight read
 
     def describe(self) -> str:
         return (f"undrain Kafka broker {self.broker_id}: restore the recorded replica orders "
@@ -403,12 +538,13 @@ class UndrainBroker(_BrokerAction):
         return record
 
     async def preflight(self) -> list[CheckResult]:
-        partitions, checks = await self._read_checks()
-        if partitions is None:
+        view, checks = await self._read_checks()
+        if view is None:
             return checks
-        checks.append(broker := await self._broker_check(partitions))
+        partitions = view.partitions()
+        checks.append(broker := self._broker_check(view))
         try:
-            record = self._record()
+            record = self.seen_record = self._record()
         except (OSError, ValueError, KeyError, KafkaActionError) as exc:
             checks.append(CheckResult.failed("drain recorded", str(exc)))
             return checks
@@ -418,7 +554,7 @@ class UndrainBroker(_BrokerAction):
             checks.append(CheckResult.failed(
                 "same cluster", f"recorded for cluster {record.cluster_id}, this is "
                 f"{self.cluster_id}"))
-        if broker.status.value == "pass" and self.broker_id not in await self.registered_brokers():
+        if broker.status is CheckStatus.PASS and self.broker_id not in view.brokers:
             checks.append(CheckResult.failed("broker up", f"broker {self.broker_id} is not "
                                              "registered: start it first"))
         plan, skipped = restore_plan(partitions, record.original)
@@ -436,6 +572,46 @@ class UndrainBroker(_BrokerAction):
         checks.append(CheckResult.passed("plan", f"restore the order of {len(plan)} "
                                          "partition(s), then elect preferred leaders"))
         return checks
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before the first change: the drain record still exists and is the one the
+        preflight read (another operator's undrain removes it, a repeated drain adds to it).
+        A file read, no request."""
+        name = "drain record unchanged"
+        try:
+            record = load_record(self.state_file)
+        except (OSError, ValueError, KeyError) as exc:
+            return [CheckResult.failed(name, f"{self.state_file}: {exc}")]
+        if record is None:
+            return [CheckResult.failed(name, f"{self.state_file} no longer exists (undrained "
+                                       "since the preflight?)")]
+        if self.seen_record is not None and record != self.seen_record:
+            return [CheckResult.failed(
+                name, f"{self.state_file} changed since the preflight (then "
+                f"{len(self.seen_record.original)} partition(s) since "
+                f"{self.seen_record.drained_at}, now {len(record.original)} since "
+                f"{record.drained_at})")]
+        return [CheckResult.passed(name, f"{len(record.original)} partition(s) since "
+                                   f"{record.drained_at}")]
+
+    async def would_change(self) -> list[str]:
+        """The recorded order each partition gets back (now → restored), the partitions left
+        alone, the leaderships the election then moves, and the record's removal."""
+        try:
+            record = self._record()
+        except (OSError, ValueError, KeyError, KafkaActionError) as exc:
+            return [f"nothing: {exc}"]
+        partitions = (await self.seen_view()).partitions()
+        current = {(p.topic, p.partition): p for p in partitions}
+        plan, skipped = restore_plan(partitions, record.original)
+        lines = [f"replicas {t}-{n}: {shown(current[(t, n)].replicas)} → {shown(new)}"
+                 for (t, n), new in sorted(plan.items())]
+        lines += [f"left alone: {reason}" for reason in skipped.values()]
+        restored = sorted((k, v) for k, v in record.original.items() if k not in skipped)
+        lines += [self._leadership(current[k], new) for k, new in restored
+                  if current[k].leader != new[0]]
+        lines.append(f"remove {self.state_file}")
+        return lines
 
     def _should_lead(self, record: DrainRecord) -> list[PartitionKey]:
         return sorted(k for k, order in record.original.items() if order[0] == self.broker_id)

@@ -189,6 +189,11 @@ def test_healthy_cluster_status(healthy_cluster):
     lab = healthy_cluster
     code, data = sfops_json(lab, "status")
     assert code == 0, data
+    # The envelope every backend's status has; Kafka's own status under "status".
+    assert (data["backend"], data["health"], data["reachable"], data["error"]) == (
+        "kafka", "ok", True, None)
+    assert {f["label"] for f in data["figures"]} >= {"brokers up", "offline", "URP"}
+    assert all(set(a) >= {"key", "severity", "unreachable", "message"} for a in data["alerts"])
     status = data["status"]
     assert len(status["brokers"]) == 3
     assert all(b["registered"] and b["reachable"] for b in status["brokers"])
@@ -198,6 +203,9 @@ def test_healthy_cluster_status(healthy_cluster):
     assert status["cluster_id"]
     text = lab.sfops("kafka", "status")
     assert "metadata controller (not the KRaft quorum leader)" in text.stdout
+    assert "Kafka: OK" in text.stdout and "streamforge.events-0" not in text.stdout
+    text = lab.sfops("kafka", "status", "--partitions")
+    assert "streamforge.events-0" in text.stdout
     groups = {g["group_id"]: g for g in status["groups"]}
     assert groups["streamforge-consumer"]["state"] == "STABLE"
 
@@ -329,6 +337,30 @@ def test_drain_with_acks_all_producer_then_restart_and_undrain(healthy_cluster):
     missing = producer.acked - consumed
     print(f"produced {producer.sent}, acked {len(producer.acked)}, consumed {len(consumed)}")
     assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_dry_runs_show_the_plan_and_change_nothing(healthy_cluster):
+    lab = healthy_cluster
+    config = lab.config()
+    before, _, _ = poll(config)
+    code, data = sfops_json(lab, "elect-leaders", "--dry-run")
+    assert code == 0, data
+    assert data["dry_run"] and not data["would_refuse"]
+    assert data["plan"] == [f"nothing: no leadership would move ({before.counts.total} "
+                            "partition(s))"]
+    code, data = sfops_json(lab, "drain", "2", "--dry-run")
+    assert code == 0, data
+    led = sorted(p.name for p in before.partitions() if p.leader == 2)
+    assert sorted(line.split(":")[0].removeprefix("leader ") for line in data["plan"]
+                  if line.startswith("leader ")) == led
+    assert any(line.startswith("replicas ") and line.endswith(", 2]") for line in data["plan"])
+    assert data["plan"][-1].startswith("record the original order of ")
+    assert not drain_record(lab, 2).exists()
+    after, _, _ = poll(config)
+    assert ({p.name: (p.leader, p.replicas) for p in after.partitions()}
+            == {p.name: (p.leader, p.replicas) for p in before.partitions()})
+    code, data = sfops_json(lab, "undrain", "2", "--dry-run")
+    assert code == 3 and data["would_refuse"], data  # nothing recorded: nothing to restore
 
 
 def test_drain_refused_when_another_broker_is_down(healthy_cluster):

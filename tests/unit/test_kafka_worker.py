@@ -199,7 +199,7 @@ def test_the_sfops_process_never_loads_librdkafka():
     code = (
         "import asyncio, sys\n"
         "from backends.kafka.config import KafkaConfig\n"
-        "import backends.kafka, backends.kafka.actions\n"
+        "import backends.kafka, backends.kafka.contract, backends.kafka.actions\n"
         "from backends.kafka.service import KafkaService\n"
         "async def main():\n"
         "    s = KafkaService(KafkaConfig('127.0.0.1:1', request_timeout=1.0))\n"

@@ -119,3 +119,28 @@ def test_cluster_text_shows_what_an_election_would_fix():
     text = cluster_text(status)
     assert "not on preferred leader 2 (1 electable now)" in text.plain
     assert "leader skew 3 (2 after elect-leaders), replica skew 0" in text.plain
+
+
+def test_status_text_is_plain_and_strips_control_characters():
+    from backends.kafka.model import summarize_status
+    from tui.render.kafka import status_text
+
+    evil = "t\x1b]0;pwned\x07"
+    partitions = (PartitionState(evil, 0, 1, (1, 2), (1, 2), 1),)
+    status = KafkaStatus(
+        bootstrap="x", cluster_id="c\x1b[2J", controller_id=1,
+        brokers=tally_brokers([BrokerState(1, "h", 9001, "r\x07", reachable=True),
+                               BrokerState(2, "h", 9002, reachable=True)], partitions),
+        topics=(TopicState(evil, partitions, min_isr=1),),
+        groups=(GroupState("g\x1b[31m", "STABLE", 1, ()),),
+        counts=count_partitions(partitions),
+    )
+    summary = summarize_status(status)
+    text = status_text(status, summary, {"partitions": False})
+    assert "metadata controller (not the KRaft quorum leader): 1" in text
+    assert "g [31m" in text and "partitions 1: online 1" in text
+    assert evil not in text and "t ]0;pwned" not in text  # partitions only on request
+    with_partitions = status_text(status, summary, {"partitions": True})
+    assert "t ]0;pwned -0" in with_partitions
+    for shown in (text, with_partitions):
+        assert "\x1b" not in shown and "\x07" not in shown

@@ -75,6 +75,9 @@ def add_output(parser: argparse.ArgumentParser) -> None:
 
 def add_param(parser: argparse.ArgumentParser, param: Param) -> None:
     flags = [param.flag] + ([param.short] if param.short else [])
+    if param.type is bool:  # a flag (Kafka's `status --partitions`): no value
+        parser.add_argument(*flags, dest=param.name, action="store_true", help=param.help)
+        return
     parser.add_argument(*flags, dest=param.name, type=param.type, default=param.default,
                         required=param.required, metavar=param.metavar, help=param.help)
 

@@ -1,12 +1,15 @@
-"""Pure rendering of a KafkaStatus into table rows of ``rich.text.Text`` cells.
+"""Pure rendering of a KafkaStatus: table rows of ``rich.text.Text`` cells for the screens,
+and the plain text of ``sfops kafka status``.
 
 Topic and consumer-group names come from the cluster; group ids may contain anything
-(``[@click=app.quit]``), so every cell is built as plain ``Text`` — never parsed as markup.
+(``[@click=app.quit]``, an ESC), so every cell is built as plain ``Text`` — never parsed as
+markup — and the plain text has its control characters replaced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.text import Text
 
@@ -19,6 +22,8 @@ from backends.kafka.model import (
     TopicState,
     leader_balance,
 )
+from backends.service import BackendSummary
+from tui.render.cells import clean
 
 Row = tuple[str, Sequence[Text]]
 
@@ -162,3 +167,46 @@ def cluster_text(status: KafkaStatus) -> Text:
         text.append("\n")
         text.append(problem, style=WARN)
     return text
+
+
+# --------------------------------------------------------------------------- sfops kafka status
+
+
+def _state_word(broker: BrokerState) -> str:
+    return "up" if broker.up else ("unreachable" if broker.registered else "down")
+
+
+def status_text(status: KafkaStatus, summary: BackendSummary,
+                options: Mapping[str, Any]) -> str:
+    """The text of ``sfops kafka status`` under the health line (the alerts follow it, in the
+    generic "What is wrong now"): the cluster, partition health and skew, the brokers, the
+    consumer groups and, with ``--partitions``, every partition. Names from the cluster are
+    outside text: control characters are replaced."""
+    counts = status.counts
+    balance = leader_balance(status)
+    lines = [
+        f"Kafka cluster {clean(status.cluster_id or '?')}  "
+        f"{CONTROLLER_LABEL}: {status.controller_id}",
+        f"partitions {counts.total}: online {counts.online}, offline {counts.offline}, "
+        f"under-replicated {counts.under_replicated}, under-min-ISR {counts.under_min_isr}, "
+        f"at-min-ISR {counts.at_min_isr}, not on preferred leader {counts.not_preferred} "
+        f"({counts.electable} electable now)",
+        f"leader skew {balance.skew} ({balance.skew_after_election} after a preferred "
+        f"election), replica skew {status.replica_skew}",
+        "",
+        f"{'BROKER':>6}  {'ADDRESS':<22} {'RACK':<8} {'STATE':<12} {'LEADERS':>7} "
+        f"{'REPLICAS':>8} {'PREFERRED':>9}",
+    ]
+    lines += [f"{b.broker_id:>6}  {clean(b.address):<22} {clean(b.rack or '-'):<8} "
+              f"{_state_word(b):<12} {b.leaders:>7} {b.replicas:>8} {b.preferred:>9}"
+              for b in status.brokers]
+    if status.groups:
+        lines += ["", f"{'GROUP':<32} {'STATE':<20} {'MEMBERS':>7} {'LAG':>10}"]
+        lines += [f"{clean(g.group_id):<32} {clean(g.error or g.state):<20} {g.members:>7} "
+                  f"{g.total_lag:>10}" for g in status.groups]
+    if options.get("partitions"):
+        lines += ["", f"{'PARTITION':<40} {'LEADER':>6}  {'REPLICAS':<12} {'ISR':<12} MIN-ISR"]
+        lines += [f"{clean(p.name):<40} {p.leader:>6}  {_ids(p.replicas):<12} "
+                  f"{_ids(p.isr):<12} {p.min_isr if p.min_isr else '?'}"
+                  for p in status.partitions()]
+    return "\n".join(lines)

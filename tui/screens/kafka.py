@@ -1,8 +1,9 @@
 """Kafka drill-down: the brokers (leaders, replicas, preferred counts), then the cluster's
 partition health, problem partitions and consumer groups under the table.
 
-Keys (absent in read-only mode): d drain the selected broker, u undrain it, e preferred leader
-election for every partition.
+Action keys come from the contract (backends/kafka/contract.py; absent in read-only mode):
+d drain the selected broker, u undrain it, e preferred leader election for every partition.
+The topics, partitions and groups sub-screens offer no action (their rows are not brokers).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from backends.actions import Action
 from backends.snapshot import Snapshot
 from tui.render.kafka import (
     BROKER_COLUMNS,
@@ -29,58 +29,19 @@ from tui.render.kafka import (
     partition_state,
     topic_rows,
 )
-from tui.screens.base import BackendScreen, ScreenAction
+from tui.screens.base import BackendScreen
 
 if TYPE_CHECKING:
     from backends.kafka.model import KafkaStatus
-    from backends.kafka.service import KafkaService
-    from tui.app import SfopsApp
 
 MAX_PROBLEM_PARTITIONS = 8
 
 
-def _service(app: SfopsApp) -> KafkaService:
-    from backends.kafka.service import KafkaService
-
-    for service in app.services:
-        if isinstance(service, KafkaService):
-            return service
-    raise LookupError("Kafka is not configured")
-
-
-def _status(app: SfopsApp) -> KafkaStatus | None:
+def _status(snapshot: Snapshot[Any]) -> KafkaStatus | None:
     from backends.kafka.model import KafkaStatus
 
-    snapshot = app.snapshots.get("kafka")
-    best = snapshot.best if snapshot is not None else None
+    best = snapshot.best
     return best if isinstance(best, KafkaStatus) else None
-
-
-def _broker_id(target: str) -> int:
-    try:
-        return int(target)
-    except ValueError:
-        raise ValueError(f"{target!r} is not a broker id") from None
-
-
-def _drain(app: SfopsApp, target: str) -> Action:
-    from backends.kafka.actions import DrainBroker
-
-    return app.runner.build(DrainBroker, _service(app), _broker_id(target),
-                            app.config.sfops.state_dir)
-
-
-def _undrain(app: SfopsApp, target: str) -> Action:
-    from backends.kafka.actions import UndrainBroker
-
-    return app.runner.build(UndrainBroker, _service(app), _broker_id(target),
-                            app.config.sfops.state_dir)
-
-
-def _elect(app: SfopsApp, target: str) -> Action:
-    from backends.kafka.actions import ElectLeaders
-
-    return app.runner.build(ElectLeaders, _service(app), None)
 
 
 class KafkaScreen(BackendScreen):
@@ -92,18 +53,13 @@ class KafkaScreen(BackendScreen):
         Binding("t", "topics", "Topics"),
         Binding("g", "groups", "Consumer groups"),
     ]
-    actions: ClassVar[Sequence[ScreenAction]] = (
-        ScreenAction("d", "Drain broker", _drain),
-        ScreenAction("u", "Undrain broker", _undrain),
-        ScreenAction("e", "Elect preferred leaders", _elect),
-    )
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
-        status = _status(self.sfops)
+        status = _status(snapshot)
         return broker_rows(status) if status is not None else []
 
     def detail(self, snapshot: Snapshot[Any]) -> Text:
-        status = _status(self.sfops)
+        status = _status(snapshot)
         if status is None:
             return Text()
         text = cluster_text(status)
@@ -118,11 +74,6 @@ class KafkaScreen(BackendScreen):
             text.append(f"\n  … and {len(problems) - MAX_PROBLEM_PARTITIONS} more")
         return text
 
-    @classmethod
-    def palette_targets(cls, app: SfopsApp) -> list[str]:
-        status = _status(app)
-        return [str(b.broker_id) for b in status.brokers] if status is not None else []
-
     def action_topics(self) -> None:
         self.app.push_screen(KafkaTopicsScreen())
 
@@ -134,11 +85,12 @@ class KafkaTopicsScreen(BackendScreen):
     """Topics with their ISR problems; Enter opens a topic's partitions."""
 
     backend: ClassVar[str] = "kafka"
+    offers_actions: ClassVar[bool] = False  # topics are not brokers
     title_text: ClassVar[str] = "Kafka — topics (Enter: partitions)"
     columns: ClassVar[Sequence[str]] = TOPIC_COLUMNS
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
-        status = _status(self.sfops)
+        status = _status(snapshot)
         return list(topic_rows(status)) if status is not None else []
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -150,6 +102,7 @@ class KafkaPartitionsScreen(BackendScreen):
     """One topic's partitions: leader, replicas, ISR and state."""
 
     backend: ClassVar[str] = "kafka"
+    offers_actions: ClassVar[bool] = False
     columns: ClassVar[Sequence[str]] = PARTITION_COLUMNS
 
     def __init__(self, topic: str) -> None:
@@ -159,7 +112,7 @@ class KafkaPartitionsScreen(BackendScreen):
         self.title_text = f"Kafka — topic {topic}"  # type: ignore[misc]
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
-        status = _status(self.sfops)
+        status = _status(snapshot)
         if status is None:
             return []
         topic = next((t for t in status.topics if t.name == self.topic), None)
@@ -170,15 +123,16 @@ class KafkaGroupsScreen(BackendScreen):
     """Consumer groups with total lag; the per-partition lag of each below."""
 
     backend: ClassVar[str] = "kafka"
+    offers_actions: ClassVar[bool] = False
     title_text: ClassVar[str] = "Kafka — consumer groups"
     columns: ClassVar[Sequence[str]] = GROUP_COLUMNS
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
-        status = _status(self.sfops)
+        status = _status(snapshot)
         return list(group_rows(status)) if status is not None else []
 
     def detail(self, snapshot: Snapshot[Any]) -> Text:
-        status = _status(self.sfops)
+        status = _status(snapshot)
         text = Text()
         if status is None:
             return text
