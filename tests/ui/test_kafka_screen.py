@@ -151,8 +151,14 @@ async def test_topics_partitions_and_groups_screens(kafka_lab):
         await pilot.press(panel_key(app))
         await wait_for(pilot, lambda: isinstance(app.screen, KafkaScreen), what="kafka screen")
         await wait_for(pilot, lambda: status(app) is not None, timeout=30, what="first poll")
+        # Keys and palette entries come from the contract: d/u on the selected broker, e for
+        # every partition; the palette names each broker of the last status.
+        assert sorted(a.key for a in app.screen.screen_actions()) == ["d", "e", "u"]
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Drain broker: 1", "Undrain broker: 3", "Elect preferred leaders"} <= titles
         await pilot.press("t")
         await wait_for(pilot, lambda: isinstance(app.screen, KafkaTopicsScreen), what="topics")
+        assert app.screen.screen_actions() == []  # a topic is not a broker
         table = app.screen.query_one("#table", DataTable)
         await wait_for(pilot, lambda: table.get_row_index("streamforge.events") >= 0,
                        timeout=30, what="the application topic listed")
@@ -162,6 +168,7 @@ async def test_topics_partitions_and_groups_screens(kafka_lab):
                        what="partitions screen")
         await wait_for(pilot, lambda: app.screen.query_one("#table", DataTable).row_count == 6,
                        timeout=30, what="six partitions of streamforge.events")
+        assert app.screen.screen_actions() == []
         await pilot.press("escape", "escape")
         await wait_for(pilot, lambda: isinstance(app.screen, KafkaScreen), what="back")
         await pilot.press("g")
@@ -169,3 +176,4 @@ async def test_topics_partitions_and_groups_screens(kafka_lab):
         groups = app.screen.query_one("#table", DataTable)
         await wait_for(pilot, lambda: groups.get_row_index("streamforge-consumer") >= 0,
                        timeout=30, what="the lab's consumer group listed")
+        assert app.screen.screen_actions() == []
