@@ -17,13 +17,14 @@ import pytest
 
 from backends.actions import ActionRunner, CheckResult, CheckStatus, Outcome, ReadOnlyError
 from backends.audit import AuditLog
-from backends.config import KafkaConfig, parse
+from backends.config import parse
 from backends.kafka.actions import (
     DrainBroker,
     ElectLeaders,
     KafkaActionError,
     UndrainBroker,
 )
+from backends.kafka.config import KafkaConfig
 from backends.kafka.contract import BACKEND, broker_id
 from backends.kafka.model import (
     ELECTION_NOT_NEEDED,
