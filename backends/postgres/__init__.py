@@ -1,37 +1,4 @@
-"""PostgreSQL slice: replication status, failover, switchover and rejoin."""
+"""The PostgreSQL slice: replication status of every member (polled concurrently, each with
+its own deadline and breaker), failover, switchover and rejoin with Patroni-style checks.
 
-from backends.postgres.model import (
-    ClusterStatus,
-    ClusterWarning,
-    LastPrimaryLsn,
-    Level,
-    MemberStatus,
-    Role,
-    SlotRow,
-    StandbyRow,
-    WalReceiver,
-    WarningKind,
-    format_bytes,
-    format_lsn,
-    parse_lsn,
-)
-from backends.postgres.service import PostgresService, build_service, summarize_cluster
-
-__all__ = [
-    "ClusterStatus",
-    "ClusterWarning",
-    "LastPrimaryLsn",
-    "Level",
-    "MemberStatus",
-    "PostgresService",
-    "Role",
-    "SlotRow",
-    "StandbyRow",
-    "WalReceiver",
-    "WarningKind",
-    "build_service",
-    "format_bytes",
-    "format_lsn",
-    "parse_lsn",
-    "summarize_cluster",
-]
+Declared in :mod:`.contract`; this package imports nothing (declaring must stay cheap)."""

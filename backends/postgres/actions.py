@@ -4,25 +4,33 @@ verification.
 ``--force`` (the runner's ``force``) may override a *judgement* — the candidate lags more than
 ``max_lag_on_failover``, someone else is further ahead — but never a *safety* check: a failover
 while the primary answers would make two primaries. Those checks are listed in ``HARD_CHECKS``
-and ``execute()`` refuses, before changing anything, when one of them failed.
+and ``execute()`` refuses, before changing anything, when one of them failed — in the
+preflight or in the re-check right before the change.
+
+The actions take a :class:`~backends.postgres.cluster.ClusterOps` (what they use of the
+cluster), so their checks and plans are unit-tested against fakes. ``close()`` releases what
+the action's cluster opened (its SSH executors), never a service it shares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 from backends.actions import Action, CheckResult, CheckStatus, Step
+from backends.config import redact_text
 from backends.postgres.cluster import (
+    PROMOTE_WAIT_SECONDS,
+    ClusterOps,
     PgActionError,
-    PgCluster,
     accepts_write,
     checkpoint_received,
     fence,
     promote,
     rejoin,
+    rejoin_plan,
 )
 from backends.postgres.host import CLEAN_STATES, HostError
 from backends.postgres.model import MemberStatus, format_bytes, format_lsn, parse_lsn
@@ -61,21 +69,74 @@ def _ago(seconds: float) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
+async def host_problem(cluster: ClusterOps, name: str) -> str | None:
+    """None when commands run on ``name``'s host, else why not."""
+    try:
+        return await cluster.host(name).reachable()
+    except PgActionError as exc:
+        return str(exc)
+
+
+def _state(status: MemberStatus) -> str:
+    return status.role.value if status.reachable else f"down ({status.error or 'no answer'})"
+
+
+def _already_follows(status: MemberStatus, primary: MemberStatus,
+                     fenced: Mapping[str, Any]) -> bool:
+    """``status`` streams from ``primary`` on its timeline and is not fenced: no rejoin."""
+    return (status.is_standby and status.streaming and status.timeline == primary.timeline
+            and status.name not in fenced)
+
+
 class _PgAction(Action):
-    def __init__(self, cluster: PgCluster, target: str, params: dict[str, Any]) -> None:
+    def __init__(self, cluster: ClusterOps, target: str, params: dict[str, Any]) -> None:
         super().__init__(target, params)
         self.cluster = cluster
         self.checks: list[CheckResult] = []
+        self.rechecked: list[CheckResult] = []
+        self.statuses: dict[str, MemberStatus] = {}  # as the preflight read them
 
     def _hard_failures(self) -> list[CheckResult]:
-        return [c for c in self.checks
+        return [c for c in (*self.checks, *self.rechecked)
                 if c.status is CheckStatus.FAIL and c.name in HARD_CHECKS]
 
-    def _refuse_unsafe(self) -> None:
+    async def close(self) -> None:
+        await self.cluster.close()  # its own executors; a shared service stays open
+
+    async def _statuses(self) -> dict[str, MemberStatus]:
+        return self.statuses or await self.cluster.read_all()
+
+    def _promotion_plan(self, name: str, status: MemberStatus | None,
+                        timeline: int | None) -> list[str]:
+        lines = []
+        if status is not None and status.is_standby and status.replay_paused:
+            lines.append(f"{name}: resume WAL replay (pg_wal_replay_resume()) so everything "
+                         "received is applied")
+        after = "a new timeline" if timeline is None else f"timeline {timeline} → {timeline + 1}"
+        lines.append(f"{name}: promote (pg_promote(true, {PROMOTE_WAIT_SECONDS})): leaves "
+                     f"recovery on {after}; a test write must commit")
+        return lines
+
+    def _unsafe(self) -> str | None:
         failures = self._hard_failures()
-        if failures:
-            reasons = "; ".join(f"{c.name}: {c.detail}" for c in failures)
-            raise PgActionError(f"refused even with --force, nothing was changed: {reasons}")
+        if not failures:
+            return None
+        reasons = "; ".join(f"{c.name}: {c.detail}" for c in failures)
+        return f"refused even with --force, nothing was changed: {reasons}"
+
+    def _refuse_unsafe(self) -> None:
+        if (reason := self._unsafe()) is not None:
+            raise PgActionError(reason)
+
+    async def would_change(self) -> list[str]:
+        """Exactly what :meth:`execute` would do (after the preflight: it plans from what the
+        preflight read). Reads only; passwords redacted."""
+        if (reason := self._unsafe()) is not None:
+            return [f"nothing: {reason}"]
+        return [redact_text(line) for line in await self._plan()]
+
+    async def _plan(self) -> list[str]:
+        return [self.describe()]
 
     def _known(self, name: str) -> CheckResult | None:
         if name in self.cluster.members:
@@ -93,11 +154,12 @@ class Failover(_PgAction):
     name: ClassVar[str] = "pg.failover"
     destructive: ClassVar[bool] = True
 
-    def __init__(self, cluster: PgCluster, to: str) -> None:
+    def __init__(self, cluster: ClusterOps, to: str) -> None:
         super().__init__(cluster, to, {"to": to})
         self.to = to
         self.old_primary: list[str] = []
         self.old_timeline: int | None = None
+        self.fence_hosts: dict[str, str | None] = {}  # old primary → why its host is out
 
     def describe(self) -> str:
         return f"fail over to {self.to}: promote it, fence the old primary"
@@ -121,7 +183,7 @@ class Failover(_PgAction):
         if (unknown := self._known(self.to)) is not None:
             checks.append(unknown)
             return checks
-        statuses = await self.cluster.read_all()
+        self.statuses = statuses = await self.cluster.read_all()
         candidate = statuses[self.to]
         last = self.cluster.last_primary_lsn()
         others = [n for n in statuses if n != self.to]
@@ -176,7 +238,7 @@ class Failover(_PgAction):
                                          f"{self.to} in recovery, timeline {candidate.timeline}"))
         self.old_timeline = candidate.timeline
         receiver = candidate.wal_receiver
-        streamed_at = self.cluster.state.streaming_seen(self.to)
+        streamed_at = self.cluster.streaming_seen(self.to)
         if candidate.streaming:
             checks.append(CheckResult.passed(CHECK_STREAMING, "streaming now"))
         elif receiver is not None and receiver.seconds_since_message is not None and (
@@ -203,7 +265,7 @@ class Failover(_PgAction):
             checks.append(CheckResult.passed(
                 CHECK_LSN_KNOWN, f"received {format_lsn(candidate.received_lsn)}, replayed "
                 f"{format_lsn(candidate.replayed_lsn)}"))
-        bound = self.cluster.pg.max_lag_on_failover
+        bound = self.cluster.max_lag_on_failover
         if last is None:
             checks.append(CheckResult.warned(
                 CHECK_LAG, "sfops never saw the primary's WAL position: the data loss "
@@ -237,10 +299,7 @@ class Failover(_PgAction):
 
     async def _check_fence(self) -> None:
         for name in self.old_primary:
-            try:
-                problem = await self.cluster.host(name).reachable()
-            except PgActionError as exc:
-                problem = str(exc)
+            problem = self.fence_hosts[name] = await host_problem(self.cluster, name)
             if problem is None:
                 self.checks.append(CheckResult.passed(
                     CHECK_FENCE, f"{name}'s host reachable: standby.signal will be written"))
@@ -248,6 +307,63 @@ class Failover(_PgAction):
                 self.checks.append(CheckResult.warned(
                     CHECK_FENCE, f"{name}'s host unreachable ({problem}): it will be recorded "
                     "as fenced and alerted on if it returns as a primary"))
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before promoting (one read of every member, no window): the old primary
+        still does not answer, nobody else is primary, the candidate is still a standby."""
+        if self.to not in self.cluster.members:
+            return []
+        statuses = await self.cluster.read_all()
+        results = []
+        live = [m for m in statuses.values() if m.name != self.to and m.is_primary]
+        back = [statuses[n] for n in self.old_primary if n in statuses and statuses[n].reachable]
+        if live:
+            results.append(CheckResult.failed(
+                CHECK_PRIMARY_GONE, ", ".join(m.name for m in live) + " answers as primary "
+                "now: a failover would make two primaries"))
+        elif back:
+            results.append(CheckResult.failed(
+                CHECK_PRIMARY_GONE, f"{back[0].name} answers again ({_state(back[0])})"))
+        else:
+            gone = ", ".join(self.old_primary) or "no member"
+            results.append(CheckResult.passed(CHECK_PRIMARY_GONE,
+                                              f"{gone} still does not answer"))
+        candidate = statuses[self.to]
+        results.append(CheckResult.passed(CHECK_CANDIDATE_STANDBY,
+                                          f"{self.to} still in recovery")
+                       if candidate.is_standby else CheckResult.failed(
+                           CHECK_CANDIDATE_STANDBY, f"{self.to} is {_state(candidate)} now"))
+        self.rechecked = results
+        return results
+
+    async def _plan(self) -> list[str]:
+        """The promotion, how each old primary is fenced, what is left to the operator."""
+        statuses = await self._statuses()
+        candidate = statuses.get(self.to)
+        timeline = self.old_timeline if self.old_timeline is not None else (
+            candidate.timeline if candidate is not None else None)
+        lines = self._promotion_plan(self.to, candidate, timeline)
+        for name in self.old_primary:
+            problem = (self.fence_hosts[name] if name in self.fence_hosts
+                       else await host_problem(self.cluster, name))
+            if problem is None:
+                path = self.cluster.host(name).path("standby.signal")
+                lines.append(f"{name}: fence: write {path} (a restart comes up read-only as a "
+                             "standby); if it still runs, fast stop (after 10 s its postmaster "
+                             f"is killed); recorded as fenced, new primary {self.to}")
+            else:
+                lines.append(f"{name}: fence: its host is unreachable ({problem}): only "
+                             "recorded as fenced; sfops alerts if it returns as a primary")
+        if not self.old_primary:
+            lines.append("no former primary to fence")
+        for name in self.old_primary:
+            lines.append(f"{name}: no primary_conninfo written and no pg_rewind now: that is "
+                         f"`sfops pg rejoin {name}` once it can start")
+        for name, status in statuses.items():
+            if name != self.to and name not in self.old_primary and status.is_standby:
+                lines.append(f"{name}: not changed (it still follows the old primary: "
+                             f"`sfops pg rejoin {name}`)")
+        return lines
 
     async def execute(self) -> AsyncIterator[Step]:
         self._refuse_unsafe()
@@ -268,7 +384,7 @@ class Failover(_PgAction):
         return await _verify_primary(self.cluster, self.to, self.old_timeline, self.old_primary)
 
 
-async def _verify_primary(cluster: PgCluster, name: str, old_timeline: int | None,
+async def _verify_primary(cluster: ClusterOps, name: str, old_timeline: int | None,
                           others: list[str]) -> list[CheckResult]:
     results: list[CheckResult] = []
     status = await cluster.read(name)
@@ -306,7 +422,7 @@ class Switchover(_PgAction):
     name: ClassVar[str] = "pg.switchover"
     destructive: ClassVar[bool] = True
 
-    def __init__(self, cluster: PgCluster, to: str) -> None:
+    def __init__(self, cluster: ClusterOps, to: str) -> None:
         super().__init__(cluster, to, {"to": to})
         self.to = to
         self.primary: str | None = None
@@ -320,7 +436,7 @@ class Switchover(_PgAction):
         if (unknown := self._known(self.to)) is not None:
             checks.append(unknown)
             return checks
-        statuses = await self.cluster.read_all()
+        self.statuses = statuses = await self.cluster.read_all()
         primaries = [m for m in statuses.values() if m.is_primary]
         if len(primaries) != 1:
             detail = ("no reachable primary: use `sfops pg failover`" if not primaries else
@@ -351,7 +467,7 @@ class Switchover(_PgAction):
                                              f"streaming from {primary.name} ({row.sync_state})"))
         if row is not None:
             lag = row.replay_lag_bytes or 0
-            bound = self.cluster.pg.max_lag_on_failover
+            bound = self.cluster.max_lag_on_failover
             detail = f"replay lag {format_bytes(lag)}, bound {format_bytes(bound)}"
             checks.append(CheckResult.passed(CHECK_LAG, detail) if lag <= bound
                           else CheckResult.failed(CHECK_LAG, detail))
@@ -362,13 +478,54 @@ class Switchover(_PgAction):
         else:
             checks.append(CheckResult.passed(CHECK_TIMELINES_EQUAL,
                                              f"timeline {primary.timeline}"))
-        try:
-            problem = await self.cluster.host(primary.name).reachable()
-        except PgActionError as exc:
-            problem = str(exc)
+        problem = await host_problem(self.cluster, primary.name)
         checks.append(CheckResult.passed(CHECK_HOST, f"{primary.name}: commands run there")
                       if problem is None else CheckResult.failed(CHECK_HOST, problem))
         return checks
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before the shutdown: the primary is still the primary and the target still
+        streams from it (two reads)."""
+        if self.primary is None:
+            return []
+        primary, candidate = await asyncio.gather(self.cluster.read(self.primary),
+                                                  self.cluster.read(self.to))
+        results = [CheckResult.passed(CHECK_ONE_PRIMARY, f"{primary.name} still the primary")
+                   if primary.is_primary else CheckResult.failed(
+                       CHECK_ONE_PRIMARY, f"{primary.name} is {_state(primary)} now")]
+        row = next((s for s in primary.standbys if s.application_name == self.to), None)
+        if candidate.is_standby and candidate.streaming and row is not None and (
+                row.state == "streaming"):
+            results.append(CheckResult.passed(CHECK_STREAMING,
+                                              f"{self.to} still streams from {primary.name}"))
+        else:
+            results.append(CheckResult.failed(
+                CHECK_STREAMING, f"{self.to} ({_state(candidate)}) no longer streams from "
+                f"{primary.name}"))
+        self.rechecked = results
+        return results
+
+    async def _plan(self) -> list[str]:
+        """Shutdown, the no-loss condition, promotion, and the old primary's rejoin (the
+        primary_conninfo it gets, pg_rewind)."""
+        if self.primary is None:
+            return ["nothing: the preflight found no primary to switch over from"]
+        old, new = self.primary, self.to
+        statuses = await self._statuses()
+        path = self.cluster.host(old).path("standby.signal")
+        lines = [
+            f"{old}: CHECKPOINT, then fast shutdown (sessions end, in-flight transactions "
+            "roll back)",
+            f"{old}: write {path}; recorded as fenced (switchover, new primary {new})",
+            f"{new}: must receive {old}'s shutdown checkpoint within 30 s; if not, "
+            f"{path} is removed, {old} restarts as the primary and nothing else changes",
+            *self._promotion_plan(new, statuses.get(new), self.old_timeline),
+            f"{old}: rejoins as a standby of {new}:",
+        ]
+        timeline = None if self.old_timeline is None else self.old_timeline + 1
+        lines += ["  " + line for line in await rejoin_plan(
+            self.cluster, old, new, statuses, stopped=True, primary_timeline=timeline)]
+        return lines
 
     async def execute(self) -> AsyncIterator[Step]:
         self._refuse_unsafe()
@@ -404,7 +561,7 @@ class Switchover(_PgAction):
                        "the primary")
             await host.remove_standby_signal()
             await host.start()
-            cluster.state.unfence(old)
+            cluster.unfence(old)
             raise PgActionError(
                 f"switchover aborted: {new} did not receive {old}'s shutdown checkpoint "
                 f"{format_lsn(checkpoint)}; {old} was restarted as the primary, nothing was "
@@ -430,7 +587,7 @@ class Switchover(_PgAction):
         return results
 
 
-async def _verify_streaming(cluster: PgCluster, name: str, primary: str) -> CheckResult:
+async def _verify_streaming(cluster: ClusterOps, name: str, primary: str) -> CheckResult:
     status = await cluster.read(name)
     label = f"{name} streams from {primary}"
     if status.is_standby and status.streaming:
@@ -451,7 +608,7 @@ class Rejoin(_PgAction):
     name: ClassVar[str] = "pg.rejoin"
     destructive: ClassVar[bool] = True
 
-    def __init__(self, cluster: PgCluster, member: str) -> None:
+    def __init__(self, cluster: ClusterOps, member: str) -> None:
         super().__init__(cluster, member, {"member": member})
         self.member = member
         self.primary: str | None = None
@@ -464,7 +621,7 @@ class Rejoin(_PgAction):
         if (unknown := self._known(self.member)) is not None:
             checks.append(unknown)
             return checks
-        statuses = await self.cluster.read_all()
+        self.statuses = statuses = await self.cluster.read_all()
         primaries = [m for m in statuses.values() if m.is_primary and m.name != self.member]
         if len(primaries) != 1:
             checks.append(CheckResult.failed(
@@ -483,21 +640,45 @@ class Rejoin(_PgAction):
         else:
             checks.append(CheckResult.passed(
                 CHECK_NOT_PRIMARY, status.role.value if status.reachable else "down"))
-        if (status.is_standby and status.streaming and status.timeline == primary.timeline
-                and self.member not in self.cluster.state.fenced()):
+        if _already_follows(status, primary, self.cluster.fenced_members()):
             checks.append(CheckResult.failed(
                 CHECK_NEEDS_REJOIN, f"{self.member} already streams from {primary.name} on "
                 f"timeline {primary.timeline}: nothing to do"))
         else:
             checks.append(CheckResult.passed(CHECK_NEEDS_REJOIN, "not streaming from the "
                                              "primary" if status.reachable else "down"))
-        try:
-            problem = await self.cluster.host(self.member).reachable()
-        except PgActionError as exc:
-            problem = str(exc)
+        problem = await host_problem(self.cluster, self.member)
         checks.append(CheckResult.passed(CHECK_MEMBER_HOST, "commands run there")
                       if problem is None else CheckResult.failed(CHECK_MEMBER_HOST, problem))
         return checks
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before the change: the primary is still the primary and the member is still
+        not its streaming standby (two reads)."""
+        if self.primary is None:
+            return []
+        primary, status = await asyncio.gather(self.cluster.read(self.primary),
+                                               self.cluster.read(self.member))
+        results = [CheckResult.passed(CHECK_ONE_PRIMARY, f"{primary.name} still the primary")
+                   if primary.is_primary else CheckResult.failed(
+                       CHECK_ONE_PRIMARY, f"{primary.name} is {_state(primary)} now")]
+        if primary.is_primary and _already_follows(status, primary,
+                                                   self.cluster.fenced_members()):
+            results.append(CheckResult.failed(
+                CHECK_NEEDS_REJOIN, f"{self.member} streams from {primary.name} on timeline "
+                f"{primary.timeline} now: nothing to do"))
+        else:
+            results.append(CheckResult.passed(CHECK_NEEDS_REJOIN,
+                                              f"{self.member} is {_state(status)}"))
+        self.rechecked = results
+        return results
+
+    async def _plan(self) -> list[str]:
+        """The rejoin's steps: rewind or not, the primary_conninfo and slot it gets."""
+        if self.primary is None:
+            return ["nothing: the preflight found no primary to follow"]
+        return await rejoin_plan(self.cluster, self.member, self.primary,
+                                 await self._statuses())
 
     async def execute(self) -> AsyncIterator[Step]:
         self._refuse_unsafe()

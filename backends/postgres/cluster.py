@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backends.actions import Step
-from backends.config import SfopsConfig
+from backends.config import SfopsConfig, redact_text
 from backends.executors import Executor, executor_from_config
 from backends.postgres.config import PostgresConfig, PostgresMember
 from backends.postgres.connection import MemberConnection, PgError
@@ -45,8 +45,53 @@ def slot_name_for(member: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", member.lower())
 
 
+class ClusterOps(Protocol):
+    """What the actions and the procedures below use of a cluster: :class:`PgCluster`
+    implements it, unit tests pass fakes. Reads, the member's host, the fencing record."""
+
+    @property
+    def members(self) -> Mapping[str, PostgresMember]: ...
+
+    @property
+    def max_lag_on_failover(self) -> int: ...
+
+    def member(self, name: str) -> PostgresMember: ...
+
+    def conn(self, name: str) -> MemberConnection: ...
+
+    def host(self, name: str) -> MemberHost: ...
+
+    async def read(self, name: str) -> MemberStatus: ...
+
+    async def read_all(self) -> dict[str, MemberStatus]: ...
+
+    def last_primary_lsn(self) -> LastPrimaryLsn | None: ...
+
+    def streaming_seen(self, name: str) -> float | None: ...
+
+    def fenced_members(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def fence(self, name: str, *, reason: str, method: str, new_primary: str) -> None: ...
+
+    def unfence(self, name: str) -> None: ...
+
+    def replication_conninfo(self, member: str, primary: str, template: str,
+                             template_owner: str | None) -> str: ...
+
+    def superuser_conninfo(self, name: str) -> str: ...
+
+    def passfile_text(self, name: str) -> str: ...
+
+    async def close(self) -> None: ...
+
+
 class PgCluster:
-    """The configured PostgreSQL cluster as the actions see it."""
+    """The configured PostgreSQL cluster as the actions see it.
+
+    Given the app's live ``service`` it shares it (the TUI: its connections, and the primary
+    position it keeps recording) and never closes it; without one it builds its own and
+    closes it in :meth:`close`. The executors (SSH connections) it opens for host steps are
+    its own: :meth:`close` releases them."""
 
     def __init__(self, config: SfopsConfig, service: PostgresService | None = None) -> None:
         if config.postgres is None:
@@ -54,6 +99,7 @@ class PgCluster:
         self.config = config
         self.pg: PostgresConfig = config.postgres
         self.state = PgState(config.sfops.state_dir)
+        self._owns_service = service is None
         self.service = service or PostgresService(self.pg, state=self.state,
                                                   secrets=config.secrets())
         self._executors: dict[str, Executor] = {}
@@ -62,6 +108,10 @@ class PgCluster:
     @property
     def members(self) -> dict[str, PostgresMember]:
         return dict(self.pg.members)
+
+    @property
+    def max_lag_on_failover(self) -> int:
+        return self.pg.max_lag_on_failover
 
     def member(self, name: str) -> PostgresMember:
         try:
@@ -101,6 +151,15 @@ class PgCluster:
         self.state.fence(name, reason=reason, method=method, new_primary=new_primary,
                          system_identifier=self.system_identifier)
 
+    def unfence(self, name: str) -> None:
+        self.state.unfence(name)
+
+    def fenced_members(self) -> dict[str, dict[str, Any]]:
+        return self.state.fenced()
+
+    def streaming_seen(self, name: str) -> float | None:
+        return self.state.streaming_seen(name)
+
     def last_primary_lsn(self) -> LastPrimaryLsn | None:
         """The last primary position sfops saw, if it was seen on this cluster."""
         last = self.state.last_primary_lsn()
@@ -110,9 +169,17 @@ class PgCluster:
         return last
 
     async def close(self) -> None:
-        await self.service.close()
-        for executor in self._executors.values():
-            await executor.close()
+        """Release what this cluster opened: its executors (SSH connections) and, when it
+        built it, its service. A shared service stays open. Safe to call more than once."""
+        executors, self._executors = list(self._executors.values()), {}
+        closing = [executor.close() for executor in executors]
+        if self._owns_service:
+            self._owns_service = False
+            closing.append(self.service.close())
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     # -- replication conninfo ------------------------------------------------------------
     def replication_conninfo(self, member: str, primary: str, template: str,
@@ -167,7 +234,7 @@ async def accepts_write(conn: MemberConnection) -> str | None:
     return None
 
 
-async def promote(cluster: PgCluster, name: str, old_timeline: int | None) -> AsyncIterator[Step]:
+async def promote(cluster: ClusterOps, name: str, old_timeline: int | None) -> AsyncIterator[Step]:
     conn = cluster.conn(name)
     status = await cluster.read(name)
     if status.is_standby and status.replay_paused:
@@ -204,7 +271,7 @@ async def promote(cluster: PgCluster, name: str, old_timeline: int | None) -> As
                f"({time.monotonic() - started:.2f} s after pg_promote)")
 
 
-async def fence(cluster: PgCluster, name: str, new_primary: str) -> AsyncIterator[Step]:
+async def fence(cluster: ClusterOps, name: str, new_primary: str) -> AsyncIterator[Step]:
     """Make sure ``name`` can never come back as a second primary."""
     try:
         host = cluster.host(name)
@@ -241,7 +308,7 @@ async def fence(cluster: PgCluster, name: str, new_primary: str) -> AsyncIterato
         yield Step(f"{name}: stopped")
 
 
-async def ensure_slot(cluster: PgCluster, primary: str, slot: str) -> AsyncIterator[Step]:
+async def ensure_slot(cluster: ClusterOps, primary: str, slot: str) -> AsyncIterator[Step]:
     conn = cluster.conn(primary)
     rows = await conn.fetch("SELECT active, wal_status FROM pg_replication_slots "
                             "WHERE slot_name = %s", (slot,), what="read slot")
@@ -257,7 +324,7 @@ async def ensure_slot(cluster: PgCluster, primary: str, slot: str) -> AsyncItera
         yield Step(f"{primary}: physical slot {slot} created")
 
 
-def _template(cluster: PgCluster, member: str, statuses: dict[str, MemberStatus]
+def _template(cluster: ClusterOps, member: str, statuses: dict[str, MemberStatus]
               ) -> tuple[str, str]:
     """A primary_conninfo to copy (and whose it is): the member's own, else any other's."""
     own = statuses.get(member)
@@ -284,7 +351,7 @@ async def _auto_conf_conninfo(host: MemberHost) -> str | None:
     return None
 
 
-async def _stop_cleanly(cluster: PgCluster, host: MemberHost) -> AsyncIterator[Step]:
+async def _stop_cleanly(cluster: ClusterOps, host: MemberHost) -> AsyncIterator[Step]:
     name = host.name
     if await host.running():
         yield Step(f"{name}: stopping (fast shutdown)")
@@ -315,7 +382,7 @@ async def _stop_cleanly(cluster: PgCluster, host: MemberHost) -> AsyncIterator[S
                             f"log lines: {await host.log_tail()}")
 
 
-async def _checkpoint_on_timeline(cluster: PgCluster, primary: str,
+async def _checkpoint_on_timeline(cluster: ClusterOps, primary: str,
                                   timeline: int | None) -> AsyncIterator[Step]:
     """pg_rewind takes the source's timeline from its control file, which a promotion only
     updates at the first checkpoint after it: without one, the rewind follows the previous
@@ -337,7 +404,81 @@ async def _checkpoint_on_timeline(cluster: PgCluster, primary: str,
                             "is stopped with standby.signal (fenced): retry the rejoin")
 
 
-async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[Step]:
+async def rejoin_conninfo(cluster: ClusterOps, host: MemberHost, name: str, primary: str,
+                          statuses: Mapping[str, MemberStatus], *, stopped: bool) -> str:
+    """The primary_conninfo a rejoin writes for ``name`` streaming from ``primary``: copied
+    from its own (from postgresql.auto.conf when it is ``stopped``), else from another
+    member's. Reads only."""
+    own_conninfo = await _auto_conf_conninfo(host) if stopped else None
+    if own_conninfo:
+        template, owner = own_conninfo, name
+    else:
+        template, owner = _template(cluster, name, dict(statuses))
+    conninfo = cluster.replication_conninfo(name, primary, template, owner)
+    passfile = conninfo_to_dict(conninfo).get("passfile")
+    if passfile and not await host.exists(str(passfile)):
+        # Fall back to the template's own passfile (same replication user).
+        conninfo = cluster.replication_conninfo(name, primary, template, None)
+    return conninfo
+
+
+def _slot_plan(primary: MemberStatus, slot: str) -> str:
+    existing = next((s for s in primary.slots if s.slot_name == slot), None)
+    if existing is None:
+        return f"{primary.name}: create physical replication slot {slot}"
+    if existing.wal_status == "lost":
+        return f"{primary.name}: slot {slot} has lost its WAL: drop it and create it again"
+    return f"{primary.name}: slot {slot} exists ({existing.wal_status or 'no WAL status'}): kept"
+
+
+async def rejoin_plan(cluster: ClusterOps, name: str, primary: str,
+                      statuses: Mapping[str, MemberStatus], *, stopped: bool | None = None,
+                      primary_timeline: int | None = None) -> list[str]:
+    """What :func:`rejoin` would do, step by step, from ``statuses`` (read by the caller).
+    ``stopped``: plan as if ``name`` were stopped by then (a switchover stops it first);
+    ``primary_timeline``: the timeline ``primary`` will be on. Reads only; passwords in the
+    primary_conninfo are redacted."""
+    status, primary_status = statuses[name], statuses[primary]
+    timeline = primary_timeline if primary_timeline is not None else primary_status.timeline
+    is_stopped = (not status.reachable) if stopped is None else stopped
+    slot = slot_name_for(name)
+    try:
+        host = cluster.host(name)
+        conninfo = redact_text(await rejoin_conninfo(cluster, host, name, primary, statuses,
+                                                     stopped=is_stopped))
+    except (PgActionError, HostError) as exc:
+        return [f"{name}: the rejoin would stop before changing anything: {exc}"]
+    target = cluster.member(primary)
+    settings = f"primary_conninfo = '{conninfo}', primary_slot_name = '{slot}'"
+    if not is_stopped and _follows(status, primary_status, target.port):
+        return [
+            f"{name}: already streams {primary}'s timeline {timeline}: no pg_rewind, no "
+            "restart",
+            _slot_plan(primary_status, slot),
+            f"{name}: ALTER SYSTEM SET {settings}; pg_reload_conf()",
+            f"{name}: wait up to {STREAM_WAIT_SECONDS:.0f} s for it to stream, then no longer "
+            "recorded as fenced",
+        ]
+    lines = [f"{name}: write {host.path('standby.signal')} (fenced while it rejoins)"]
+    if status.is_primary and not is_stopped:
+        lines.append(f"{name}: answers as a primary: its writes since the divergence are "
+                     "rewound away")
+    lines.append(f"{name}: " + ("already stopped" if is_stopped else "fast shutdown")
+                 + "; if not shut down cleanly, crash recovery as a standby, then a fast stop")
+    lines += [
+        f"{primary}: CHECKPOINT if its control file does not yet name timeline {timeline}",
+        f"{name}: pg_rewind from {primary} ({target.host}:{target.port}, timeline "
+        f"{timeline}): it rewinds {name} to the divergence point, or changes nothing when "
+        f"{name}'s history is a prefix of {primary}'s; config files kept",
+        _slot_plan(primary_status, slot),
+        f"{name}: postgresql.auto.conf: {settings}; standby.signal kept",
+        f"{name}: start as a standby; wait up to {STREAM_WAIT_SECONDS:.0f} s for it to "
+        f"stream timeline {timeline}, then no longer recorded as fenced",
+    ]
+    return lines
+
+
+async def rejoin(cluster: ClusterOps, name: str, primary: str) -> AsyncIterator[Step]:
     """Turn ``name`` into a streaming standby of ``primary`` (rewinding it when its history
     diverged). Leaves it stopped with standby.signal if anything fails before the start."""
     host = cluster.host(name)
@@ -345,18 +486,8 @@ async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[S
     primary_status = statuses[primary]
     if not primary_status.is_primary:
         raise PgActionError(f"{primary} is not a reachable primary; nothing was changed")
-    own_conninfo = None
-    if not statuses[name].reachable:
-        own_conninfo = await _auto_conf_conninfo(host)
-    if own_conninfo:
-        template, owner = own_conninfo, name
-    else:
-        template, owner = _template(cluster, name, statuses)
-    conninfo = cluster.replication_conninfo(name, primary, template, owner)
-    passfile = conninfo_to_dict(conninfo).get("passfile")
-    if passfile and not await host.exists(str(passfile)):
-        # Fall back to the template's own passfile (same replication user).
-        conninfo = cluster.replication_conninfo(name, primary, template, None)
+    conninfo = await rejoin_conninfo(cluster, host, name, primary, statuses,
+                                     stopped=not statuses[name].reachable)
     slot = slot_name_for(name)
     if _follows(statuses[name], primary_status, cluster.member(primary).port):
         # Already replaying the primary's own history (a fenced member that came back
@@ -421,7 +552,7 @@ async def rejoin(cluster: PgCluster, name: str, primary: str) -> AsyncIterator[S
             f"with standby.signal (fenced, never a primary); check its log "
             f"({host.log_file}): {await host.log_tail()}; if its data diverged beyond "
             "repair, re-seed it from a base backup")
-    cluster.state.unfence(name)
+    cluster.unfence(name)
     yield Step(f"{name}: streaming from {primary}, timeline {streaming.timeline}, replayed "
                f"{format_lsn(streaming.replayed_lsn)}")
 
@@ -436,7 +567,7 @@ def _follows(member: MemberStatus, primary: MemberStatus, primary_port: int) -> 
             and receiver.sender_port == primary_port and member.timeline == primary.timeline)
 
 
-async def _adopt_follower(cluster: PgCluster, name: str, primary: str, conninfo: str,
+async def _adopt_follower(cluster: ClusterOps, name: str, primary: str, conninfo: str,
                           slot: str) -> AsyncIterator[Step]:
     yield Step(f"{name}: already streams {primary}'s timeline; no rewind, no restart")
     async for step in ensure_slot(cluster, primary, slot):
@@ -458,11 +589,11 @@ async def _adopt_follower(cluster: PgCluster, name: str, primary: str, conninfo:
     if not streaming:
         raise PgActionError(f"{name} stopped streaming after its settings were reloaded; it "
                             "is a read-only standby (fenced): check its log and retry")
-    cluster.state.unfence(name)
+    cluster.unfence(name)
     yield Step(f"{name}: streaming from {primary}, timeline {streaming.timeline}")
 
 
-async def checkpoint_received(cluster: PgCluster, name: str, checkpoint_lsn: int,
+async def checkpoint_received(cluster: ClusterOps, name: str, checkpoint_lsn: int,
                               seconds: float = 30.0) -> int | None:
     """Wait until ``name`` has received WAL past ``checkpoint_lsn``; its received LSN."""
     conn = cluster.conn(name)

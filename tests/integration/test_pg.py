@@ -76,8 +76,10 @@ def pg(lab: Any, *args: str, timeout: float = 180.0) -> tuple[int, Any, str]:
 
 
 def status(lab: Any) -> dict[str, Any]:
+    """The cluster part of `sfops pg status --json` (the generic envelope's ``status``)."""
     _, data, _ = pg(lab, "status", "--json")
-    return data
+    assert data["backend"] == "postgres", data
+    return data["status"]
 
 
 def member(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -254,6 +256,9 @@ def test_status_shows_roles_and_lag_follows_paused_replay(fresh: Any) -> None:
     data = wait_for(lambda: (d := status(fresh)) and streams_from(d, "pg-2", "pg-1") and d,
                     30, "pg-2 streaming")
     assert data["primary"] == "pg-1"
+    # Every standby's primary_conninfo is in the JSON with any password redacted.
+    conninfo = member(data, "pg-2")["primary_conninfo"]
+    assert conninfo and ("password=" not in conninfo or "password=***" in conninfo)
     p1, p2 = member(data, "pg-1"), member(data, "pg-2")
     assert p1["role"] == "primary" and p2["role"] == "standby"
     assert [s["application_name"] for s in p1["standbys"]] == ["pg-2"]
@@ -438,6 +443,17 @@ def test_wrong_password_gives_a_clear_error_without_the_secret(fresh: Any,
         assert done.returncode == 5, output
         assert "password authentication failed" in output
         assert wrong not in output and real not in output
+        if "--json" in args:
+            # No member answers: unreachable, and still every member, each marked down.
+            data = json.loads(done.stdout)
+            assert data["reachable"] is False and data["exit_code"] == 5
+            assert [m["name"] for m in data["status"]["members"]] == ["pg-1", "pg-2"]
+            assert not any(m["reachable"] for m in data["status"]["members"])
+        else:
+            rows = {line.split()[0]: line for line in done.stdout.splitlines()
+                    if line.startswith("pg-")}
+            assert set(rows) == {"pg-1", "pg-2"}, done.stdout
+            assert all(line.split()[1] == "down" for line in rows.values()), done.stdout
 
 
 def test_hung_member_during_preflight_is_bounded(fresh: Any) -> None:

@@ -7,7 +7,8 @@ DataTable instead of clearing it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -19,6 +20,10 @@ from backends.postgres.model import (
     format_bytes,
     format_lsn,
 )
+from tui.render.cells import clean
+
+if TYPE_CHECKING:
+    from backends.service import BackendSummary
 
 Row = tuple[str, list[Text]]
 
@@ -193,9 +198,28 @@ def sparkline(values: Sequence[float | None], width: int = 20) -> Text:
 
 
 def plain_table(columns: Sequence[str], rows: Sequence[Row]) -> str:
-    """Rows as an aligned plain-text table (the CLI's output)."""
-    cells = [list(columns)] + [[cell.plain for cell in row] for _, row in rows]
+    """Rows as an aligned plain-text table (the CLI's output; control characters in outside
+    text, e.g. a server's error, replaced)."""
+    cells = [list(columns)] + [[clean(cell.plain) for cell in row] for _, row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = ["  ".join(value.ljust(widths[i]) for i, value in enumerate(line)).rstrip()
              for line in cells]
     return "\n".join(lines)
+
+
+def status_text(status: ClusterStatus, summary: BackendSummary,
+                options: Mapping[str, Any]) -> str:
+    """`sfops pg status` under its health line: every member (a member that does not answer
+    reads "down" with its error), what each primary streams to, the replication slots. The
+    cluster's warnings are the summary's alerts: the command lists them as "What is wrong
+    now"."""
+    sections = [plain_table(MEMBER_COLUMNS, member_rows(status))]
+    for member in status.members:
+        if member.standbys:
+            sections.append(f"replication from {clean(member.name)}:\n"
+                            + plain_table(STANDBY_COLUMNS, standby_rows(member)))
+    slots = [(key, [Text(member.name), *cells])
+             for member in status.members for key, cells in slot_rows(member)]
+    if slots:
+        sections.append("slots:\n" + plain_table(("member", *SLOT_COLUMNS), slots))
+    return "\n\n".join(sections)

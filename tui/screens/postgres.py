@@ -1,14 +1,14 @@
 """PostgreSQL drill-down: members (role, timeline, LSN, lag), then warnings, standbys and
-slots below. `f` fails over to, `s` switches over to, `j` rejoins the selected member."""
+slots below. Keys from the contract (backends/postgres/contract.py): `f` fails over to, `s`
+switches over to, `j` rejoins the selected member."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 
-from backends.actions import Action
 from backends.snapshot import Snapshot
 from tui.render.postgres import (
     MEMBER_COLUMNS,
@@ -17,37 +17,7 @@ from tui.render.postgres import (
     standby_rows,
     warning_rows,
 )
-from tui.screens.base import BackendScreen, ScreenAction
-
-if TYPE_CHECKING:
-    from tui.app import SfopsApp
-
-
-def _cluster(app: SfopsApp) -> Any:
-    from backends.postgres.cluster import PgCluster
-
-    service = next((s for s in app.services if s.name == "postgres"), None)
-    # Share the app's service: it remembers the last LSN seen on the primary, which the
-    # failover's lag check compares the candidate against.
-    return PgCluster(app.config, service=service)  # type: ignore[arg-type]
-
-
-def build_failover(app: SfopsApp, member: str) -> Action:
-    from backends.postgres.actions import Failover
-
-    return app.runner.build(Failover, _cluster(app), member)
-
-
-def build_switchover(app: SfopsApp, member: str) -> Action:
-    from backends.postgres.actions import Switchover
-
-    return app.runner.build(Switchover, _cluster(app), member)
-
-
-def build_rejoin(app: SfopsApp, member: str) -> Action:
-    from backends.postgres.actions import Rejoin
-
-    return app.runner.build(Rejoin, _cluster(app), member)
+from tui.screens.base import BackendScreen
 
 
 def _section(title: str, rows: Sequence[tuple[str, Sequence[Text]]]) -> Text:
@@ -62,11 +32,6 @@ class PostgresScreen(BackendScreen):
     backend = "postgres"
     title_text = "PostgreSQL — members"
     columns = MEMBER_COLUMNS
-    actions = (
-        ScreenAction("f", "Failover to", build_failover),
-        ScreenAction("s", "Switchover to", build_switchover),
-        ScreenAction("j", "Rejoin", build_rejoin),
-    )
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         status = snapshot.best
@@ -91,11 +56,6 @@ class PostgresScreen(BackendScreen):
             if slots:
                 text.append_text(_section(f"slots on {member.name}", slots))
         return text
-
-    @classmethod
-    def palette_targets(cls, app: SfopsApp) -> list[str]:
-        postgres = app.config.postgres
-        return [] if postgres is None else list(postgres.members)
 
 
 SCREEN = PostgresScreen
