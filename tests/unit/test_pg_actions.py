@@ -18,7 +18,7 @@ import pytest
 
 from backends.actions import ActionRunner, CheckResult, CheckStatus, Outcome
 from backends.audit import AuditLog
-from backends.config import PostgresMember, parse
+from backends.config import parse
 from backends.postgres import actions as pg_actions
 from backends.postgres import cluster as pg_cluster
 from backends.postgres.actions import (
@@ -35,6 +35,7 @@ from backends.postgres.actions import (
     Switchover,
 )
 from backends.postgres.cluster import PgActionError, PgCluster
+from backends.postgres.config import PostgresMember
 from backends.postgres.model import (
     LastPrimaryLsn,
     MemberStatus,
