@@ -186,7 +186,7 @@ class LastPrimaryLsn:
 
 
 @dataclass(frozen=True)
-class ClusterStatus:
+class PostgresStatus:
     members: tuple[MemberStatus, ...]
     warnings: tuple[ClusterWarning, ...] = ()
     last_primary_lsn: LastPrimaryLsn | None = None
@@ -361,7 +361,7 @@ def build_cluster(
     *,
     fenced: Mapping[str, Mapping[str, Any]] | None = None,
     last_primary_lsn: LastPrimaryLsn | None = None,
-) -> ClusterStatus:
+) -> PostgresStatus:
     from dataclasses import replace
 
     identifiers = {m.system_identifier for m in members if m.system_identifier}
@@ -371,7 +371,7 @@ def build_cluster(
             and last_primary_lsn.system_identifier not in (None, *identifiers)):
         last_primary_lsn = None  # seen on a cluster that has since been re-initialised
     with_fence = [replace(m, fenced=m.name in fenced) for m in with_lag(members)]
-    return ClusterStatus(
+    return PostgresStatus(
         members=tuple(with_fence),
         warnings=cluster_warnings(with_fence, fenced),
         last_primary_lsn=last_primary_lsn,

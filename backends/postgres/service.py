@@ -17,7 +17,7 @@ from backends.config import SfopsConfig
 from backends.postgres.config import PostgresConfig
 from backends.postgres.connection import MemberConnection
 from backends.postgres.model import (
-    ClusterStatus,
+    PostgresStatus,
     Level,
     MemberStatus,
     WarningKind,
@@ -89,7 +89,7 @@ class PostgresService:
         says so and the refresh fails. A separate ``SELECT 1`` here would only queue behind
         the same connection lock."""
 
-    def unreachable(self, status: ClusterStatus) -> str | None:
+    def unreachable(self, status: PostgresStatus) -> str | None:
         """Why the cluster as a whole is unreachable (no member answered), or None."""
         if status.members and not any(m.reachable for m in status.members):
             return "no member answers: " + "; ".join(
@@ -117,7 +117,7 @@ class PostgresService:
         return list(await asyncio.gather(
             *(self.read_member(name, use_breaker=use_breaker) for name in self.connections)))
 
-    async def poll(self, *, use_breaker: bool = True) -> ClusterStatus:
+    async def poll(self, *, use_breaker: bool = True) -> PostgresStatus:
         members = await self.read_members(use_breaker=use_breaker)
         last_lsn = None
         fenced: dict[str, dict[str, Any]] = {}
@@ -139,7 +139,7 @@ class PostgresService:
         return build_cluster(members, fenced=fenced, last_primary_lsn=last_lsn)
 
     def summarize(self, snapshot: Snapshot[Any]) -> BackendSummary:
-        status: ClusterStatus | None = snapshot.best
+        status: PostgresStatus | None = snapshot.best
         if status is None:
             return summary_for_failure(self.name, self.title, snapshot)
         return summarize_cluster(status, error=snapshot.error)
@@ -148,7 +148,7 @@ class PostgresService:
         await asyncio.gather(*(c.close() for c in self.connections.values()))
 
 
-def summarize_cluster(status: ClusterStatus, *, error: str | None = None) -> BackendSummary:
+def summarize_cluster(status: PostgresStatus, *, error: str | None = None) -> BackendSummary:
     figures: list[Figure] = []
     for member in status.members:
         if not member.reachable:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from backends.postgres.model import (
-    ClusterStatus,
+    PostgresStatus,
     ClusterWarning,
     Level,
     MemberStatus,
@@ -118,7 +118,7 @@ def member_row(member: MemberStatus, *, max_lag_bytes: int = 1048576) -> Row:
     return member.name, cells
 
 
-def member_rows(status: ClusterStatus, *, max_lag_bytes: int = 1048576) -> list[Row]:
+def member_rows(status: PostgresStatus, *, max_lag_bytes: int = 1048576) -> list[Row]:
     return [member_row(m, max_lag_bytes=max_lag_bytes) for m in status.members]
 
 
@@ -166,11 +166,11 @@ def warning_row(warning: ClusterWarning) -> Row:
     ]
 
 
-def warning_rows(status: ClusterStatus) -> list[Row]:
+def warning_rows(status: PostgresStatus) -> list[Row]:
     return [warning_row(w) for w in status.warnings]
 
 
-def worst_warning(status: ClusterStatus) -> Text:
+def worst_warning(status: PostgresStatus) -> Text:
     """The one line an overview panel has room for."""
     if not status.warnings:
         return Text("no warnings", style="green")
@@ -207,7 +207,7 @@ def plain_table(columns: Sequence[str], rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def status_text(status: ClusterStatus, summary: BackendSummary,
+def status_text(status: PostgresStatus, summary: BackendSummary,
                 options: Mapping[str, Any]) -> str:
     """`sfops pg status` under its health line: every member (a member that does not answer
     reads "down" with its error), what each primary streams to, the replication slots. The
