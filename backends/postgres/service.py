@@ -17,9 +17,9 @@ from backends.config import SfopsConfig
 from backends.postgres.config import PostgresConfig
 from backends.postgres.connection import MemberConnection
 from backends.postgres.model import (
-    PostgresStatus,
     Level,
     MemberStatus,
+    PostgresStatus,
     WarningKind,
     build_cluster,
     format_bytes,

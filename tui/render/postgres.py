@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from backends.postgres.model import (
-    PostgresStatus,
     ClusterWarning,
     Level,
     MemberStatus,
+    PostgresStatus,
     format_bytes,
     format_lsn,
 )
