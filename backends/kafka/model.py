@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from backends.kafka.config import KafkaConfig
-from backends.service import Alert, BackendSummary, Figure, Severity
+from backends.service import Alert, BackendSummary, BackendUnreachable, Figure, Severity
 from backends.snapshot import Health
 
 CONTROLLER_LABEL = "metadata controller (not the KRaft quorum leader)"
@@ -16,7 +16,7 @@ MAX_NAMED_PARTITIONS = 5
 ELECTION_NOT_NEEDED = 84  # Kafka protocol error code (KafkaError.ELECTION_NOT_NEEDED)
 
 
-class KafkaUnreachable(Exception):
+class KafkaUnreachable(BackendUnreachable):
     """No broker answered a metadata request in time."""
 
 

@@ -53,7 +53,7 @@ PROBE_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, dea
 PROBE_RESET = 1.0
 HTTP_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.5, deadline=4.0)
 
-class NginxUnreachable(Exception):
+class NginxUnreachable(BackendUnreachable):
     """nginx itself does not answer (its status endpoint / health location)."""
 
 class NginxService:
