@@ -10,7 +10,7 @@ from backends.nginx.accesslog import MemberTraffic
 from backends.nginx.model import MemberState, MemberStatus, NginxStatus, ProbeResult, StubStatus
 from backends.nginx.upstream import ServerEntry
 from backends.snapshot import Health
-from tui.render.nginx import COLUMNS, ago, header, member_rows
+from tui.render.nginx import COLUMNS, header, member_rows
 
 NOW = 10_000.0
 INJECTIONS = ["[@click=app.quit]quit[/]", "[link=https://evil.example]x[/link]", "unclosed [",
@@ -74,11 +74,6 @@ def test_failing_probe_no_traffic_backup_and_absent() -> None:
     assert [c.plain for c in rows[0].cells] == [
         "api-1", "✖ failing", "1 backup", "ConnectError: refused", "0.0", "0.00", "—", "never"]
     assert [c.plain for c in rows[1].cells][2:4] == ["—", "—"]
-
-
-def test_ago() -> None:
-    assert [ago(v) for v in (None, 0.2, 5, 119, 600, 10_000)] == [
-        "never", "now", "5s ago", "119s ago", "10m ago", "3h ago"]
 
 
 @pytest.mark.parametrize("evil", INJECTIONS)

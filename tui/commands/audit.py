@@ -51,18 +51,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _row(record: dict[str, Any]) -> tuple[str, ...]:
+    from tui.commands._action import printable
+
     forced = " (forced)" if record.get("forced") else ""
     duration = record.get("duration_s")
     # Control characters from a hostile target name must not drive the terminal.
     return tuple(
-        _printable(str(v)) for v in (
+        printable(str(v)) for v in (
             record.get("ts", "?"), record.get("user", "?"), record.get("action", "?"),
             record.get("target", "?"), f"{record.get('outcome', '?')}{forced}",
             f"{duration:.1f}" if isinstance(duration, int | float) else "?",
             record.get("error") or "",
         )
     )
-
-
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in text)

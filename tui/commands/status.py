@@ -130,11 +130,13 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
 
 
 def print_table(results: list[Result], out: TextIO) -> None:
+    from tui.commands._action import printable
+
     rows = [("BACKEND", "HEALTH", "FIGURES")]
     for _, _, _, summary in results:
         figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
         rows.append((summary.title, summary.health.value.upper(),
-                     _printable(figures or (summary.error or ""))))
+                     printable(figures or (summary.error or ""))))
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
         print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]}".rstrip(), file=out)
@@ -146,12 +148,6 @@ def print_table(results: list[Result], out: TextIO) -> None:
     if not alerts:
         print("ok        nothing is wrong right now", file=out)
     for alert in alerts:
-        message = _printable(f"{alert.source}: {alert.message}")
+        message = printable(f"{alert.source}: {alert.message}")
         label = "DOWN" if alert.unreachable else alert.severity.name.lower()
         print(f"{label:<8}  {message}", file=out)
-
-
-def _printable(text: str) -> str:
-    from tui.commands._action import printable
-
-    return printable(text)

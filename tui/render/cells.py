@@ -2,19 +2,35 @@
 
 Outside text (names, server errors, event messages) goes into ``Text`` as plain text, never
 markup, with control characters replaced: an ESC in a pod name must not drive the terminal.
+Every table cell is made by :func:`plain` (or, for a cell assembled from parts, has its outside
+parts passed through :func:`clean`).
 """
 
 from __future__ import annotations
 
+import math
+
 from rich.text import Text
 
+from backends.service import since_text
 from backends.snapshot import Health
+
+__all__ = ["HEALTH_BADGE", "HEALTH_CELL_STYLE", "HEALTH_STYLE", "age_text", "badge", "clean",
+           "plain", "since_text"]
 
 HEALTH_STYLE = {
     Health.OK: "bold green",
     Health.DEGRADED: "bold yellow",
     Health.FAILED: "bold red",
     Health.UNKNOWN: "bold grey50",
+    Health.UNREACHABLE: "bold red",
+}
+# A row's health inside a table (among other cells): colour, bold only for a failure.
+HEALTH_CELL_STYLE = {
+    Health.OK: "green",
+    Health.DEGRADED: "yellow",
+    Health.FAILED: "bold red",
+    Health.UNKNOWN: "grey50",
     Health.UNREACHABLE: "bold red",
 }
 # Shown beside the colour so health is readable with NO_COLOR or a monochrome terminal.
@@ -26,20 +42,29 @@ HEALTH_BADGE = {
     Health.UNREACHABLE: "✖ UNREACHABLE",
 }
 
+# (below this many seconds, unit size, unit)
+_AGE_UNITS = ((120.0, 1, "s"), (7200.0, 60, "m"), (172800.0, 3600, "h"), (math.inf, 86400, "d"))
+
 
 def badge(health: Health) -> Text:
     return Text(HEALTH_BADGE[health], style=HEALTH_STYLE[health])
 
 
-def age_text(seconds: float | None) -> str:
+def age_text(seconds: float | None, *, compact: bool = False) -> str:
+    """How long ago, in the largest unit that still reads precisely: "now", "5s ago",
+    "119s ago", "10m ago", "3h ago", "2d ago" ("never" for None).
+
+    ``compact`` is kubectl's AGE column: whole units, no suffix ("0s", "45s", "12m", "3h",
+    "5d"). How long an alert has been there is :func:`since_text` ("1m05s")."""
     if seconds is None:
         return "never"
-    if seconds < 1:
+    seconds = max(0.0, seconds)
+    if seconds < 1 and not compact:
         return "now"
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    return f"{seconds / 60:.0f}m ago"
-
+    size, unit = next((size, unit) for limit, size, unit in _AGE_UNITS if seconds < limit)
+    if compact:
+        return f"{int(seconds) // size}{unit}"
+    return f"{seconds / size:.0f}{unit} ago"
 
 
 def clean(text: str) -> str:

@@ -23,7 +23,7 @@ from backends.kafka.model import (
     leader_balance,
 )
 from backends.service import BackendSummary
-from tui.render.cells import clean
+from tui.render.cells import clean, plain
 
 Row = tuple[str, Sequence[Text]]
 
@@ -41,32 +41,32 @@ def _ids(values: Sequence[int]) -> str:
 
 def broker_state(broker: BrokerState) -> Text:
     if not broker.registered:
-        return Text("down", style=BAD)
+        return plain("down", style=BAD)
     if broker.reachable is False:
-        return Text("unreachable", style=BAD)
-    return Text("up", style=OK)
+        return plain("unreachable", style=BAD)
+    return plain("up", style=OK)
 
 
 def broker_rows(status: KafkaStatus) -> list[Row]:
     rows: list[Row] = []
     for b in status.brokers:
-        leaders = Text(str(b.leaders))
+        leaders = plain(str(b.leaders))
         if b.up and b.leaders == 0 and b.replicas > 0:
             leaders.stylize(WARN)  # drained, or leadership never came back
         rows.append((str(b.broker_id), [
-            Text(str(b.broker_id)),
-            Text(b.address),
-            Text(b.rack or "-", style="" if b.rack else DIM),
+            plain(str(b.broker_id)),
+            plain(b.address),
+            plain(b.rack or "-", style="" if b.rack else DIM),
             broker_state(b),
             leaders,
-            Text(str(b.replicas)),
-            Text(str(b.preferred)),
+            plain(str(b.replicas)),
+            plain(str(b.preferred)),
         ]))
     return rows
 
 
 def _count(value: int, style: str) -> Text:
-    return Text(str(value), style=style if value else DIM)
+    return plain(str(value), style=style if value else DIM)
 
 
 def topic_rows(status: KafkaStatus) -> list[Row]:
@@ -76,10 +76,10 @@ def topic_rows(status: KafkaStatus) -> list[Row]:
         offline = sum(p.offline for p in t.partitions)
         moved = sum(p.not_preferred for p in t.partitions)
         rows.append((t.name, [
-            Text(t.name, style=DIM if t.internal else ""),
-            Text(str(len(t.partitions))),
-            Text(str(t.replication_factor)),
-            Text(str(t.min_isr) if t.min_isr is not None else "?"),
+            plain(t.name, style=DIM if t.internal else ""),
+            plain(str(len(t.partitions))),
+            plain(str(t.replication_factor)),
+            plain(str(t.min_isr) if t.min_isr is not None else "?"),
             _count(urp, WARN),
             _count(offline, BAD),
             _count(moved, WARN),
@@ -89,20 +89,20 @@ def topic_rows(status: KafkaStatus) -> list[Row]:
 
 def partition_state(p: PartitionState) -> Text:
     if p.offline:
-        return Text("offline", style=BAD)
+        return plain("offline", style=BAD)
     if p.under_min_isr:
-        return Text("under min ISR", style=BAD)
+        return plain("under min ISR", style=BAD)
     if p.under_replicated:
-        return Text("under-replicated", style=WARN)
+        return plain("under-replicated", style=WARN)
     if p.not_preferred:
-        return Text("not preferred", style=WARN)
-    return Text("ok", style=OK)
+        return plain("not preferred", style=WARN)
+    return plain("ok", style=OK)
 
 
 def partition_rows(topic: TopicState) -> list[Row]:
     return [
-        (p.name, [Text(p.name), Text(str(p.leader) if p.leader >= 0 else "none"),
-                  Text(_ids(p.replicas)), Text(_ids(p.isr)), partition_state(p)])
+        (p.name, [plain(p.name), plain(str(p.leader) if p.leader >= 0 else "none"),
+                  plain(_ids(p.replicas)), plain(_ids(p.isr)), partition_state(p)])
         for p in topic.partitions
     ]
 
@@ -110,14 +110,14 @@ def partition_rows(topic: TopicState) -> list[Row]:
 def group_rows(status: KafkaStatus) -> list[Row]:
     rows: list[Row] = []
     for g in status.groups:
-        state = Text(g.error or g.state, style=BAD if g.error else
-                     (OK if g.state == "STABLE" else WARN))
+        state = plain(g.error or g.state, style=BAD if g.error else
+                      (OK if g.state == "STABLE" else WARN))
         rows.append((g.group_id, [
-            Text(g.group_id),
+            plain(g.group_id),
             state,
-            Text(str(g.members), style=WARN if g.members == 0 else ""),
-            Text(str(g.total_lag)),
-            Text(str(len(g.partitions))),
+            plain(str(g.members), style=WARN if g.members == 0 else ""),
+            plain(str(g.total_lag)),
+            plain(str(len(g.partitions))),
         ]))
     return rows
 
@@ -125,10 +125,10 @@ def group_rows(status: KafkaStatus) -> list[Row]:
 def group_lag_rows(group: GroupState) -> list[Row]:
     return [
         (f"{p.topic}-{p.partition}", [
-            Text(f"{p.topic}-{p.partition}"),
-            Text("-" if p.committed is None else str(p.committed)),
-            Text("-" if p.latest is None else str(p.latest)),
-            Text("?" if p.lag is None else str(p.lag)),
+            plain(f"{p.topic}-{p.partition}"),
+            plain("-" if p.committed is None else str(p.committed)),
+            plain("-" if p.latest is None else str(p.latest)),
+            plain("?" if p.lag is None else str(p.lag)),
         ])
         for p in group.partitions
     ]
@@ -161,7 +161,7 @@ def cluster_text(status: KafkaStatus) -> Text:
     text.append(f", replica skew {status.replica_skew}")
     for g in status.groups:
         text.append("\ngroup ")
-        text.append(g.group_id)
+        text.append(clean(g.group_id))
         text.append(f": {g.error or g.state}, {g.members} member(s), lag {g.total_lag}")
     for problem in status.problems:
         text.append("\n")

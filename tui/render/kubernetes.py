@@ -15,7 +15,7 @@ from rich.text import Text
 
 from backends.kubernetes.model import TIMES, ProbeOutcome, RolloutState
 from backends.kubernetes.status import ClusterStatus, DeploymentStatus, NodeStatus, PodStatus
-from backends.snapshot import Health
+from tui.render.cells import HEALTH_CELL_STYLE, age_text, clean, plain
 
 COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "NODE / IMAGE", "PROBES", "AGE")
 # Fixed column widths for the TUI table. DataTable re-measures a whole column whenever a cell
@@ -30,8 +30,6 @@ ROLLOUT_STYLE = {
     RolloutState.PAUSED: "cyan",
     RolloutState.FAILED: "bold red",
 }
-HEALTH_STYLE = {Health.OK: "green", Health.DEGRADED: "yellow", Health.FAILED: "bold red",
-                Health.UNKNOWN: "grey50"}
 PROBE_MARK = {ProbeOutcome.PASSING: ("✓", "green"), ProbeOutcome.FAILING: ("✗", "bold red"),
               ProbeOutcome.PENDING: ("…", "yellow"), ProbeOutcome.UNKNOWN: ("?", "grey50")}
 PROBE_LETTER = {"startup": "S", "liveness": "L", "readiness": "R"}
@@ -41,21 +39,7 @@ Row = tuple[str, Sequence[Text]]
 
 def age(created: datetime | None, now: datetime) -> str:
     """kubectl's compact age: 45s, 12m, 3h, 5d."""
-    if created is None:
-        return "?"
-    seconds = max(0, int((now - created).total_seconds()))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def plain(value: object, style: str = "") -> Text:
-    """Outside text as a cell: never markup."""
-    return Text(str(value), style=style, no_wrap=True, overflow="ellipsis")
+    return "?" if created is None else age_text((now - created).total_seconds(), compact=True)
 
 
 def deployment_key(d: DeploymentStatus) -> str:
@@ -78,7 +62,7 @@ def rollout_text(d: DeploymentStatus) -> Text:
             text.append(f"←{d.previous_revision}", style="dim")
     if d.rollout.state is not RolloutState.COMPLETE:
         text.append(" ")
-        text.append(d.rollout.message)
+        text.append(clean(d.rollout.message))
     return text
 
 
@@ -89,10 +73,10 @@ def images_text(images: Sequence[tuple[str, str]]) -> str:
 def deployment_cells(d: DeploymentStatus, now: datetime, *, show_namespace: bool) -> list[Text]:
     info = d.info
     name = f"{info.namespace}/{info.name}" if show_namespace else info.name
-    ready = Text(f"{info.ready}/{info.desired}", style=HEALTH_STYLE[d.health])
+    ready = Text(f"{info.ready}/{info.desired}", style=HEALTH_CELL_STYLE[d.health])
     counts = Text(f"upd {info.updated} avl {info.available}", style="dim")
     return [
-        Text.assemble(("▸ ", "bold"), (name, "bold")),
+        Text.assemble(("▸ ", "bold"), (clean(name), "bold")),
         ready,
         rollout_text(d),
         Text(str(sum(p.info.restarts for p in d.pods)) if d.pods else "", style="dim"),
@@ -109,7 +93,7 @@ def probes_text(p: PodStatus) -> Text:
         text.append(f"{PROBE_LETTER[probe.kind.value]}{mark} ", style=style)
     failure = p.probe_failure
     if failure:
-        text.append(failure, style="red")  # appended as plain text: may come from the cluster
+        text.append(clean(failure), style="red")  # plain text: may come from the cluster
     if not p.probes:
         text.append("none", style="dim")
     return text
@@ -132,9 +116,9 @@ def pod_cells(p: PodStatus, now: datetime, *, indent: str = "  └ ") -> list[Te
     restarts = Text(str(info.restarts), style="yellow" if info.restarts else "dim")
     if info.last_restart_reason:
         restarts.append(" ")
-        restarts.append(info.last_restart_reason, style="dim")
+        restarts.append(clean(info.last_restart_reason), style="dim")
     return [
-        Text.assemble((indent, "dim"), (info.name, "")),
+        Text.assemble((indent, "dim"), (clean(info.name), "")),
         Text(f"{info.ready_containers}/{info.total_containers}", style=ready_style),
         pod_status_text(p),
         restarts,
@@ -160,7 +144,7 @@ def node_cells(n: NodeStatus, now: datetime) -> list[Text]:
     else:
         state = Text("schedulable", style="green")
     return [
-        Text.assemble(("■ ", "bold"), (info.name, "bold")),
+        Text.assemble(("■ ", "bold"), (clean(info.name), "bold")),
         ready,
         state,
         Text(""),

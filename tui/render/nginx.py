@@ -14,6 +14,7 @@ from rich.text import Text
 
 from backends.nginx.model import MemberState, MemberStatus, NginxStatus
 from backends.snapshot import Health
+from tui.render.cells import age_text, plain
 
 COLUMNS = ("member", "state", "weight", "probe", "req/s", "5xx/s", "p50/p95 ms", "last req")
 
@@ -41,38 +42,18 @@ class MemberRow:
     health: Health
 
 
-def _plain(text: str, style: str = "") -> Text:
-    # Text(...) never interprets markup; collapse control characters and newlines too, so a
-    # hostile value cannot move the cursor or break the row.
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
-    return Text(cleaned, style=style, no_wrap=True, overflow="ellipsis")
-
-
 def _number(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
-
-
-def ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return "now"
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.0f}h ago"
 
 
 def probe_cell(member: MemberStatus) -> Text:
     probe = member.probe
     if probe is None:
-        return _plain("—", "dim")
+        return plain("—", "dim")
     if probe.ok:
         latency = f" {probe.latency_ms:.0f}ms" if probe.latency_ms is not None else ""
-        return _plain(f"{probe.status_code}{latency}", "green")
-    return _plain(probe.error or f"HTTP {probe.status_code}", "red")
+        return plain(f"{probe.status_code}{latency}", "green")
+    return plain(probe.error or f"HTTP {probe.status_code}", "red")
 
 
 def member_row(member: MemberStatus, now: float) -> MemberRow:
@@ -80,20 +61,20 @@ def member_row(member: MemberStatus, now: float) -> MemberRow:
     server = member.server
     weight = "—" if server is None else str(server.weight) + (" backup" if server.backup else "")
     if traffic.p50_ms is None or traffic.p95_ms is None:
-        latency = _plain("—", "dim")
+        latency = plain("—", "dim")
     else:
-        latency = _plain(f"{traffic.p50_ms:.0f}/{traffic.p95_ms:.0f}")
+        latency = plain(f"{traffic.p50_ms:.0f}/{traffic.p95_ms:.0f}")
     last = (None if traffic.last_request_at is None else now - traffic.last_request_at)
     cells = (
-        _plain(member.name, "bold"),
-        _plain(STATE_LABEL[member.state], STATE_STYLE[member.state]),
-        _plain(weight),
+        plain(member.name, "bold"),
+        plain(STATE_LABEL[member.state], STATE_STYLE[member.state]),
+        plain(weight),
         probe_cell(member),
-        _plain(_number(traffic.requests_per_s)),
-        _plain(_number(traffic.errors_5xx_per_s, 2),
-               "red" if traffic.errors_5xx_per_s > 0 else ""),
+        plain(_number(traffic.requests_per_s)),
+        plain(_number(traffic.errors_5xx_per_s, 2),
+              "red" if traffic.errors_5xx_per_s > 0 else ""),
         latency,
-        _plain(ago(last), "dim"),
+        plain(age_text(last), "dim"),
     )
     return MemberRow(member.name, cells, member.health)
 
@@ -109,12 +90,12 @@ def header(status: NginxStatus) -> Text:
     """One line above the table: upstream, counts, global connections, problems."""
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append("upstream ", style="dim")
-    line.append_text(_plain(status.upstream_name, "bold"))
+    line.append_text(plain(status.upstream_name, "bold"))
     for state in MemberState:
         count = status.count(state)
         if count:
             line.append("  ")
-            line.append_text(_plain(f"{count} {state.value}", STATE_STYLE[state]))
+            line.append_text(plain(f"{count} {state.value}", STATE_STYLE[state]))
     if status.stub is not None:
         line.append(f"  connections {status.stub.active}", style="dim")
     if status.old_workers > 0:
@@ -122,7 +103,7 @@ def header(status: NginxStatus) -> Text:
     line.append(f"  window {status.log_window_s:.0f}s", style="dim")
     for problem in status.problems:
         line.append("  ")
-        line.append_text(_plain(problem, "yellow"))
+        line.append_text(plain(problem, "yellow"))
     return line
 
 

@@ -20,7 +20,7 @@ from backends.postgres.model import (
     format_bytes,
     format_lsn,
 )
-from tui.render.cells import clean
+from tui.render.cells import clean, plain
 
 if TYPE_CHECKING:
     from backends.service import BackendSummary
@@ -40,7 +40,7 @@ SPARK_BARS = "▁▂▃▄▅▆▇█"
 
 
 def _t(value: object, style: str = "") -> Text:
-    return Text("-" if value is None else str(value), style=style)
+    return plain("-" if value is None else str(value), style)
 
 
 def seconds_text(value: float | None) -> str:
@@ -63,7 +63,7 @@ def member_state(member: MemberStatus) -> Text:
     """What is going on with the member, in words (unreachable error included)."""
     if not member.reachable:
         text = Text("down: ", style="bold red")
-        text.append(member.error or "no answer")
+        text.append(clean(member.error or "no answer"))
         if member.fenced:
             text.append(" [fenced]", style="yellow")
         return text
@@ -104,15 +104,15 @@ def member_row(member: MemberStatus, *, max_lag_bytes: int = 1048576) -> Row:
              else f"{member.connections}/{member.max_connections}")
     lag_bytes = member.replication_lag_bytes
     cells = [
-        Text(member.name, style="bold"),
-        Text(role, style=ROLE_STYLE.get(member.role.value, "") if member.reachable
-             else "bold red"),
+        plain(member.name, style="bold"),
+        plain(role, style=ROLE_STYLE.get(member.role.value, "") if member.reachable
+              else "bold red"),
         _t(member.timeline),
-        Text(position),
-        Text(format_bytes(lag_bytes) if member.is_standby else "",
-             style=lag_style(lag_bytes, max_lag_bytes)),
-        Text(seconds_text(member.replication_lag_seconds) if member.is_standby else ""),
-        Text(conns),
+        plain(position),
+        plain(format_bytes(lag_bytes) if member.is_standby else "",
+              style=lag_style(lag_bytes, max_lag_bytes)),
+        plain(seconds_text(member.replication_lag_seconds) if member.is_standby else ""),
+        plain(conns),
         member_state(member),
     ]
     return member.name, cells
@@ -128,16 +128,16 @@ def standby_rows(member: MemberStatus) -> list[Row]:
     for standby in member.standbys:
         key = f"{member.name}/{standby.application_name}/{standby.client_addr}"
         rows.append((key, [
-            Text(standby.application_name or "?", style="bold"),
-            Text(standby.state, style="green" if standby.state == "streaming" else "yellow"),
-            Text(standby.sync_state),
-            Text(format_lsn(standby.sent_lsn)),
-            Text(format_lsn(standby.replay_lsn)),
-            Text(format_bytes(standby.replay_lag_bytes),
-                 style=lag_style(standby.replay_lag_bytes, 1 << 62)),
-            Text(seconds_text(standby.write_lag_seconds)),
-            Text(seconds_text(standby.flush_lag_seconds)),
-            Text(seconds_text(standby.replay_lag_seconds)),
+            plain(standby.application_name or "?", style="bold"),
+            plain(standby.state, style="green" if standby.state == "streaming" else "yellow"),
+            plain(standby.sync_state),
+            plain(format_lsn(standby.sent_lsn)),
+            plain(format_lsn(standby.replay_lsn)),
+            plain(format_bytes(standby.replay_lag_bytes),
+                  style=lag_style(standby.replay_lag_bytes, 1 << 62)),
+            plain(seconds_text(standby.write_lag_seconds)),
+            plain(seconds_text(standby.flush_lag_seconds)),
+            plain(seconds_text(standby.replay_lag_seconds)),
         ]))
     return rows
 
@@ -148,21 +148,21 @@ def slot_rows(member: MemberStatus, *, warn_bytes: int = 256 * 1024 * 1024) -> l
         retained = slot.retained_bytes
         style = "bold red" if retained is not None and retained > warn_bytes else ""
         rows.append((f"{member.name}/{slot.slot_name}", [
-            Text(slot.slot_name, style="bold"),
-            Text(slot.slot_type),
-            Text("yes" if slot.active else "no", style="" if slot.active else "dim"),
-            Text(format_lsn(slot.restart_lsn)),
+            plain(slot.slot_name, style="bold"),
+            plain(slot.slot_type),
+            plain("yes" if slot.active else "no", style="" if slot.active else "dim"),
+            plain(format_lsn(slot.restart_lsn)),
             _t(slot.wal_status),
-            Text(format_bytes(retained), style=style),
+            plain(format_bytes(retained), style=style),
         ]))
     return rows
 
 
 def warning_row(warning: ClusterWarning) -> Row:
     return warning.key, [
-        Text(LEVEL_LABEL[warning.level], style=LEVEL_STYLE[warning.level]),
+        plain(LEVEL_LABEL[warning.level], style=LEVEL_STYLE[warning.level]),
         _t(warning.member or "*"),
-        Text(warning.message),
+        plain(warning.message),
     ]
 
 
