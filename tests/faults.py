@@ -30,7 +30,8 @@ from backends.services import build_services
 from backends.snapshot import Health
 from deploy.lab import faults, ops
 from deploy.lab.core import LabError
-from tui.app import BackendPanel, SfopsApp
+from tui.app import SfopsApp
+from tui.screens.overview import BackendPanel
 
 FAULTS = ("stop", "kill", "hang")
 REFRESH_INTERVAL = 1.0  # the matrix counts polls; a shorter cycle only makes it quicker

@@ -13,19 +13,18 @@ import contextlib
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from textual import work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.containers import Grid, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Sparkline, Static
+from textual.widgets import DataTable
 
 from backends.actions import Action, ActionRunner, RunResult, close_quietly
 from backends.audit import AuditLog
@@ -33,100 +32,16 @@ from backends.config import SfopsConfig, redact_text
 from backends.resilience import Poller
 from backends.service import BackendService, BackendSummary, observe, summary_of, wrong_now
 from backends.snapshot import Health, Snapshot
+from tui.alerts import AlertTracker
 from tui.modals import ConfirmActionScreen, HelpScreen, ProgressScreen, QuitGuardScreen
-from tui.render.overview import (
-    AlertTracker,
-    alert_rows,
-    badge,
-    panel_body,
-    panel_title,
-    recent_action_rows,
-)
-from tui.tablediff import add_columns, sync_table
+from tui.render.overview import alert_rows, recent_action_rows
+from tui.screens import palette_actions, preload, screen_for, screen_key_help
+from tui.screens.base import BackendScreen
+from tui.screens.overview import BackendPanel, OverviewScreen
+from tui.tablediff import sync_table
 
-SPARK_POINTS = 40
 PREFLIGHT_TIMEOUT = 60.0
-
-
-class BackendPanel(Vertical):
-    """One overview panel: title with health badge, key figures, sparkline, data age."""
-
-    can_focus = True
-
-    def __init__(self, service: BackendService, index: int) -> None:
-        super().__init__(id=f"panel-{service.name}", classes="panel")
-        self.service = service
-        self.index = index
-        self.history: deque[float] = deque(maxlen=SPARK_POINTS)
-
-    def compose(self) -> ComposeResult:
-        yield Static(
-            Text(f"{self.index} {self.service.title}", style="bold"),
-            markup=False,
-            classes="panel-title",
-        )
-        yield Static(
-            Text("waiting for the first poll…", style="dim"), markup=False, classes="panel-body"
-        )
-        yield Sparkline([], classes="panel-spark")
-
-    def show(self, summary: BackendSummary, snapshot: Snapshot[Any]) -> None:
-        breaker = self.service.breaker.state if self.service.breaker is not None else None
-        title = Text(f"{self.index} ")
-        title.append_text(
-            panel_title(
-                summary, data_age=snapshot.age(), stale_for=snapshot.stale_for(), breaker=breaker
-            )
-        )
-        self.query_one(".panel-title", Static).update(title)
-        self.query_one(".panel-body", Static).update(
-            panel_body(summary, stale_for=snapshot.stale_for()))
-        if summary.spark_value is not None:
-            self.history.append(summary.spark_value)
-            self.query_one(".panel-spark", Sparkline).data = list(self.history)
-        for health in Health:
-            self.set_class(summary.health is health, f"health-{health.value}")
-
-
-class OverviewScreen(Screen[None]):
-    BINDINGS = [Binding("enter", "open_focused", "Open", show=False)]
-
-    def compose(self) -> ComposeResult:
-        app = self.app
-        assert isinstance(app, SfopsApp)
-        yield Header()
-        with Grid(id="panels"):
-            for index, service in enumerate(app.services, 1):
-                yield BackendPanel(service, index)
-        alerts: DataTable[Text] = DataTable(id="alerts", cursor_type="row", show_header=False)
-        yield Static(Text("What is wrong now", style="bold"), markup=False, classes="section")
-        yield alerts
-        yield Static(Text("Recent actions", style="bold"), markup=False, classes="section")
-        recent: DataTable[Text] = DataTable(id="recent", cursor_type="none", show_header=False)
-        yield recent
-        yield Footer()
-
-    def on_mount(self) -> None:
-        add_columns(self.query_one("#alerts", DataTable), ["sev", "source", "message", "since"])
-        add_columns(self.query_one("#recent", DataTable), ["time", "action", "outcome", "user"])
-        app = self.app
-        assert isinstance(app, SfopsApp)
-        app.load_recent_actions(force=True)
-        app.render_alerts()
-        if not self.app.services:  # type: ignore[attr-defined]
-            self.notify(
-                "no backends configured: add [nginx], [postgres], [kafka] or "
-                "[kubernetes] to the configuration",
-                severity="warning",
-                markup=False,
-            )
-
-    def action_open_focused(self) -> None:
-        focused = self.focused
-        if isinstance(focused, BackendPanel):
-            app = self.app
-            assert isinstance(app, SfopsApp)
-            app.open_backend(focused.service.name)
+PANEL_KEYS = 9  # panels 1-9 open with their digit
 
 
 class SfopsApp(App[None]):
@@ -136,10 +51,6 @@ class SfopsApp(App[None]):
         Binding("q", "request_quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("r", "refresh_now", "Refresh"),
-        Binding("1", "open_index(1)", "Panel 1", show=False),
-        Binding("2", "open_index(2)", "Panel 2", show=False),
-        Binding("3", "open_index(3)", "Panel 3", show=False),
-        Binding("4", "open_index(4)", "Panel 4", show=False),
     ]
 
     def __init__(
@@ -166,8 +77,9 @@ class SfopsApp(App[None]):
         self.loop_lag_max = 0.0  # seconds; the worst event-loop delay seen (tests, benchmark)
         self._audit_signature: tuple[int, ...] | None = None
         self._lag_expected = 0.0
-        from tui.screens import preload
-
+        for index in range(1, min(len(self.services), PANEL_KEYS) + 1):
+            self.bind(str(index), f"open_index({index})", description=f"Panel {index}",
+                      show=False)
         preload([service.name for service in self.services])
         self.sub_title = (str(config_path) if config_path else "") + (
             "  [READ-ONLY]" if self.read_only else ""
@@ -230,11 +142,11 @@ class SfopsApp(App[None]):
             if overview is not None:
                 overview.query_one(f"#panel-{service.name}", BackendPanel).show(summary, snapshot)
         self.render_alerts()
-        screen = self.screen
-        from tui.screens.base import BackendScreen
-
-        if isinstance(screen, BackendScreen) and screen.backend == service.name:
-            screen.refresh_data()
+        # Every open screen of this backend (e.g. Kafka's brokers under its topics) gets the
+        # new snapshot, so going back never shows an older one.
+        for screen in self.screen_stack:
+            if isinstance(screen, BackendScreen) and screen.backend == service.name:
+                screen.show(snapshot)
 
     def get_screen_stack_overview(self) -> OverviewScreen | None:
         for screen in self.screen_stack:
@@ -253,6 +165,14 @@ class SfopsApp(App[None]):
     def status(self, backend: str) -> Any:
         snapshot = self.snapshots.get(backend)
         return None if snapshot is None else snapshot.best
+
+    # -- what the screens see of the app (tui.screens.host.ScreenHost) -------------------------
+    def last_snapshot(self, backend: str) -> Snapshot[Any] | None:
+        return self.snapshots.get(backend)
+
+    def overview_mounted(self) -> None:
+        self.load_recent_actions(force=True)
+        self.render_alerts()
 
     def current_summaries(self) -> list[BackendSummary]:
         """Every configured backend's summary; one not polled yet reads UNKNOWN (so the
@@ -302,8 +222,6 @@ class SfopsApp(App[None]):
             self.open_backend(self.services[index - 1].name)
 
     def open_backend(self, name: str) -> None:
-        from tui.screens import screen_for
-
         screen_cls = screen_for(name)
         if screen_cls is None:
             self.notify(f"no drill-down for {name} yet", severity="warning", markup=False)
@@ -321,14 +239,12 @@ class SfopsApp(App[None]):
             yield SystemCommand(
                 f"Open {service.title}",
                 f"drill down into {service.name} (key {index})",
-                lambda name=service.name: self.open_backend(name),  # type: ignore[misc]
+                partial(self.open_backend, service.name),
             )
         if self.read_only:
             return  # read-only: no mutating entry exists at all
-        from tui.screens import palette_actions
-
         for title, help_line, build in palette_actions(self):
-            yield SystemCommand(title, help_line, lambda build=build: self.start_action(build))  # type: ignore[misc]
+            yield SystemCommand(title, help_line, partial(self.start_action, build))
 
     # -- actions -----------------------------------------------------------------------------
     def start_action(self, build: Callable[[], Action]) -> None:
@@ -435,7 +351,7 @@ def help_text(app: SfopsApp) -> Text:
     text = Text()
     text.append("sfops keys\n\n", style="bold")
     lines = [
-        ("1-4 / Enter", "open a backend's screen (panel order)"),
+        (panel_keys(len(app.services)), "open a backend's screen (panel order)"),
         ("Esc", "back"),
         ("/", "filter the table"),
         ("r", "refresh now"),
@@ -443,8 +359,6 @@ def help_text(app: SfopsApp) -> Text:
         ("?", "this help"),
         ("q", "quit (asks first when an action is running)"),
     ]
-    from tui.screens import screen_key_help
-
     lines += screen_key_help([s.name for s in app.services], read_only=app.read_only)
     for key, what in lines:
         text.append(f"{key:<14}", style="bold cyan")
@@ -454,8 +368,15 @@ def help_text(app: SfopsApp) -> Text:
     return text
 
 
+def panel_keys(count: int) -> str:
+    """The keys that open panels: "1-4 / Enter" for four backends."""
+    count = min(count, PANEL_KEYS)
+    digits = "1" if count == 1 else f"1-{count}"
+    return "Enter" if count == 0 else f"{digits} / Enter"
+
+
 def overall_health(summaries: Iterable[BackendSummary]) -> Health:
     return Health.worst(s.health for s in summaries)
 
 
-__all__ = ["SfopsApp", "badge", "overall_health"]
+__all__ = ["SfopsApp", "overall_health"]

@@ -12,7 +12,8 @@ from backends.config import SfopsConfig, SfopsSettings
 from backends.snapshot import Health
 from tests.ui.fakes import INJECTION, FakeService
 from tests.ui.helpers import wait_for
-from tui.app import BackendPanel, SfopsApp
+from tui.app import SfopsApp
+from tui.screens.overview import BackendPanel
 
 
 def make_app(tmp_path, services, *, read_only=False) -> SfopsApp:
@@ -103,3 +104,16 @@ async def test_no_color_still_reads_health_as_text(tmp_path, monkeypatch):
     assert app.no_color
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: "▲ DEGRADED" in panel_text(app, "nginx"), what="badge")
+
+
+@pytest.mark.parametrize("count", [2, 5])
+async def test_panel_keys_follow_the_configured_backends(tmp_path, count):
+    from tui.app import help_text
+
+    services = [FakeService(f"b{i}", f"Backend {i}") for i in range(1, count + 1)]
+    app = make_app(tmp_path, services)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "OverviewScreen")
+        keys = app.screen.active_bindings
+        assert [str(i) in keys for i in range(1, 10)] == [i <= count for i in range(1, 10)]
+        assert f"1-{count} / Enter" in help_text(app).plain

@@ -6,7 +6,7 @@ Everything that came from outside (server errors, names, messages) is put into
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,11 +14,9 @@ from typing import Any
 from rich.text import Text
 
 from backends.resilience import BreakerState
-from backends.service import Alert, BackendSummary, Severity, alert_order, since_text
+from backends.service import Alert, BackendSummary, Severity
 from backends.snapshot import Health
-from tui.render.cells import HEALTH_BADGE, HEALTH_STYLE, age_text, badge
-
-__all__ = ["HEALTH_BADGE", "HEALTH_STYLE", "age_text", "badge"]
+from tui.render.cells import HEALTH_STYLE, age_text, badge, clean, plain, since_text
 
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
 SEVERITY_LABEL = {Severity.INFO: "info", Severity.WARNING: "warn", Severity.CRITICAL: "CRIT"}
@@ -59,10 +57,10 @@ def panel_body(summary: BackendSummary, *, stale_for: float | None = None,
     for figure in summary.figures:
         body.append(f"{figure.label:<18.18}", style="dim")
         if summary.last_known:
-            body.append(Text(figure.value, style="dim italic"))
+            body.append(Text(clean(figure.value), style="dim italic"))
         else:
             style = HEALTH_STYLE[figure.health] if figure.health is not Health.OK else ""
-            body.append(Text(figure.value, style=style))
+            body.append(Text(clean(figure.value), style=style))
         body.append("\n")
     if summary.error and not summary.last_known:
         body.append(Text(_clip(f"poll: {summary.error}", width), style="red"))
@@ -70,7 +68,7 @@ def panel_body(summary: BackendSummary, *, stale_for: float | None = None,
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(clean(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -81,30 +79,10 @@ class AlertRow:
     cells: tuple[Text, Text, Text, Text]
 
 
-class AlertTracker:
-    """Remembers when each alert (by source+key) was first seen, so the list says "since"."""
-
-    def __init__(self) -> None:
-        self.first_seen: dict[tuple[str, str], datetime] = {}
-
-    def update(self, alerts: Iterable[Alert], now: datetime) -> list[tuple[Alert, datetime]]:
-        current = {(a.source, a.key): a for a in alerts}
-        for key in list(self.first_seen):
-            if key not in current:
-                del self.first_seen[key]
-        for key in current:
-            self.first_seen.setdefault(key, now)
-        ordered = sorted(
-            current.values(),
-            key=lambda a: (*alert_order(a), self.first_seen[(a.source, a.key)]),
-        )
-        return [(a, self.first_seen[(a.source, a.key)]) for a in ordered]
-
-
 def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list[AlertRow]:
     if not tracked:
-        return [AlertRow("none", Severity.INFO, (Text("ok", style="green"), Text(""),
-                                                 Text("nothing is wrong right now"), Text("")))]
+        return [AlertRow("none", Severity.INFO, (plain("ok", "green"), plain(""),
+                                                 plain("nothing is wrong right now"), plain("")))]
     rows = []
     for alert, first in tracked:
         rows.append(
@@ -112,10 +90,10 @@ def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list
                 key=f"{alert.source}:{alert.key}",
                 severity=alert.severity,
                 cells=(
-                    Text(SEVERITY_LABEL[alert.severity], style=SEVERITY_STYLE[alert.severity]),
-                    Text(alert.source),
-                    Text(" ".join(alert.message.split())),
-                    Text(since_text(first, now), style="dim"),
+                    plain(SEVERITY_LABEL[alert.severity], SEVERITY_STYLE[alert.severity]),
+                    plain(alert.source),
+                    plain(" ".join(alert.message.split())),
+                    plain(since_text(first, now), "dim"),
                 ),
             )
         )
@@ -124,7 +102,7 @@ def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list
 
 def recent_action_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, tuple[Text, ...]]]:
     """Audit records (newest last) -> keyed rows, newest first."""
-    rows = []
+    rows: list[tuple[str, tuple[Text, ...]]] = []
     for index, record in enumerate(reversed(records)):
         outcome = str(record.get("outcome", "?"))
         style = "green" if outcome == "succeeded" else "red" if outcome == "failed" else "yellow"
@@ -134,10 +112,10 @@ def recent_action_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
             (
                 key,
                 (
-                    Text(ts, style="dim"),
-                    Text(f"{record.get('action', '?')} {record.get('target', '')}"),
-                    Text(outcome, style=style),
-                    Text(str(record.get("user", "")), style="dim"),
+                    plain(ts, "dim"),
+                    plain(f"{record.get('action', '?')} {record.get('target', '')}"),
+                    plain(outcome, style),
+                    plain(str(record.get("user", "")), "dim"),
                 ),
             )
         )

@@ -5,6 +5,9 @@ A backend may have a screen of its own: ``tui/screens/<name>.py`` defining ``SCR
 BackendScreen subclass). One without gets :class:`~tui.screens.generic.GenericScreen`, which
 shows its contract's table. Keys, palette entries and help lines come from the contract's
 action specs, so the CLI and the TUI build every action the same way.
+
+The overview is :mod:`tui.screens.overview`. Screens never import :mod:`tui.app`: they see the
+app as :class:`tui.screens.host.ScreenHost`, and the app pushes each new snapshot to them.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from backends.actions import Action
 
 if TYPE_CHECKING:
     from backends.contract import ActionSpec
-    from tui.app import SfopsApp
     from tui.screens.base import BackendScreen
+    from tui.screens.host import ScreenHost
 
 
 @dataclass(frozen=True)
@@ -28,14 +32,15 @@ class ScreenAction:
 
     key: str
     label: str
-    # Builds the action for the selected row's key (None for an action without a target).
-    build: Callable[[SfopsApp, str | None], Action]
+    # Builds the action: build(app, the selected row's key or None for an action without a
+    # target). A screen not migrated to a contract types its app and target its own way.
+    build: Callable[..., Action]
     needs_target: bool = True
     mutating: bool = True
 
 
 def _from_spec(spec: ActionSpec) -> ScreenAction:
-    def build(app: SfopsApp, target: str | None) -> Action:
+    def build(app: ScreenHost, target: str | None) -> Action:
         return spec.build(app, target, spec.defaults())
 
     assert spec.key is not None
@@ -67,18 +72,21 @@ def screen_for(backend: str) -> type[BackendScreen] | None:
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
-        from backends.registry import backend as find
+        module = None
+    # The screens package's own modules (base, generic, host, overview) define no SCREEN.
+    screen: type[BackendScreen] | None = getattr(module, "SCREEN", None)
+    if screen is not None:
+        return screen
+    from backends.registry import backend as find
 
-        if find(backend) is None:
-            return None
-        from tui.screens.generic import generic_screen
+    if find(backend) is None:
+        return None
+    from tui.screens.generic import generic_screen
 
-        return generic_screen(backend)
-    screen: type[BackendScreen] = module.SCREEN
-    return screen
+    return generic_screen(backend)
 
 
-def palette_actions(app: SfopsApp) -> Iterator[tuple[str, str, Callable[[], Action]]]:
+def palette_actions(app: ScreenHost) -> Iterator[tuple[str, str, Callable[[], Action]]]:
     """(title, help, build) for every action on every target the backends know about."""
     from backends.registry import backend as find
 
@@ -96,11 +104,15 @@ def palette_actions(app: SfopsApp) -> Iterator[tuple[str, str, Callable[[], Acti
                 yield (
                     f"{spec.label}{on}",
                     f"{declared.title}: {spec.help}",
-                    lambda spec=spec, target=target: spec.build(app, target, spec.defaults()),
+                    _builder(spec, app, target),
                 )
 
 
-def _legacy_palette(app: SfopsApp, name: str,
+def _builder(spec: ActionSpec, app: ScreenHost, target: Any) -> Callable[[], Action]:
+    return lambda: spec.build(app, target, spec.defaults())
+
+
+def _legacy_palette(app: ScreenHost, name: str,
                     title: str) -> Iterator[tuple[str, str, Callable[[], Action]]]:
     screen = screen_for(name)
     if screen is None:
@@ -109,7 +121,7 @@ def _legacy_palette(app: SfopsApp, name: str,
     for action in getattr(screen, "actions", ()):
         for target in targets:
             yield (f"{action.label}: {target}", f"{title}: {action.label.lower()} {target}",
-                   lambda action=action, target=target: action.build(app, target))
+                   partial(action.build, app, target))
 
 
 def preload(backends: list[str]) -> None:

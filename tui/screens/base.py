@@ -1,14 +1,16 @@
 """The drill-down screen every backend uses: a keyed, diff-updated table plus action keys.
 
-A backend screen subclass names its columns, turns a snapshot into rows with a pure renderer
-(tui/render/<backend>.py) and lists its actions. In read-only mode the action bindings are
-never created (not merely disabled), as k9s does.
+A backend screen subclass names its columns and turns a snapshot into rows with a pure renderer
+(tui/render/<backend>.py): ``rows(snapshot)`` and ``detail(snapshot)`` read only their argument.
+The app pushes each new snapshot of the screen's backend to :meth:`BackendScreen.show` (on
+mount the screen shows the app's last one). In read-only mode the action bindings are never
+created (not merely disabled), as k9s does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,12 +19,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from backends.snapshot import Snapshot
-from tui.render.overview import age_text
+from tui.render.cells import age_text, clean
 from tui.screens import ScreenAction
 from tui.tablediff import add_columns, sync_table
 
 if TYPE_CHECKING:
-    from tui.app import SfopsApp
+    from tui.screens.host import ScreenHost
+
+__all__ = ["BackendScreen", "ScreenAction"]
 
 
 class BackendScreen(Screen[None]):
@@ -40,13 +44,15 @@ class BackendScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.filter_text = ""
+        self.snapshot: Snapshot[Any] | None = None  # the one shown; the app pushes new ones
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         raise NotImplementedError
 
     @classmethod
-    def palette_targets(cls, app: SfopsApp) -> list[str]:
-        """Targets offered in the command palette for this screen's actions."""
+    def palette_targets(cls, app: Any) -> list[str]:
+        """Targets offered in the command palette for this screen's ``actions`` (a screen not
+        migrated to a contract: it types its app its own way)."""
         return []
 
     def detail(self, snapshot: Snapshot[Any]) -> Text:
@@ -54,11 +60,8 @@ class BackendScreen(Screen[None]):
         return Text()
 
     @property
-    def sfops(self) -> SfopsApp:
-        from tui.app import SfopsApp
-
-        assert isinstance(self.app, SfopsApp)
-        return self.app
+    def sfops(self) -> ScreenHost:
+        return cast("ScreenHost", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.title_text, style="bold"), markup=False, id="screen-title")
@@ -76,11 +79,19 @@ class BackendScreen(Screen[None]):
             for action in self.screen_actions():
                 self._bindings.bind(action.key, f"screen_action('{action.key}')", action.label)
             self.refresh_bindings()
+        self.snapshot = self.sfops.last_snapshot(self.backend)
         self.refresh_data()
         table.focus()
 
+    def show(self, snapshot: Snapshot[Any] | None) -> None:
+        """Show this snapshot of the backend (the app calls it with each new one)."""
+        self.snapshot = snapshot
+        if self.is_mounted:  # until then on_mount shows the latest
+            self.refresh_data()
+
     def refresh_data(self) -> None:
-        snapshot = self.sfops.snapshots.get(self.backend)
+        """Render the snapshot shown (again, e.g. after the filter changed)."""
+        snapshot = self.snapshot
         title = Text(self.title_text, style="bold")
         if snapshot is None:
             title.append("  waiting for the first poll…", style="dim")
@@ -90,7 +101,7 @@ class BackendScreen(Screen[None]):
             # No contact: the rows below are the last known state, never "now".
             title.append("  ✖ UNREACHABLE", style="bold red")
             title.append(f"  last known {age_text(snapshot.stale_for())}", style="yellow")
-            title.append(f"  {' '.join(snapshot.error.split())}", style="red")
+            title.append(f"  {' '.join(clean(snapshot.error).split())}", style="red")
         else:
             title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
         self.query_one("#screen-title", Static).update(title)

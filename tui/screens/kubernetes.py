@@ -16,14 +16,14 @@ from textual.widgets import Static
 
 from backends.actions import Action
 from backends.snapshot import Snapshot
+from tui.render.cells import age_text
 from tui.render.kubernetes import COLUMNS, RowCache, cluster_rows, detail_text
-from tui.render.overview import age_text
 from tui.screens.base import BackendScreen, ScreenAction
 
 if TYPE_CHECKING:
     from backends.kubernetes.service import KubernetesService
     from backends.kubernetes.status import ClusterStatus
-    from tui.app import SfopsApp
+    from tui.screens.host import ScreenHost as SfopsApp
 
 PALETTE_NODES_MAX = 20
 
@@ -40,8 +40,7 @@ def _service(app: SfopsApp) -> KubernetesService:
 def _status(app: SfopsApp) -> ClusterStatus | None:
     from backends.kubernetes.status import ClusterStatus
 
-    snapshot = app.snapshots.get("kubernetes")
-    best = snapshot.best if snapshot is not None else None
+    best = app.status("kubernetes")
     return best if isinstance(best, ClusterStatus) else None
 
 
@@ -140,7 +139,7 @@ class KubernetesScreen(BackendScreen):
     def refresh_data(self) -> None:
         """Skip the table diff when the cluster snapshot is the very same object (the service
         returns the same value while nothing shown changed): only the data age moves."""
-        snapshot = self.sfops.snapshots.get(self.backend)
+        snapshot = self.snapshot
         best = snapshot.best if snapshot is not None else None
         shown = (best, self.filter_text)
         if snapshot is not None and best is not None and self._shown is not None \

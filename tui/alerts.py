@@ -1,0 +1,32 @@
+"""What the overview remembers between polls: when each alert was first seen.
+
+The renderers in :mod:`tui.render` are pure (same input, same rows); this state lives here,
+owned by the app, and is handed to :func:`tui.render.overview.alert_rows` as plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from backends.service import Alert, alert_order
+
+
+class AlertTracker:
+    """Remembers when each alert (by source+key) was first seen, so the list says "since"."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[tuple[str, str], datetime] = {}
+
+    def update(self, alerts: Iterable[Alert], now: datetime) -> list[tuple[Alert, datetime]]:
+        current = {(a.source, a.key): a for a in alerts}
+        for key in list(self.first_seen):
+            if key not in current:
+                del self.first_seen[key]
+        for key in current:
+            self.first_seen.setdefault(key, now)
+        ordered = sorted(
+            current.values(),
+            key=lambda a: (*alert_order(a), self.first_seen[(a.source, a.key)]),
+        )
+        return [(a, self.first_seen[(a.source, a.key)]) for a in ordered]
