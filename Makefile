@@ -35,7 +35,7 @@ lab-down:
 
 lint:
 	$(VENV)/bin/ruff check backends tui deploy tests
-	$(VENV)/bin/mypy backends
+	$(VENV)/bin/mypy backends tui
 	$(VENV)/bin/lint-imports
 
 # Install, lint, run every test (fixtures start the lab components they need), stop the lab.

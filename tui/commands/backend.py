@@ -117,8 +117,6 @@ class CliContext:
 
 
 def run_spec(backend: Backend, spec: ActionSpec, args: argparse.Namespace) -> int:
-    from backends.config import SfopsConfig
-
     options = _values(args, backend.options)
     params = {**options, **_values(args, spec.params)}
     target = getattr(args, "target", None)
@@ -129,7 +127,6 @@ def run_spec(backend: Backend, spec: ActionSpec, args: argparse.Namespace) -> in
                              lambda c: backend.configured(c, options))
         return spec.build(context, target, params)
 
-    assert SfopsConfig
     return run_action_command(args, spec.action_class(), build)
 
 

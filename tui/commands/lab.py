@@ -6,9 +6,14 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui import exitcodes
+
+if TYPE_CHECKING:
+    from deploy.lab.core import Lab
 
 
 def default_lab_dir() -> Path:
@@ -92,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     down.set_defaults(func=_down)
 
 
-def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _open(args: argparse.Namespace) -> Lab:
     from deploy.lab.core import Lab
 
     return Lab.open(
@@ -103,7 +108,7 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
-def _guard(func):  # type: ignore[no-untyped-def]
+def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from deploy.lab.core import LabError
 
