@@ -66,6 +66,9 @@ class Param:
     metavar: str | None = None
     required: bool = False  # required parameters make the action CLI-only (no TUI key)
     short: str | None = None  # e.g. "-n"
+    # A CLI positional after the target (`scale DEPLOYMENT N`) instead of --name; set it
+    # with required=True (a positional is always given, so the action is CLI-only).
+    positional: bool = False
 
     @property
     def flag(self) -> str:

@@ -5,11 +5,16 @@ pods, one pod at a time: evict, wait until it is gone, next. An eviction refused
 a PodDisruptionBudget allows no disruption right now; nothing happened, so asking again is safe
 (that is the one "write" we repeat, as kubectl does) — with backoff, naming the budget, until
 the overall timeout (default 300 s, not k9s's 5 s).
+
+``--dry-run`` (:meth:`~NodeAction.would_change`) shows the exact ``spec.unschedulable`` patch
+and, for a drain, the pods it would evict and the ones it would skip and why. An action borrows
+its client (the CLI's or the TUI's shared one): it holds nothing of its own to close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +24,7 @@ from typing import Any
 from backends.actions import Action, CheckResult, Step
 from backends.kubernetes.access import Api, KubeActionError, Permission, node_path
 from backends.kubernetes.client import MERGE_PATCH, KubeApiError, KubeClient, KubeError
+from backends.kubernetes.contract import DEFAULT_DRAIN_TIMEOUT
 from backends.kubernetes.model import (
     DRAIN_ANNOTATION,
     BudgetInfo,
@@ -30,7 +36,6 @@ from backends.kubernetes.model import (
 )
 from backends.resilience import CircuitBreaker
 
-DEFAULT_DRAIN_TIMEOUT = 300.0
 EVICTION_BACKOFF = (1.0, 2.0, 4.0, 5.0)  # then every 5 s
 DELETE_POLL = 0.5
 LIST_SHOWN = 20
@@ -111,12 +116,47 @@ class NodeAction(Action):
         checks.append(CheckResult.passed("node exists", state))
         return checks
 
-    async def set_unschedulable(self, value: bool, *, drain_mark: bool | None = None
-                                ) -> NodeInfo:
+    def unschedulable_body(self, value: bool, *, drain_mark: bool | None = None
+                           ) -> dict[str, Any]:
+        """The merge patch of ``spec.unschedulable`` (and of our drain-started mark)."""
         body: dict[str, Any] = {"spec": {"unschedulable": value or None}}
         if drain_mark is not None:
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if drain_mark else None
             body["metadata"] = {"annotations": {DRAIN_ANNOTATION: stamp}}
+        return body
+
+    def patch_lines(self, body: dict[str, Any]) -> list[str]:
+        return [f"PATCH {node_path(self.node)} (merge patch)", json.dumps(body)]
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before the change: the node still exists (one GET)."""
+        try:
+            node = await self.fetch()
+        except KubeError as exc:
+            detail = (f"node {self.node} not found"
+                      if isinstance(exc, KubeApiError) and exc.not_found else str(exc))
+            return [CheckResult.failed("node exists", detail)]
+        return [CheckResult.passed("node exists",
+                                   "cordoned" if node.unschedulable else "schedulable")]
+
+    async def would_change(self) -> list[str]:
+        try:
+            node = await self.fetch()
+        except KubeError as exc:
+            detail = ("not found" if isinstance(exc, KubeApiError) and exc.not_found
+                      else str(exc))
+            return [f"cannot tell: reading node {self.node} failed: {detail}"]
+        try:
+            return await self.planned(node)
+        except KubeError as exc:
+            return [f"cannot tell: {exc}"]
+
+    async def planned(self, node: NodeInfo) -> list[str]:
+        raise NotImplementedError
+
+    async def set_unschedulable(self, value: bool, *, drain_mark: bool | None = None
+                                ) -> NodeInfo:
+        body = self.unschedulable_body(value, drain_mark=drain_mark)
         what = f"{'cordon' if value else 'uncordon'} node {self.node}"
         answer = await self.api.write(
             lambda: self.api.client.patch(node_path(self.node), body, MERGE_PATCH, what=what),
@@ -135,6 +175,12 @@ class CordonNode(NodeAction):
         if self.before is not None and self.before.unschedulable:
             checks = [*(checks or []), CheckResult.warned("schedulable", "already cordoned")]
         return checks or []
+
+    async def planned(self, node: NodeInfo) -> list[str]:
+        if node.unschedulable:
+            return [f"nothing: node {self.node} is already cordoned (the patch changes nothing)"]
+        return ["spec.unschedulable: false → true (running pods stay)",
+                *self.patch_lines(self.unschedulable_body(True))]
 
     async def execute(self) -> AsyncIterator[Step]:
         await self.set_unschedulable(True)
@@ -157,6 +203,16 @@ class UncordonNode(NodeAction):
         if self.before is not None and not self.before.unschedulable:
             checks = [*(checks or []), CheckResult.warned("cordoned", "not cordoned")]
         return checks or []
+
+    async def planned(self, node: NodeInfo) -> list[str]:
+        if not node.unschedulable and node.drain_started is None:
+            return [f"nothing: node {self.node} is schedulable (the patch changes nothing)"]
+        lines: list[str] = []
+        if node.unschedulable:
+            lines.append("spec.unschedulable: true → unset (schedulable)")
+        if node.drain_started is not None:
+            lines.append(f"remove the {DRAIN_ANNOTATION} annotation")
+        return [*lines, *self.patch_lines(self.unschedulable_body(False, drain_mark=False))]
 
     async def execute(self) -> AsyncIterator[Step]:
         await self.set_unschedulable(False, drain_mark=False)
@@ -240,6 +296,31 @@ class DrainNode(NodeAction):
             else:
                 checks.append(CheckResult.passed(f"budget {budget.key}", detail))
         return checks
+
+    async def planned(self, node: NodeInfo) -> list[str]:
+        """The cordon patch, then every pod it would evict (in order) and every one it
+        would skip and why, from the pods on the node now."""
+        plan = await self.load_plan()
+        lines = ["cordon: spec.unschedulable → true"
+                 + (" (already)" if node.unschedulable else "")
+                 + f", {DRAIN_ANNOTATION} set",
+                 *self.patch_lines(self.unschedulable_body(True, drain_mark=True))]
+        lines.append(f"evict {len(plan.evict)} pods, one at a time (Eviction API; waits while "
+                     f"a PodDisruptionBudget allows none, up to {self.timeout:g} s in all"
+                     + (f"; grace period {self.grace_period} s" if self.grace_period is not None
+                        else "") + "):")
+        unmanaged = {p.key for p in plan.unmanaged}
+        for pod in plan.evict:
+            note = " (no controller: not recreated)" if pod.key in unmanaged else ""
+            lines.append(f"  evict {pod.key}{note}")
+        lines.append(f"skip {len(plan.skipped)} pods" + (":" if plan.skipped else ""))
+        lines += [f"  skip {pod.key} ({why})" for pod, why in plan.skipped]
+        for budget, covered in plan.blocking():
+            lines.append(f"budget {budget.key} ({budget.spec_text}) allows "
+                         f"{budget.disruptions_allowed} now for {len(covered)} of these pods: "
+                         "evictions will wait in turn")
+        lines.append(f"then: remove the {DRAIN_ANNOTATION} annotation; the node stays cordoned")
+        return lines
 
     async def execute(self) -> AsyncIterator[Step]:
         deadline = time.monotonic() + self.timeout

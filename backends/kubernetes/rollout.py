@@ -3,12 +3,19 @@
 Each one checks RBAC first (SelfSubjectAccessReview), then the deployment's state, makes one
 write (never retried), and follows the rollout as ``kubectl rollout status`` does until it
 completes, exceeds its progress deadline, or our own timeout expires.
+
+The write is computed by :meth:`DeploymentAction.patch_for` from the deployment as read, so
+``--dry-run`` (:meth:`~DeploymentAction.would_change`) shows exactly the resource path and the
+patch body the change would send. An action borrows its client (the CLI's, closed by the CLI
+context, or the TUI's shared one): it holds nothing of its own to close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import difflib
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -31,6 +38,7 @@ from backends.kubernetes.client import (
     KubeClient,
     KubeError,
 )
+from backends.kubernetes.contract import DEFAULT_ROLLOUT_TIMEOUT
 from backends.kubernetes.model import (
     POD_TEMPLATE_HASH,
     RESTARTED_AT_ANNOTATION,
@@ -42,12 +50,23 @@ from backends.kubernetes.model import (
 )
 from backends.resilience import CircuitBreaker
 
-DEFAULT_ROLLOUT_TIMEOUT = 600.0
 FOLLOW_INTERVAL = 0.5
+CONTENT_TYPE_NAME = {JSON_PATCH: "JSON patch", MERGE_PATCH: "merge patch",
+                     STRATEGIC_PATCH: "strategic merge patch"}
+
+# One write: (resource path, body, content type).
+Patch = tuple[str, Any, str]
 
 
 class RolloutFailed(KubeActionError):
     pass
+
+
+def patch_lines(patch: Patch) -> list[str]:
+    """The request line and the exact body (as the client serialises it)."""
+    path, body, content_type = patch
+    return [f"PATCH {path} ({CONTENT_TYPE_NAME.get(content_type, content_type)})",
+            json.dumps(body)]
 
 
 def _fraction(d: DeploymentInfo) -> float:
@@ -126,9 +145,68 @@ class DeploymentAction(Action):
         obj = await self.fetch()
         return deployment_from_json(obj), obj
 
+    async def patch_for(self, d: DeploymentInfo, obj: dict[str, Any]) -> Patch | None:
+        """The one write the change makes on this deployment state (None: nothing to change).
+        Raises KubeActionError when the change must not be made. Reads at most."""
+        raise NotImplementedError
+
     async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Make the one write; returns the updated object (None: nothing to change)."""
-        raise NotImplementedError
+        patch = await self.patch_for(d, obj)
+        return None if patch is None else await self.write(patch)
+
+    async def write(self, patch: Patch) -> dict[str, Any]:
+        path, body, content_type = patch
+        what = f"{self.name.split('.')[-1].replace('-', ' ')} {self.target}"
+        return await self.api.write(
+            lambda: self.api.client.patch(path, body, content_type, what=what), what)
+
+    # ---------------------------------------------------------------- dry run, re-check
+
+    def unchanged(self, d: DeploymentInfo) -> str:
+        """Why :meth:`patch_for` found nothing to change."""
+        return "the deployment is already in that state"
+
+    def then(self) -> str:
+        if self.follow:
+            return (f"then: follow the rollout for up to {self.timeout:g} s (until it "
+                    "completes or exceeds its progress deadline)")
+        return "then: wait for the deployment controller to observe the change"
+
+    async def planned(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[str]:
+        patch = await self.patch_for(d, obj)
+        if patch is None:
+            return [f"nothing: {self.unchanged(d)}"]
+        return [*patch_lines(patch), self.then()]
+
+    async def would_change(self) -> list[str]:
+        """The resource path and the exact patch body, from the deployment as it is now."""
+        try:
+            d, obj = await self.current()
+        except KubeError as exc:
+            return [f"cannot tell: reading {self.target} failed: {describe_api_error(exc)}"]
+        try:
+            return await self.planned(d, obj)
+        except KubeActionError as exc:
+            return [f"nothing: the change would be refused: {exc}"]
+        except KubeError as exc:
+            return [f"cannot tell: {exc}"]
+
+    async def recheck(self) -> list[CheckResult]:
+        """Right before the write: the deployment still exists (one GET), and the action's own
+        critical conditions on it (:meth:`critical`)."""
+        try:
+            d, obj = await self.current()
+        except KubeError as exc:
+            detail = (f"deployment {self.target} not found"
+                      if isinstance(exc, KubeApiError) and exc.not_found else str(exc))
+            return [CheckResult.failed("deployment exists", detail)]
+        return [CheckResult.passed("deployment exists",
+                                   f"{d.ready}/{d.desired} ready, revision {d.revision}"),
+                *await self.critical(d, obj)]
+
+    async def critical(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[CheckResult]:
+        return []
 
     def done_message(self, d: DeploymentInfo) -> str:
         return (f"rolled out: {d.available}/{d.desired} available, revision {d.revision}")
@@ -225,10 +303,6 @@ class DeploymentAction(Action):
     def verify_state(self, d: DeploymentInfo) -> CheckResult:
         return CheckResult.passed("deployment updated", f"generation {d.generation}")
 
-    async def patch(self, body: Any, content_type: str, what: str) -> dict[str, Any]:
-        return await self.api.write(
-            lambda: self.api.client.patch(self.path, body, content_type, what=what), what)
-
 
 class RestartDeployment(DeploymentAction):
     """``kubectl rollout restart``: a new restartedAt annotation on the pod template."""
@@ -245,13 +319,26 @@ class RestartDeployment(DeploymentAction):
                                        "deployment is paused: resume it first (sfops k8s resume)")]
         return [CheckResult.passed("not paused")]
 
-    async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+    async def critical(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[CheckResult]:
+        return await self.specific_checks(d, obj)
+
+    async def patch_for(self, d: DeploymentInfo, obj: dict[str, Any]) -> Patch:
         if d.paused:
             raise KubeActionError(f"{self.target} is paused: resume it first")
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.params["restarted_at"] = now
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: now}}}}}
-        return await self.patch(body, STRATEGIC_PATCH, f"restart {self.target}")
+        return self.path, body, STRATEGIC_PATCH
+
+    async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+        patch = await self.patch_for(d, obj)
+        self.params["restarted_at"] = patch[1]["spec"]["template"]["metadata"]["annotations"][
+            RESTARTED_AT_ANNOTATION]
+        return await self.write(patch)
+
+    async def planned(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[str]:
+        lines = await super().planned(d, obj)
+        return [*lines[:2], f"({RESTARTED_AT_ANNOTATION}: the time of the change; revision "
+                f"{d.revision} → a new one with the same template)", *lines[2:]]
 
     def verify_state(self, d: DeploymentInfo) -> CheckResult:
         before = self.before.revision if self.before else None
@@ -295,7 +382,16 @@ class SetImage(DeploymentAction):
                                              "paused: the new image rolls out only on resume"))
         return checks
 
-    async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+    async def critical(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[CheckResult]:
+        images = dict(d.images)
+        if self.container not in images:
+            return [CheckResult.failed("container exists",
+                                       f"no container {self.container!r}; containers: "
+                                       f"{', '.join(images) or 'none'}")]
+        return [CheckResult.passed("container exists",
+                                   f"{self.container}: {images[self.container]}")]
+
+    async def patch_for(self, d: DeploymentInfo, obj: dict[str, Any]) -> Patch | None:
         problem = image_reference_problem(self.image)
         if problem:
             raise KubeActionError(f"invalid image reference {self.image!r}: {problem}")
@@ -306,7 +402,19 @@ class SetImage(DeploymentAction):
             return None
         body = {"spec": {"template": {"spec": {"containers": [
             {"name": self.container, "image": self.image}]}}}}
-        return await self.patch(body, STRATEGIC_PATCH, f"set image {self.target}")
+        return self.path, body, STRATEGIC_PATCH
+
+    def unchanged(self, d: DeploymentInfo) -> str:
+        return f"{self.container} already runs {self.image}"
+
+    async def planned(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[str]:
+        lines = await super().planned(d, obj)
+        if len(lines) == 1:
+            return lines
+        note = f"container {self.container}: {dict(d.images)[self.container]} → {self.image}"
+        if d.paused:
+            note += " (paused: it rolls out only on resume)"
+        return [note, *lines]
 
     def verify_state(self, d: DeploymentInfo) -> CheckResult:
         image = dict(d.images).get(self.container)
@@ -327,10 +435,13 @@ class PauseDeployment(DeploymentAction):
         return [CheckResult.warned("not paused", "already paused") if d.paused
                 else CheckResult.passed("not paused")]
 
-    async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+    async def patch_for(self, d: DeploymentInfo, obj: dict[str, Any]) -> Patch | None:
         if d.paused:
             return None
-        return await self.patch({"spec": {"paused": True}}, MERGE_PATCH, f"pause {self.target}")
+        return self.path, {"spec": {"paused": True}}, MERGE_PATCH
+
+    def unchanged(self, d: DeploymentInfo) -> str:
+        return f"{self.target} is already paused"
 
     def verify_state(self, d: DeploymentInfo) -> CheckResult:
         return (CheckResult.passed("paused") if d.paused
@@ -348,11 +459,13 @@ class ResumeDeployment(DeploymentAction):
         return [CheckResult.passed("paused") if d.paused
                 else CheckResult.warned("paused", "not paused: nothing to resume")]
 
-    async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+    async def patch_for(self, d: DeploymentInfo, obj: dict[str, Any]) -> Patch | None:
         if not d.paused:
             return None
-        return await self.patch({"spec": {"paused": False}}, MERGE_PATCH,
-                                f"resume {self.target}")
+        return self.path, {"spec": {"paused": False}}, MERGE_PATCH
+
+    def unchanged(self, d: DeploymentInfo) -> str:
+        return f"{self.target} is not paused"
 
     def verify_state(self, d: DeploymentInfo) -> CheckResult:
         return (CheckResult.failed("resumed", "still paused") if d.paused
@@ -360,38 +473,84 @@ class ResumeDeployment(DeploymentAction):
 
 
 class ScaleDeployment(DeploymentAction):
+    """``kubectl scale``: the scale subresource. ``replicas`` is the count to set; without
+    it (``sfops k8s scale-up|scale-down``) the preflight reads the live count and fixes
+    ``replicas`` at that count + ``step``, so what the operator confirms is what is written."""
+
     name = "k8s.scale"
     subresource = "scale"
 
-    def __init__(self, client: KubeClient, namespace: str, deployment: str, replicas: int,
-                 **kwargs: Any) -> None:
-        super().__init__(client, namespace, deployment, params={"replicas": replicas}, **kwargs)
+    def __init__(self, client: KubeClient, namespace: str, deployment: str,
+                 replicas: int | None, *, step: int = 0, **kwargs: Any) -> None:
+        if replicas is None and step == 0:
+            raise ValueError("scale: give replicas or a step")
+        params: dict[str, Any] = {"replicas": replicas}
+        if replicas is None:
+            params["step"] = step
+        super().__init__(client, namespace, deployment, params=params, **kwargs)
         self.replicas = replicas
+        self.step = step
 
     def describe(self) -> str:
+        if self.replicas is None:
+            return (f"Scale {self.target} by {self.step:+d} "
+                    f"replica{'s' if abs(self.step) != 1 else ''} (from its live count)")
         return f"Scale {self.target} to {self.replicas} replicas"
+
+    def wanted(self, d: DeploymentInfo) -> int:
+        return d.desired + self.step if self.replicas is None else self.replicas
+
+    def _fix(self, d: DeploymentInfo) -> int:
+        """Pin a relative scale to a count (once: at the preflight, or at the change)."""
+        if self.replicas is None:
+            self.replicas = self.wanted(d)
+            self.params["replicas"] = self.replicas
+        return self.replicas
 
     async def specific_checks(self, d: DeploymentInfo, obj: dict[str, Any]
                               ) -> list[CheckResult]:
-        if self.replicas < 0:
-            return [CheckResult.failed("replicas", "must be >= 0")]
-        if self.replicas == d.desired:
+        if self.wanted(d) < 0:
+            return [CheckResult.failed("replicas", f"must be >= 0 (now {d.desired})")]
+        replicas = self._fix(d)
+        if replicas == d.desired:
             return [CheckResult.warned("replicas", f"already {d.desired}")]
-        if self.replicas == 0:
+        if replicas == 0:
             return [CheckResult.warned("replicas", f"{d.desired} → 0: the service stops")]
-        return [CheckResult.passed("replicas", f"{d.desired} → {self.replicas}")]
+        return [CheckResult.passed("replicas", f"{d.desired} → {replicas}")]
+
+    async def critical(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[CheckResult]:
+        seen = self.before.desired if self.before is not None else None
+        if seen is not None and d.desired != seen:
+            return [CheckResult.warned("replicas unchanged",
+                                       f"now {d.desired} (was {seen} at the preflight); "
+                                       f"will set {self.wanted(d)}")]
+        return [CheckResult.passed("replicas unchanged", str(d.desired))]
+
+    async def patch_for(self, d: DeploymentInfo, obj: dict[str, Any]) -> Patch | None:
+        replicas = self.wanted(d)
+        if replicas < 0:
+            raise KubeActionError("replicas must be >= 0")
+        if replicas == d.desired:
+            return None
+        return self.path + "/scale", {"spec": {"replicas": replicas}}, MERGE_PATCH
 
     async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
-        if self.replicas < 0:
+        if self.wanted(d) < 0:
             raise KubeActionError("replicas must be >= 0")
-        if self.replicas == d.desired:
+        self._fix(d)
+        if await super().change(d, obj) is None:
             return None
-        what = f"scale {self.target}"
-        await self.api.write(lambda: self.api.client.patch(
-            self.path + "/scale", {"spec": {"replicas": self.replicas}}, MERGE_PATCH, what=what),
-            what)
         # The Scale answer has no Deployment generation; read it back (a read: retried).
         return await self.fetch()
+
+    def unchanged(self, d: DeploymentInfo) -> str:
+        return f"{self.target} already has {d.desired} replicas"
+
+    async def planned(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[str]:
+        lines = await super().planned(d, obj)
+        if len(lines) == 1:
+            return lines
+        return [f"replicas {d.desired} → {self.wanted(d)}", *lines]
 
     def changed_message(self, d: DeploymentInfo) -> str:
         before = self.before.desired if self.before else "?"
@@ -401,6 +560,15 @@ class ScaleDeployment(DeploymentAction):
         if d.desired == self.replicas:
             return CheckResult.passed("replicas", f"{d.available}/{d.desired} available")
         return CheckResult.failed("replicas", f"spec.replicas is {d.desired}")
+
+
+def _revision_of(rs: Mapping[str, Any]) -> int:
+    return int(((rs.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION, 0))
+
+
+def _images_of(template: Mapping[str, Any]) -> str:
+    return ", ".join(f"{c.get('name')}={c.get('image')}"
+                     for c in (template.get("spec") or {}).get("containers") or ())
 
 
 class UndoDeployment(DeploymentAction):
@@ -461,6 +629,10 @@ class UndoDeployment(DeploymentAction):
         labels.pop(POD_TEMPLATE_HASH, None)
         return template
 
+    async def pick(self, d: DeploymentInfo) -> dict[str, Any]:
+        """The ReplicaSet whose template goes back (one LIST)."""
+        return self.choose(d, await self.replicasets(d))
+
     async def specific_checks(self, d: DeploymentInfo, obj: dict[str, Any]
                               ) -> list[CheckResult]:
         checks: list[CheckResult] = []
@@ -468,14 +640,11 @@ class UndoDeployment(DeploymentAction):
             checks.append(CheckResult.failed(
                 "not paused", "cannot undo a paused deployment: resume it first"))
         try:
-            chosen = self.choose(d, await self.replicasets(d))
+            chosen = await self.pick(d)
         except KubeActionError as exc:
             return [*checks, CheckResult.failed("revision", str(exc))]
-        revision = ((chosen.get("metadata") or {}).get("annotations") or {}).get(
-            REVISION_ANNOTATION)
-        images = ", ".join(f"{c.get('name')}={c.get('image')}" for c in
-                           ((chosen.get("spec") or {}).get("template") or {})
-                           .get("spec", {}).get("containers") or ())
+        revision = _revision_of(chosen)
+        images = _images_of((chosen.get("spec") or {}).get("template") or {})
         if self.template_of(chosen) == (obj.get("spec") or {}).get("template"):
             checks.append(CheckResult.warned(
                 "revision", f"revision {revision} ({images}) is what runs now: nothing to do"))
@@ -484,18 +653,62 @@ class UndoDeployment(DeploymentAction):
                 "revision", f"revision {d.revision} → template of revision {revision}: {images}"))
         return checks
 
-    async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+    async def critical(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[CheckResult]:
+        """The revision to go back to is still kept (a rollout meanwhile may have pruned it
+        past revisionHistoryLimit), and the deployment is not paused."""
+        checks: list[CheckResult] = []
         if d.paused:
-            raise KubeActionError(f"{self.target} is paused: resume it first")
-        chosen = self.choose(d, await self.replicasets(d))
-        self.chosen_revision = int(((chosen.get("metadata") or {}).get("annotations") or {})
-                                   .get(REVISION_ANNOTATION, 0))
-        self.params["chosen_revision"] = self.chosen_revision
+            checks.append(CheckResult.failed("not paused", "paused meanwhile: resume it first"))
+        try:
+            chosen = await self.pick(d)
+        except KubeActionError as exc:
+            return [*checks, CheckResult.failed("revision", str(exc))]
+        return [*checks, CheckResult.passed("revision",
+                                            f"revision {_revision_of(chosen)} still kept")]
+
+    def template_patch(self, chosen: Mapping[str, Any], obj: dict[str, Any]) -> Patch | None:
         template = self.template_of(chosen)
         if template == (obj.get("spec") or {}).get("template"):
             return None
-        body = [{"op": "replace", "path": "/spec/template", "value": template}]
-        return await self.patch(body, JSON_PATCH, f"undo {self.target}")
+        return self.path, [{"op": "replace", "path": "/spec/template", "value": template}], \
+            JSON_PATCH
+
+    async def patch_for(self, d: DeploymentInfo, obj: dict[str, Any]) -> Patch | None:
+        if d.paused:
+            raise KubeActionError(f"{self.target} is paused: resume it first")
+        return self.template_patch(await self.pick(d), obj)
+
+    async def change(self, d: DeploymentInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+        if d.paused:
+            raise KubeActionError(f"{self.target} is paused: resume it first")
+        chosen = await self.pick(d)
+        self.chosen_revision = _revision_of(chosen)
+        self.params["chosen_revision"] = self.chosen_revision
+        patch = self.template_patch(chosen, obj)
+        return None if patch is None else await self.write(patch)
+
+    def unchanged(self, d: DeploymentInfo) -> str:
+        return "the chosen revision's template is what runs now"
+
+    async def planned(self, d: DeploymentInfo, obj: dict[str, Any]) -> list[str]:
+        """The revision it goes back to, the template change it copies (a diff), the patch."""
+        if d.paused:
+            raise KubeActionError(f"{self.target} is paused: resume it first")
+        chosen = await self.pick(d)
+        patch = self.template_patch(chosen, obj)
+        revision = _revision_of(chosen)
+        if patch is None:
+            return [f"nothing: revision {revision}'s template is what runs now"]
+        now = (obj.get("spec") or {}).get("template") or {}
+        after = self.template_of(chosen)
+        diff = difflib.unified_diff(
+            json.dumps(now, indent=2, sort_keys=True).splitlines(),
+            json.dumps(after, indent=2, sort_keys=True).splitlines(),
+            f"pod template now (revision {d.revision})",
+            f"pod template of revision {revision}", lineterm="", n=1)
+        return [f"revision {d.revision} → the template of revision {revision} "
+                f"({_images_of(after)}), which the controller gives the next revision number",
+                *diff, *patch_lines(patch), self.then()]
 
     def changed_message(self, d: DeploymentInfo) -> str:
         return (f"template of revision {self.chosen_revision} restored "

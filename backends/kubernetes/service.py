@@ -17,6 +17,7 @@ from backends.kubernetes.client import (
     connection_from_kubeconfig,
 )
 from backends.kubernetes.config import KubernetesConfig
+from backends.kubernetes.contract import ALL_NAMESPACES
 from backends.kubernetes.informer import (
     BUDGETS,
     DEPLOYMENTS,
@@ -64,7 +65,7 @@ from backends.snapshot import Snapshot
 CLUSTER_WIDE_ABOVE = 4
 FIRST_SYNC_WAIT = 4.0  # a poll waits this long for the first LIST, then shows what it has
 THREAD_BUILD_PODS = 1000  # from this many pods a snapshot rebuild runs in a worker thread
-ALL_NAMESPACES = ("*", "all")
+CONTACT_SHARE = 0.9  # of contact_timeout: the /readyz request's own timeout
 
 
 class KubernetesService:
@@ -156,9 +157,13 @@ class KubernetesService:
     async def contact(self) -> None:
         """The API server answers ``/readyz`` now. The informers cannot tell: a watch on a
         hung (SIGSTOPped) API server receives nothing, exactly like a quiet one. ``/readyz``
-        also fails when etcd is gone, when the store can no longer be kept current."""
+        also fails when etcd is gone, when the store can no longer be kept current.
+
+        The failure names the API server: the request's own timeout is a little shorter than
+        the caller's contact budget, so a hung server is reported here, with its host."""
         try:
-            await self.client.request("GET", "/readyz", timeout=self.contact_timeout,
+            await self.client.request("GET", "/readyz",
+                                      timeout=self.contact_timeout * CONTACT_SHARE,
                                       verb="readyz", what="GET /readyz")
         except KubeApiError as exc:
             failed = [line[3:].split(":")[0] for line in exc.message.splitlines()
@@ -167,7 +172,7 @@ class KubernetesService:
             raise BackendUnreachable(f"{self.client.host}: API server not ready: {detail}"
                                      ) from None
         except KubeError as exc:
-            raise BackendUnreachable(str(exc)) from None
+            raise BackendUnreachable(f"API server {self.client.host}: {exc}") from None
 
     async def poll(self) -> ClusterStatus:
         first = not self._started

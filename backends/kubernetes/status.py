@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from backends.config import redact_text
 from backends.kubernetes.model import (
     BudgetInfo,
     DeploymentInfo,
@@ -374,13 +375,16 @@ def pod_json(p: PodStatus) -> dict[str, Any]:
 
 
 def status_json(status: ClusterStatus) -> dict[str, Any]:
-    """A plain, stable JSON shape for `sfops k8s status --json` and scripts."""
+    """A plain, stable JSON shape for `sfops k8s status --json` and scripts (the contract's
+    status JSON). Redacted here: a ClusterStatus holds no credential (the client keeps the
+    token in its headers), and a password in the server URL or an error is scrubbed."""
     return {
-        "host": status.host,
+        "host": redact_text(status.host),
         "namespaces": list(status.namespaces),
         "synced": status.synced,
+        "syncing": list(status.syncing),
         "data_age_s": round(status.data_age_s, 1),
-        "watch_errors": list(status.watch_errors),
+        "watch_errors": [redact_text(e) for e in status.watch_errors],
         "deployments": [
             {
                 "namespace": d.info.namespace, "name": d.info.name,

@@ -23,6 +23,7 @@ import tomli_w
 
 from backends.config import load
 from backends.kubernetes.service import KubernetesService, build_service
+from backends.service import observe
 from deploy.lab import k8s
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
@@ -164,7 +165,9 @@ def restore(lab: Any) -> None:
 def test_status_shows_the_api_deployment_available(healthy: Any, config_path: Path) -> None:
     result = sfops(config_path, "k8s", "status", "--json")
     assert result.returncode == 0, result.stderr + result.stdout
-    data = json.loads(result.stdout)
+    envelope = json.loads(result.stdout)
+    assert envelope["backend"] == "kubernetes" and envelope["health"] == "ok"
+    data = envelope["status"]  # the generic status envelope holds the backend's own JSON
     (api,) = [d for d in data["deployments"] if d["name"] == NAME]
     assert api["rollout"] == "complete" and api["health"] == "ok"
     assert (api["desired"], api["ready"], api["available"]) == (3, 3, 3)
@@ -173,8 +176,21 @@ def test_status_shows_the_api_deployment_available(healthy: Any, config_path: Pa
     assert kinds == {"startup", "liveness", "readiness"}
     assert len(data["nodes"]) >= 3 and not any(n["cordoned"] for n in data["nodes"])
     assert any(b["name"] == NAME and b["spec"] == "maxUnavailable 1" for b in data["budgets"])
-    # Only LISTs and watches: one per resource, no per-object reads.
-    assert set(data["requests"]) <= {"list", "watch"}
+    assert data["host"].startswith("https://") and data["synced"]
+
+    # Only LISTs and watches (and the /readyz contact probe): one per resource, no per-object
+    # reads. (The JSON's "requests" counters went with the generic envelope, whose "status" is
+    # the backend's status value; the client's counters are read here instead.)
+    async def one_refresh() -> dict[str, int]:
+        service = build_service(load(config_path))
+        assert isinstance(service, KubernetesService)
+        try:
+            await observe(service)
+            return dict(service.client.stats.requests)
+        finally:
+            await service.close()
+
+    assert set(asyncio.run(one_refresh())) <= {"list", "watch", "readyz"}
 
     text = sfops(config_path, "k8s", "status")
     assert text.returncode == 0, text.stderr
@@ -313,7 +329,7 @@ def test_rollout_that_cannot_progress_fails_and_undo_recovers(healthy: Any,
     assert "exceeded its progress deadline" in result.stderr
     assert f"sfops k8s undo {NAME}" in result.stderr
 
-    status = json.loads(sfops(config_path, "k8s", "status", "--json").stdout)
+    status = json.loads(sfops(config_path, "k8s", "status", "--json").stdout)["status"]
     (api,) = [d for d in status["deployments"] if d["name"] == NAME]
     assert api["rollout"] == "failed" and api["health"] == "failed"
     assert api["available"] == 3  # maxUnavailable 0: the old pods kept serving
@@ -322,7 +338,7 @@ def test_rollout_that_cannot_progress_fails_and_undo_recovers(healthy: Any,
     assert result.returncode == 0, result.stderr
     d = settled(lab)
     assert d is not None and image_of(d) == IMAGE
-    status = json.loads(sfops(config_path, "k8s", "status", "--json").stdout)
+    status = json.loads(sfops(config_path, "k8s", "status", "--json").stdout)["status"]
     (api,) = [d for d in status["deployments"] if d["name"] == NAME]
     assert api["rollout"] == "complete"
     for name in nodes:
@@ -428,7 +444,7 @@ def test_read_only_displays_and_refuses_before_any_request(
     config = _write_config(lab, tmp_path / "ro.toml", kubeconfig=readonly, read_only=True)
     result = sfops(config, "k8s", "status", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["deployments"]
+    assert json.loads(result.stdout)["status"]["deployments"]
 
     # A kubeconfig whose server nothing listens on: a request would fail as "unreachable".
     dead = tmp_path / "dead.kubeconfig"
@@ -502,11 +518,12 @@ def test_api_server_stopped_then_back(healthy: Any, config_path: Path) -> None:
                         break
                     await asyncio.sleep(0.2)
                 assert failure, "poll kept succeeding with the API server stopped"
-                # The CLI reports it plainly.
+                # The CLI reports it plainly, naming the API server (the generic status
+                # prints its verdict and "What is wrong now" on stdout).
                 result = await asyncio.to_thread(
                     sfops, config_path, "k8s", "status", "--timeout", "3")
-                assert result.returncode == 5, result.stderr
-                assert "unreachable" in result.stderr
+                assert result.returncode == 5, result.stderr + result.stdout
+                assert "Kubernetes unreachable: API server https://" in result.stdout
                 result = await asyncio.to_thread(sfops, config_path, "k8s", "restart", NAME,
                                                  "--yes")
                 assert result.returncode == 3, result.stderr

@@ -1,9 +1,11 @@
 """Kubernetes actions against a fake API: RBAC first, refusals, the exact writes (restart
-annotation, undo's copied template, scale subresource), rollout following, drain's 429 loop."""
+annotation, undo's copied template, scale subresource), rollout following, drain's 429 loop;
+what --dry-run shows (would_change) and what is re-read right before the change (recheck)."""
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -13,9 +15,11 @@ from backends.audit import AuditLog
 from backends.kubernetes import rollout
 from backends.kubernetes.access import KubeActionError
 from backends.kubernetes.client import KubeApiError
-from backends.kubernetes.nodes import DrainNode
+from backends.kubernetes.nodes import CordonNode, DrainNode, UncordonNode
 from backends.kubernetes.rollout import (
+    PauseDeployment,
     RestartDeployment,
+    ResumeDeployment,
     RolloutFailed,
     ScaleDeployment,
     SetImage,
@@ -36,6 +40,10 @@ class FakeApi:
         self.on_patch: Any = None
         self.eviction_answers: list[int] = []
         self.get_hook: Any = None
+        self.closed = False
+
+    async def close(self) -> None:  # the service's: an action must never call it
+        self.closed = True
 
     async def get(self, path, params=None, *, timeout=None, what=""):
         self.calls.append(("GET", path, params))
@@ -295,3 +303,235 @@ async def test_drain_times_out_naming_the_budget(tmp_path):
     if result.outcome is Outcome.FAILED:
         assert "PodDisruptionBudget streamforge/api" in (result.error or "")
         assert "stays cordoned" in (result.error or "")
+
+
+# ----------------------------------------------------------------------------- dry run
+
+
+def _reads_only(api: FakeApi) -> bool:
+    """Nothing but GETs and access reviews: a dry run changes nothing."""
+    return all(verb == "GET" or path.endswith("selfsubjectaccessreviews")
+               for verb, path, _ in api.calls)
+
+
+async def test_restart_would_change_is_the_exact_patch(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(revision=2)
+    lines = await RestartDeployment(api, "streamforge", "api").would_change()  # type: ignore[arg-type]
+    assert lines[0] == f"PATCH {DEPLOY} (strategic merge patch)"
+    body = json.loads(lines[1])
+    (stamp,) = body["spec"]["template"]["metadata"]["annotations"].values()
+    assert list(body["spec"]["template"]["metadata"]["annotations"]) == [
+        "kubectl.kubernetes.io/restartedAt"] and stamp.endswith("Z")
+    assert any("revision 2 → a new one" in line for line in lines)
+    assert lines[-1].startswith("then: follow the rollout for up to 600 s")
+    assert _reads_only(api)
+
+
+async def test_restart_of_a_paused_deployment_would_change_nothing(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(paused=True)
+    (line,) = await RestartDeployment(api, "streamforge", "api").would_change()  # type: ignore[arg-type]
+    assert line.startswith("nothing: the change would be refused") and "paused" in line
+
+
+async def test_set_image_would_change_one_container(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(image="r/api:1")
+    lines = await SetImage(api, "streamforge", "api", "api",  # type: ignore[arg-type]
+                           "r/api:2").would_change()
+    assert lines[0] == "container api: r/api:1 → r/api:2"
+    assert lines[1] == f"PATCH {DEPLOY} (strategic merge patch)"
+    assert json.loads(lines[2]) == {"spec": {"template": {"spec": {"containers": [
+        {"name": "api", "image": "r/api:2"}]}}}}
+    same = await SetImage(api, "streamforge", "api", "api",  # type: ignore[arg-type]
+                          "r/api:1").would_change()
+    assert same == ["nothing: api already runs r/api:1"]
+    assert _reads_only(api)
+
+
+async def test_pause_and_resume_would_change_spec_paused(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(paused=False)
+    lines = await PauseDeployment(api, "streamforge", "api").would_change()  # type: ignore[arg-type]
+    assert lines[:2] == [f"PATCH {DEPLOY} (merge patch)", '{"spec": {"paused": true}}']
+    assert lines[2].startswith("then: wait for the deployment controller")
+    assert await ResumeDeployment(api, "streamforge", "api").would_change() == [  # type: ignore[arg-type]
+        "nothing: streamforge/api is not paused"]
+    api.objects[DEPLOY] = deployment(paused=True)
+    lines = await ResumeDeployment(api, "streamforge", "api").would_change()  # type: ignore[arg-type]
+    assert lines[1] == '{"spec": {"paused": false}}'
+
+
+async def test_scale_would_change_from_n_to_m(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(replicas=3)
+    lines = await ScaleDeployment(api, "streamforge", "api", 5).would_change()  # type: ignore[arg-type]
+    assert lines[:3] == ["replicas 3 → 5", f"PATCH {DEPLOY}/scale (merge patch)",
+                         '{"spec": {"replicas": 5}}']
+    assert await ScaleDeployment(api, "streamforge", "api", 3).would_change() == [  # type: ignore[arg-type]
+        "nothing: streamforge/api already has 3 replicas"]
+    assert _reads_only(api)
+
+
+async def test_relative_scale_is_fixed_at_the_preflight(tmp_path):
+    """`sfops k8s scale-down` (no last status): the live count, read by the preflight, is
+    the one confirmed, shown and written."""
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(replicas=3)
+    action = ScaleDeployment(api, "streamforge", "api", None, step=-1)  # type: ignore[arg-type]
+    assert "by -1 replica" in action.describe()
+    checks = await action.preflight()
+    assert {c.name: c.detail for c in checks}["replicas"] == "3 → 2"
+    assert action.replicas == 2 and action.params["replicas"] == 2
+    api.objects[DEPLOY] = deployment(replicas=4)  # someone else scaled meanwhile
+    assert (await action.would_change())[0] == "replicas 4 → 2"
+    (exists, unchanged) = await action.recheck()
+    assert exists.status is CheckStatus.PASS
+    assert unchanged.status is CheckStatus.WARN and "was 3 at the preflight" in unchanged.detail
+
+    api.objects[DEPLOY] = deployment(replicas=0)
+    at_zero = ScaleDeployment(api, "streamforge", "api", None, step=-1)  # type: ignore[arg-type]
+    (failed,) = [c for c in await at_zero.preflight() if c.status is CheckStatus.FAIL]
+    assert failed.name == "replicas"
+
+
+def _undo_api() -> FakeApi:
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(revision=3, image="r/api:2")
+    api.objects["rs:2"] = replicaset("api-22222", 2, image="r/api:1", replicas=0)
+    api.objects["rs:3"] = replicaset("api-33333", 3, image="r/api:2")
+    return api
+
+
+async def test_undo_would_change_names_the_revision_and_the_template_change(tmp_path):
+    api = _undo_api()
+    lines = await UndoDeployment(api, "streamforge", "api").would_change()  # type: ignore[arg-type]
+    assert lines[0].startswith("revision 3 → the template of revision 2 (api=r/api:1)")
+    diff = [line for line in lines if line[:1] in "+-" and "image" in line]
+    assert diff == ['-        "image": "r/api:2",', '+        "image": "r/api:1",']
+    patch_at = lines.index(f"PATCH {DEPLOY} (JSON patch)")
+    (op,) = json.loads(lines[patch_at + 1])
+    assert op["op"] == "replace" and op["path"] == "/spec/template"
+    assert op["value"]["spec"]["containers"] == [{"name": "api", "image": "r/api:1"}]
+    assert "pod-template-hash" not in op["value"]["metadata"]["labels"]
+    assert _reads_only(api)
+
+
+async def test_undo_recheck_needs_the_target_revision(tmp_path):
+    api = _undo_api()
+    action = UndoDeployment(api, "streamforge", "api", to_revision=2)  # type: ignore[arg-type]
+    checks = {c.name: c for c in await action.recheck()}
+    assert checks["deployment exists"].status is CheckStatus.PASS
+    assert checks["revision"].status is CheckStatus.PASS
+    assert checks["revision"].detail == "revision 2 still kept"
+    del api.objects["rs:2"]  # pruned past revisionHistoryLimit meanwhile
+    checks = {c.name: c for c in await action.recheck()}
+    assert checks["revision"].status is CheckStatus.FAIL
+    assert "no revision 2" in checks["revision"].detail
+
+
+async def test_a_recheck_that_fails_refuses_the_confirmed_run(tmp_path):
+    """The runner re-reads only the critical conditions: the deployment deleted after the
+    operator confirmed is a refusal, recorded as a re-check, and nothing is written."""
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment()
+    action = RestartDeployment(api, "streamforge", "api")  # type: ignore[arg-type]
+    checks = await action.preflight()
+    assert not [c for c in checks if c.status is CheckStatus.FAIL]
+    del api.objects[DEPLOY]
+    reviews = sum(1 for _, path, _ in api.calls if path.endswith("selfsubjectaccessreviews"))
+    runner = ActionRunner(AuditLog(tmp_path / "audit.jsonl"))
+    result = await runner.run(action, preflight=checks)
+    assert result.outcome is Outcome.REFUSED
+    assert "re-check: deployment exists" in (result.error or "")
+    assert "deployment streamforge/api not found" in (result.error or "")
+    assert not _patches(api)
+    # Prepared once: no second access review.
+    assert sum(1 for _, path, _ in api.calls
+               if path.endswith("selfsubjectaccessreviews")) == reviews
+
+
+async def test_restart_recheck_refuses_a_deployment_paused_meanwhile(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment(paused=True)
+    checks = {c.name: c for c in await RestartDeployment(  # type: ignore[arg-type]
+        api, "streamforge", "api").recheck()}
+    assert checks["not paused"].status is CheckStatus.FAIL
+
+
+async def test_set_image_recheck_needs_the_container(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment()
+    checks = {c.name: c for c in await SetImage(  # type: ignore[arg-type]
+        api, "streamforge", "api", "web", "r/web:1").recheck()}
+    assert checks["container exists"].status is CheckStatus.FAIL
+
+
+async def test_cordon_and_uncordon_would_change_spec_unschedulable(tmp_path):
+    api = FakeApi()
+    api.objects["/api/v1/nodes/n1"] = node("n1")
+    lines = await CordonNode(api, "n1").would_change()  # type: ignore[arg-type]
+    assert lines[1:] == ["PATCH /api/v1/nodes/n1 (merge patch)",
+                         '{"spec": {"unschedulable": true}}']
+    assert await UncordonNode(api, "n1").would_change() == [  # type: ignore[arg-type]
+        "nothing: node n1 is schedulable (the patch changes nothing)"]
+    api.objects["/api/v1/nodes/n1"] = node("n1", unschedulable=True)
+    assert (await CordonNode(api, "n1").would_change())[0].startswith(  # type: ignore[arg-type]
+        "nothing: node n1 is already cordoned")
+    lines = await UncordonNode(api, "n1").would_change()  # type: ignore[arg-type]
+    assert json.loads(lines[-1]) == {
+        "spec": {"unschedulable": None},
+        "metadata": {"annotations": {"sfops.streamforge.io/drain-started": None}}}
+    assert not _patches(api)
+
+
+async def test_drain_would_change_lists_the_evictions_and_the_skips(tmp_path):
+    api = FakeApi()
+    api.objects["/api/v1/nodes/n1"] = node("n1")
+    api.objects["pod:api-2"] = pod("api-2", node="n1")
+    api.objects["pod:api-1"] = pod("api-1", node="n1")
+    api.objects["pod:bare"] = pod("bare", node="n1", owner=None, labels={"app": "bare"})
+    api.objects["pod:agent"] = pod("agent", node="n1", owner=("DaemonSet", "agent"),
+                                   labels={"app": "agent"})
+    api.objects["pod:static"] = pod("static", node="n1", owner=("Node", "n1"),
+                                    labels={"app": "static"},
+                                    annotations={"kubernetes.io/config.mirror": "x"})
+    api.objects["pod:elsewhere"] = pod("elsewhere", node="n2")
+    api.objects["pdb:api"] = budget(allowed=1)
+    lines = await DrainNode(api, "n1", timeout=60, grace_period=5).would_change()  # type: ignore[arg-type]
+    patch = json.loads(lines[2])
+    assert lines[1] == "PATCH /api/v1/nodes/n1 (merge patch)"
+    assert patch["spec"] == {"unschedulable": True}
+    assert "sfops.streamforge.io/drain-started" in patch["metadata"]["annotations"]
+    assert lines[3].startswith("evict 3 pods, one at a time") and "grace period 5 s" in lines[3]
+    assert [line.strip() for line in lines if line.strip().startswith(("evict ", "skip "))
+            and line.startswith("  ")] == [
+        "evict streamforge/api-1", "evict streamforge/api-2",
+        "evict streamforge/bare (no controller: not recreated)",
+        "skip streamforge/agent (DaemonSet)", "skip streamforge/static (mirror pod)"]
+    assert any(line.startswith("budget streamforge/api (maxUnavailable 1) allows 1 now for 2")
+               for line in lines)
+    assert lines[-1].endswith("the node stays cordoned")
+    assert _reads_only(api)
+
+
+async def test_node_recheck_needs_the_node(tmp_path):
+    api = FakeApi()
+    api.objects["/api/v1/nodes/n1"] = node("n1")
+    action = DrainNode(api, "n1")  # type: ignore[arg-type]
+    (check,) = await action.recheck()
+    assert check.name == "node exists" and check.status is CheckStatus.PASS
+    del api.objects["/api/v1/nodes/n1"]
+    (check,) = await action.recheck()
+    assert check.status is CheckStatus.FAIL and check.detail == "node n1 not found"
+
+
+async def test_close_is_idempotent_and_leaves_the_shared_client_open(tmp_path):
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment()
+    for action in (RestartDeployment(api, "streamforge", "api"),  # type: ignore[arg-type]
+                   DrainNode(api, "n1")):  # type: ignore[arg-type]
+        await action.close()
+        await action.close()
+    assert not api.closed

@@ -137,3 +137,22 @@ def test_fixed_width_cells_for_the_tui_table():
         assert [c.cell_len for c in cells] == list(WIDTHS)
     name = dict(rows)[f"pod:streamforge/{long}"][0].plain
     assert name.endswith("…") and name.startswith("  └ streamforge-api-")
+
+
+def test_status_text_for_the_cli_is_plain_and_clean():
+    from backends.kubernetes.status import summarize_cluster
+    from tui.render.kubernetes import status_text
+
+    status = _status(
+        pods=[pod_from_json(pod("api-abcde-0\x1b]0;pwned\x07", node="node-1"))],
+        nodes=[node_from_json(node("node-1")), node_from_json(node("node-2",
+                                                                    unschedulable=True))])
+    summary = summarize_cluster("kubernetes", "Kubernetes", status)
+    text = status_text(status, summary, {}, now=NOW)
+    lines = text.splitlines()
+    assert lines[0] == "API server https://k  namespaces streamforge"
+    assert lines[1].split() == list(COLUMNS[:4]) + ["NODE", "/", "IMAGE"] + list(COLUMNS[5:])
+    assert any(line.startswith("▸ api ") and "complete" in line for line in lines)
+    assert any("cordoned" in line and "node-2" in line for line in lines)
+    assert "PDB streamforge/api: maxUnavailable 1, allows 1 (3/3 healthy)" in lines
+    assert "\x1b" not in text and "\x07" not in text and "pwned" in text

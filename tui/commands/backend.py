@@ -74,6 +74,10 @@ def add_output(parser: argparse.ArgumentParser) -> None:
 
 
 def add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+    if param.positional:
+        parser.add_argument(param.name, type=param.type, metavar=param.metavar,
+                            help=param.help)
+        return
     flags = [param.flag] + ([param.short] if param.short else [])
     if param.type is bool:  # a flag (Kafka's `status --partitions`): no value
         parser.add_argument(*flags, dest=param.name, action="store_true", help=param.help)

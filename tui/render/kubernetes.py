@@ -8,13 +8,16 @@ message containing ``[@click=app.quit]`` is shown, not run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from rich.text import Text
 
+from backends.config import redact_text
 from backends.kubernetes.model import TIMES, ProbeOutcome, RolloutState
 from backends.kubernetes.status import ClusterStatus, DeploymentStatus, NodeStatus, PodStatus
+from backends.service import BackendSummary
 from tui.render.cells import HEALTH_CELL_STYLE, age_text, clean, plain
 
 COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "NODE / IMAGE", "PROBES", "AGE")
@@ -238,3 +241,34 @@ def detail_text(status: ClusterStatus, now: datetime, *, warnings: int = 3) -> T
         text.append("\n")
     text.rstrip()
     return text
+
+
+# ----------------------------------------------------------------------------- CLI text
+
+STATUS_MAX_WIDTH = 48  # a column of `sfops k8s status` is cut ("…") beyond this
+
+
+def status_text(status: ClusterStatus, summary: BackendSummary,
+                options: Mapping[str, Any], *, now: datetime | None = None) -> str:
+    """The plain text of ``sfops k8s status`` under its health line: the API server, the
+    table the screen shows (deployments with their pods, nodes) and the budgets. Control
+    characters in cluster text (names, messages) are replaced: it must not drive the
+    terminal."""
+    now = now or datetime.now(UTC)
+    lines = [f"API server {redact_text(status.host)}  namespaces "
+             f"{', '.join(status.namespaces)}"]
+    if not status.synced:
+        lines.append(f"syncing: {', '.join(status.syncing)}")
+    table = [list(COLUMNS), *[[clean(cell.plain) for cell in cells]
+                              for _, cells in cluster_rows(status, now)]]
+    widths = [min(STATUS_MAX_WIDTH, max(len(row[i]) for row in table))
+              for i in range(len(COLUMNS))]
+    for row in table:
+        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w)
+                 for c, w in zip(row, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    for budget in status.budgets:
+        lines.append(f"PDB {budget.key}: {budget.spec_text}, allows "
+                     f"{budget.disruptions_allowed} ({budget.current_healthy}/"
+                     f"{budget.expected_pods} healthy)")
+    return "\n".join(clean(line) for line in lines)
