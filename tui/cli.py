@@ -14,7 +14,7 @@ from tui import exitcodes
 # Subcommand modules; each has register(subparsers). The backends' own commands
 # (`sfops nginx|pg|kafka|k8s …`) are generated from their contracts (tui/commands/backend.py)
 # and come between "status" and these.
-COMMAND_MODULES = ("status", "pg", "kafka", "k8s", "audit", "lab", "completion")
+COMMAND_MODULES = ("status", "audit", "lab", "completion")
 # Options of `sfops` itself, accepted before or after the sub-command (value-taking ones first).
 GLOBAL_VALUE_OPTIONS = ("--config",)
 GLOBAL_FLAGS = ("--read-only",)
@@ -99,10 +99,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     declared = backends()
     commands = {b.command for b in declared}
     known = commands | set(COMMAND_MODULES)
-    # A legacy module is registered only while no contract declares its command.
-    wanted = [chosen] if chosen in known else ["status", *sorted(commands, key=lambda c: [
-        b.command for b in declared].index(c)), *(m for m in COMMAND_MODULES[1:]
-                                                  if m not in commands)]
+    wanted = [chosen] if chosen in known else [
+        "status", *(b.command for b in declared), *COMMAND_MODULES[1:]]
     for name in wanted:
         if name in commands:
             backend_commands.register(subparsers, next(b for b in declared if b.command == name))

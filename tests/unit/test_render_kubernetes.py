@@ -151,7 +151,7 @@ def test_status_text_for_the_cli_is_plain_and_clean():
     text = status_text(status, summary, {}, now=NOW)
     lines = text.splitlines()
     assert lines[0] == "API server https://k  namespaces streamforge"
-    assert lines[1].split() == list(COLUMNS[:4]) + ["NODE", "/", "IMAGE"] + list(COLUMNS[5:])
+    assert lines[1].split() == [*COLUMNS[:4], "NODE", "/", "IMAGE", *COLUMNS[5:]]
     assert any(line.startswith("▸ api ") and "complete" in line for line in lines)
     assert any("cordoned" in line and "node-2" in line for line in lines)
     assert "PDB streamforge/api: maxUnavailable 1, allows 1 (3/3 healthy)" in lines
