@@ -287,7 +287,7 @@ def configure(config: SfopsConfig, options: Mapping[str, Any]) -> SfopsConfig:
             raise ConfigError(f"-n/--namespace: {exc}") from None
     if not changes:
         return config
-    return dataclasses.replace(config, kubernetes=dataclasses.replace(section, **changes))
+    return config.with_section("kubernetes", dataclasses.replace(section, **changes))
 
 
 DEPLOYMENT = Target("deployment", "DEPLOYMENT",
