@@ -433,8 +433,9 @@ def health_and_alerts(status: KafkaStatus, limits: LeaderBalanceLimits = LeaderB
     return Health.worst(healths), alerts
 
 
-def summarize_status(status: KafkaStatus, title: str = "Kafka", error: str | None = None,
+def summarize_status(status: KafkaStatus, title: str = "Kafka",
                      limits: LeaderBalanceLimits = LeaderBalanceLimits()) -> BackendSummary:
+    """The overview's summary of one good status (a failed refresh: backends.service)."""
     health, alerts = health_and_alerts(status, limits)
     counts = status.counts
     worst = status.worst_group
@@ -448,11 +449,6 @@ def summarize_status(status: KafkaStatus, title: str = "Kafka", error: str | Non
     ]
     if worst is not None:
         figures.append(Figure("worst lag", f"{worst.total_lag} ({worst.group_id})"))
-    if error is not None:
-        # Showing the last good value of a now-failing poll: nothing current can be vouched for.
-        health = Health.FAILED
-        alerts.insert(0, Alert(ALERT_SOURCE, "kafka-unreachable", Severity.CRITICAL,
-                               f"{title}: {error}"))
     return BackendSummary(
         name="kafka",
         title=title,
@@ -461,5 +457,4 @@ def summarize_status(status: KafkaStatus, title: str = "Kafka", error: str | Non
         alerts=tuple(alerts),
         spark_label="consumer lag",
         spark_value=float(status.total_lag),
-        error=error,
     )

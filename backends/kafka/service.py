@@ -152,8 +152,7 @@ class KafkaService:
         status = snapshot.best
         if not isinstance(status, KafkaStatus):
             return summary_for_failure(self.name, self.title, snapshot)
-        return summarize_status(status, self.title, snapshot.error,
-                                LeaderBalanceLimits.of(self.config))
+        return summarize_status(status, self.title, LeaderBalanceLimits.of(self.config))
 
     async def close(self) -> None:
         await self.admin.close()

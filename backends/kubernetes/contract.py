@@ -31,7 +31,7 @@ from backends.contract import (
 
 if TYPE_CHECKING:
     from backends.actions import Action
-    from backends.kubernetes.status import ClusterStatus
+    from backends.kubernetes.model import ClusterStatus
 
 DEFAULT_ROLLOUT_TIMEOUT = 600.0
 DEFAULT_DRAIN_TIMEOUT = 300.0
@@ -65,7 +65,7 @@ def _namespace_name(value: str) -> str:
 
 
 def _status(context: ActionContext) -> ClusterStatus | None:
-    from backends.kubernetes.status import ClusterStatus
+    from backends.kubernetes.model import ClusterStatus
 
     status = context.status("kubernetes")
     return status if isinstance(status, ClusterStatus) else None
@@ -145,7 +145,7 @@ def node_target(context: ActionContext, target: Any) -> str:
 
 
 def _deployments(config: SfopsConfig, status: Any) -> list[str]:
-    from backends.kubernetes.status import ClusterStatus
+    from backends.kubernetes.model import ClusterStatus
 
     if not isinstance(status, ClusterStatus):
         return []
@@ -153,7 +153,7 @@ def _deployments(config: SfopsConfig, status: Any) -> list[str]:
 
 
 def _nodes(config: SfopsConfig, status: Any) -> list[str]:
-    from backends.kubernetes.status import ClusterStatus
+    from backends.kubernetes.model import ClusterStatus
 
     if not isinstance(status, ClusterStatus) or len(status.nodes) > PALETTE_NODES_MAX:
         return []
@@ -334,7 +334,7 @@ BACKEND = Backend(
     help="Kubernetes: status, rollout restart/set-image/undo/pause/resume/scale, "
     "cordon/uncordon/drain",
     build_service=service_factory("kubernetes", "backends.kubernetes.service:build_service"),
-    status_json=lazy("backends.kubernetes.status:status_json"),  # redacted there
+    status_json=lazy("backends.kubernetes.model:status_json"),  # redacted there
     options=(NAMESPACE, CONTEXT),
     configure=configure,
     actions=(

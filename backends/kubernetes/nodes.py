@@ -25,7 +25,7 @@ from backends.actions import Action, CheckResult, Step
 from backends.kubernetes.access import Api, KubeActionError, Permission, node_path
 from backends.kubernetes.client import MERGE_PATCH, KubeApiError, KubeClient, KubeError
 from backends.kubernetes.contract import DEFAULT_DRAIN_TIMEOUT
-from backends.kubernetes.model import (
+from backends.kubernetes.objects import (
     DRAIN_ANNOTATION,
     BudgetInfo,
     NodeInfo,

@@ -39,7 +39,7 @@ from backends.kubernetes.client import (
     KubeError,
 )
 from backends.kubernetes.contract import DEFAULT_ROLLOUT_TIMEOUT
-from backends.kubernetes.model import (
+from backends.kubernetes.objects import (
     POD_TEMPLATE_HASH,
     RESTARTED_AT_ANNOTATION,
     REVISION_ANNOTATION,

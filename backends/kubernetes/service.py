@@ -29,6 +29,14 @@ from backends.kubernetes.informer import (
     Resource,
 )
 from backends.kubernetes.model import (
+    ClusterStatus,
+    ProbeCache,
+    Workloads,
+    build_status,
+    build_workloads,
+    summarize_status,
+)
+from backends.kubernetes.objects import (
     BudgetInfo,
     DeploymentInfo,
     EventInfo,
@@ -42,14 +50,6 @@ from backends.kubernetes.model import (
     pod_from_json,
     replicaset_from_json,
     utcnow,
-)
-from backends.kubernetes.status import (
-    ClusterStatus,
-    ProbeCache,
-    Workloads,
-    build_status,
-    build_workloads,
-    summarize_cluster,
 )
 from backends.resilience import CircuitBreaker
 from backends.service import (
@@ -255,7 +255,7 @@ class KubernetesService:
         status = snapshot.best
         if not isinstance(status, ClusterStatus):
             return summary_for_failure(self.name, self.title, snapshot)
-        summary = summarize_cluster(self.name, self.title, status)
+        summary = summarize_status(status, self.title, self.name)
         if snapshot.error:
             return BackendSummary(
                 name=summary.name, title=summary.title, health=summary.health,

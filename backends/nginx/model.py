@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from backends.nginx.accesslog import MemberTraffic
 from backends.nginx.upstream import ServerEntry
+from backends.service import Alert, BackendSummary, Figure, Severity
 from backends.snapshot import Health
+
+TITLE = "Load balancer"
 
 # A member marked down that was still sent a request this recently is "draining", not
 # "drained": in-flight requests on old workers are logged when they finish.
@@ -140,3 +143,54 @@ def derive_state(
     if traffic.recent_5xx >= FAILING_5XX_THRESHOLD:
         return MemberState.FAILING
     return MemberState.UP
+
+
+def summarize_status(status: NginxStatus, title: str = TITLE) -> BackendSummary:
+    """The overview's summary of one good status (a failed refresh: backends.service)."""
+    total = len(status.members)
+    up = status.count(MemberState.UP)
+    draining = status.count(MemberState.DRAINING)
+    drained = status.count(MemberState.DRAINED)
+    failing = status.count(MemberState.FAILING)
+    absent = status.count(MemberState.ABSENT)
+    alerts: list[Alert] = []
+    for member in status.members:
+        if member.state is MemberState.FAILING:
+            reason = (member.probe.error if member.probe is not None and not member.probe.ok
+                      else f"{member.traffic.recent_5xx} recent 5xx")
+            alerts.append(Alert("nginx", f"member-failing:{member.name}", Severity.CRITICAL,
+                                f"{member.name} failing: {reason}"))
+        elif member.state is MemberState.ABSENT:
+            alerts.append(Alert("nginx", f"member-absent:{member.name}", Severity.WARNING,
+                                f"{member.name} ({member.address}) is not in upstream "
+                                f"{status.upstream_name}"))
+        elif member.state in (MemberState.DRAINING, MemberState.DRAINED):
+            alerts.append(Alert("nginx", f"member-{member.state.value}:{member.name}",
+                                Severity.INFO, f"{member.name} {member.state.value}"))
+    for problem in status.problems:
+        alerts.append(Alert("nginx", f"problem:{problem[:40]}", Severity.WARNING, problem))
+    if up == 0:
+        health = Health.FAILED
+        alerts.append(Alert("nginx", "no-member-up", Severity.CRITICAL,
+                            f"no member of {status.upstream_name} is up"))
+    elif failing or absent or status.problems:
+        health = Health.DEGRADED
+    else:
+        health = Health.OK
+    total_rps = sum(m.traffic.requests_per_s for m in status.members)
+    total_5xx = sum(m.traffic.errors_5xx_per_s for m in status.members)
+    figures = [
+        Figure("up", f"{up}/{total}", Health.OK if up == total else
+               (Health.FAILED if up == 0 else Health.DEGRADED)),
+        Figure("draining/drained", f"{draining}/{drained}",
+               Health.OK if not draining and not drained else Health.DEGRADED),
+        Figure("failing", str(failing), Health.FAILED if failing else Health.OK),
+        Figure("req/s", f"{total_rps:.1f}"),
+        Figure("5xx/s", f"{total_5xx:.2f}", Health.DEGRADED if total_5xx > 0 else Health.OK),
+    ]
+    if status.stub is not None:
+        figures.append(Figure("connections", str(status.stub.active)))
+    return BackendSummary(
+        name="nginx", title=title, health=health, figures=tuple(figures), alerts=tuple(alerts),
+        spark_label="req/s", spark_value=total_rps,
+    )

@@ -17,26 +17,24 @@ from backends.nginx.accesslog import LogTail, MemberTraffic, TrafficWindow, pars
 from backends.nginx.config import NginxConfig
 from backends.nginx.control import NginxControl
 from backends.nginx.model import (
-    MemberState,
+    TITLE,
     MemberStatus,
     NginxStatus,
     ProbeResult,
     StubStatus,
     derive_state,
     parse_stub_status,
+    summarize_status,
 )
 from backends.nginx.upstream import ServerEntry, Upstream, UpstreamError, decode, parse_upstream
 from backends.resilience import CircuitBreaker, RetryPolicy, call_read, describe_error
 from backends.service import (
     CONTACT_TIMEOUT,
-    Alert,
     BackendSummary,
     BackendUnreachable,
-    Figure,
-    Severity,
     summary_for_failure,
 )
-from backends.snapshot import Health, Snapshot
+from backends.snapshot import Snapshot
 
 T = TypeVar("T")
 
@@ -60,7 +58,7 @@ class NginxService:
     """:class:`~backends.service.BackendService` for one nginx and its upstream."""
 
     name = "nginx"
-    title = "Load balancer"
+    title = TITLE
     contact_timeout = CONTACT_TIMEOUT
 
     def __init__(self, config: NginxConfig, executor: Executor, *,
@@ -255,63 +253,11 @@ class NginxService:
         status = snapshot.best
         if not isinstance(status, NginxStatus):
             return summary_for_failure(self.name, self.title, snapshot)
-        return summarize_status(status, self.title, snapshot.error)
+        return summarize_status(status, self.title)
 
     async def close(self) -> None:
         await self.client.aclose()
         await self.executor.close()
-
-def summarize_status(status: NginxStatus, title: str = NginxService.title,
-                     error: str | None = None) -> BackendSummary:
-    total = len(status.members)
-    up = status.count(MemberState.UP)
-    draining = status.count(MemberState.DRAINING)
-    drained = status.count(MemberState.DRAINED)
-    failing = status.count(MemberState.FAILING)
-    absent = status.count(MemberState.ABSENT)
-    alerts: list[Alert] = []
-    for member in status.members:
-        if member.state is MemberState.FAILING:
-            reason = (member.probe.error if member.probe is not None and not member.probe.ok
-                      else f"{member.traffic.recent_5xx} recent 5xx")
-            alerts.append(Alert("nginx", f"member-failing:{member.name}", Severity.CRITICAL,
-                                f"{member.name} failing: {reason}"))
-        elif member.state is MemberState.ABSENT:
-            alerts.append(Alert("nginx", f"member-absent:{member.name}", Severity.WARNING,
-                                f"{member.name} ({member.address}) is not in upstream "
-                                f"{status.upstream_name}"))
-        elif member.state in (MemberState.DRAINING, MemberState.DRAINED):
-            alerts.append(Alert("nginx", f"member-{member.state.value}:{member.name}",
-                                Severity.INFO, f"{member.name} {member.state.value}"))
-    for problem in status.problems:
-        alerts.append(Alert("nginx", f"problem:{problem[:40]}", Severity.WARNING, problem))
-    if up == 0:
-        health = Health.FAILED
-        alerts.append(Alert("nginx", "no-member-up", Severity.CRITICAL,
-                            f"no member of {status.upstream_name} is up"))
-    elif failing or absent or status.problems:
-        health = Health.DEGRADED
-    else:
-        health = Health.OK
-    if error is not None:
-        health = Health.FAILED  # showing the last good value of a now-failing poll
-    total_rps = sum(m.traffic.requests_per_s for m in status.members)
-    total_5xx = sum(m.traffic.errors_5xx_per_s for m in status.members)
-    figures = [
-        Figure("up", f"{up}/{total}", Health.OK if up == total else
-               (Health.FAILED if up == 0 else Health.DEGRADED)),
-        Figure("draining/drained", f"{draining}/{drained}",
-               Health.OK if not draining and not drained else Health.DEGRADED),
-        Figure("failing", str(failing), Health.FAILED if failing else Health.OK),
-        Figure("req/s", f"{total_rps:.1f}"),
-        Figure("5xx/s", f"{total_5xx:.2f}", Health.DEGRADED if total_5xx > 0 else Health.OK),
-    ]
-    if status.stub is not None:
-        figures.append(Figure("connections", str(status.stub.active)))
-    return BackendSummary(
-        name="nginx", title=title, health=health, figures=tuple(figures), alerts=tuple(alerts),
-        spark_label="req/s", spark_value=total_rps, error=error,
-    )
 
 def _task(coro: Awaitable[T]) -> asyncio.Task[T]:
     async def wrap() -> T:

@@ -12,6 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.service import Alert, BackendSummary, Figure, Severity
+from backends.snapshot import Health
+
+NAME = "postgres"
+TITLE = "PostgreSQL"
+
 # A slot holding back more WAL than this is worth a warning (the lab caps slots at 1 GiB).
 SLOT_RETAINED_WARN_BYTES = 256 * 1024 * 1024
 
@@ -376,4 +382,39 @@ def build_cluster(
         warnings=cluster_warnings(with_fence, fenced),
         last_primary_lsn=last_primary_lsn,
         fenced=fenced,
+    )
+
+
+_SEVERITY = {Level.INFO: Severity.INFO, Level.WARNING: Severity.WARNING,
+             Level.CRITICAL: Severity.CRITICAL}
+
+
+def summarize_status(status: PostgresStatus, title: str = TITLE) -> BackendSummary:
+    """The overview's summary of one good status (a failed refresh: backends.service)."""
+    figures: list[Figure] = []
+    for member in status.members:
+        if not member.reachable:
+            figures.append(Figure(member.name, "down", Health.FAILED))
+        elif member.is_primary:
+            figures.append(Figure(member.name, f"primary tl {member.timeline}", Health.OK))
+        else:
+            lag = format_bytes(member.replication_lag_bytes)
+            member_health = Health.OK if member.streaming else Health.DEGRADED
+            figures.append(Figure(member.name, f"standby lag {lag}", member_health))
+    worst = status.worst_level
+    if not status.primaries or worst is Level.CRITICAL:
+        health: Health = Health.FAILED
+    elif worst is Level.WARNING:
+        health = Health.DEGRADED
+    else:
+        health = Health.OK
+    alerts = tuple(
+        Alert(NAME, w.key, _SEVERITY[w.level], w.message,
+              unreachable=w.kind is WarningKind.MEMBER_UNREACHABLE)
+        for w in status.warnings
+    )
+    max_lag = status.max_lag_bytes
+    return BackendSummary(
+        name=NAME, title=title, health=health, figures=tuple(figures), alerts=alerts,
+        spark_label="lag bytes", spark_value=None if max_lag is None else float(max_lag),
     )

@@ -17,12 +17,12 @@ from backends.config import SfopsConfig
 from backends.postgres.config import PostgresConfig
 from backends.postgres.connection import MemberConnection
 from backends.postgres.model import (
-    Level,
+    NAME,
+    TITLE,
     MemberStatus,
     PostgresStatus,
-    WarningKind,
     build_cluster,
-    format_bytes,
+    summarize_status,
 )
 from backends.postgres.probe import read_member, unreachable
 from backends.postgres.state import PgState
@@ -36,24 +36,17 @@ from backends.resilience import (
 )
 from backends.service import (
     CONTACT_TIMEOUT,
-    Alert,
     BackendSummary,
-    Figure,
-    Severity,
     summary_for_failure,
 )
-from backends.snapshot import Health, Snapshot
+from backends.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-NAME = "postgres"
-TITLE = "PostgreSQL"
 # One attempt per poll: the poll loop itself is the retry, and a slow member must not make
 # the whole cycle wait through a backoff.
 POLL_POLICY = RetryPolicy(attempts=1, deadline=None)
 
-_SEVERITY = {Level.INFO: Severity.INFO, Level.WARNING: Severity.WARNING,
-             Level.CRITICAL: Severity.CRITICAL}
 
 
 class PostgresService:
@@ -142,41 +135,10 @@ class PostgresService:
         status: PostgresStatus | None = snapshot.best
         if status is None:
             return summary_for_failure(self.name, self.title, snapshot)
-        return summarize_cluster(status, error=snapshot.error)
+        return summarize_status(status, self.title)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.connections.values()))
-
-
-def summarize_cluster(status: PostgresStatus, *, error: str | None = None) -> BackendSummary:
-    figures: list[Figure] = []
-    for member in status.members:
-        if not member.reachable:
-            figures.append(Figure(member.name, "down", Health.FAILED))
-        elif member.is_primary:
-            figures.append(Figure(member.name, f"primary tl {member.timeline}", Health.OK))
-        else:
-            lag = format_bytes(member.replication_lag_bytes)
-            member_health = Health.OK if member.streaming else Health.DEGRADED
-            figures.append(Figure(member.name, f"standby lag {lag}", member_health))
-    worst = status.worst_level
-    if not status.primaries or worst is Level.CRITICAL:
-        health: Health = Health.FAILED
-    elif worst is Level.WARNING:
-        health = Health.DEGRADED
-    else:
-        health = Health.OK
-    alerts = tuple(
-        Alert(NAME, w.key, _SEVERITY[w.level], w.message,
-              unreachable=w.kind is WarningKind.MEMBER_UNREACHABLE)
-        for w in status.warnings
-    )
-    max_lag = status.max_lag_bytes
-    return BackendSummary(
-        name=NAME, title=TITLE, health=health, figures=tuple(figures), alerts=alerts,
-        spark_label="lag bytes", spark_value=None if max_lag is None else float(max_lag),
-        error=error,
-    )
 
 
 def breaker_states(service: PostgresService) -> dict[str, BreakerState]:

@@ -13,7 +13,7 @@ import pytest
 from backends.config import load
 from backends.kubernetes.client import KubeClient, connection_from_kubeconfig
 from backends.kubernetes.informer import EVENTS, Backoff, Informer
-from backends.kubernetes.model import event_from_json
+from backends.kubernetes.objects import event_from_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from backends.kubernetes.config import KubernetesConfig  # noqa: E402
 from backends.kubernetes.informer import PODS, Informer  # noqa: E402
-from backends.kubernetes.model import pod_from_json  # noqa: E402
+from backends.kubernetes.objects import pod_from_json  # noqa: E402
 from backends.kubernetes.service import KubernetesService, make_client  # noqa: E402
 from tui.render.kubernetes import cluster_rows  # noqa: E402
 

@@ -18,16 +18,16 @@ from backends.actions import ActionRunner, ReadOnlyError
 from backends.audit import AuditLog
 from backends.config import ConfigError, SfopsConfig, parse
 from backends.kubernetes import contract
-from backends.kubernetes.model import (
+from backends.kubernetes.model import ClusterStatus, build_status
+from backends.kubernetes.nodes import DrainNode
+from backends.kubernetes.objects import (
     budget_from_json,
     deployment_from_json,
     node_from_json,
     pod_from_json,
     replicaset_from_json,
 )
-from backends.kubernetes.nodes import DrainNode
 from backends.kubernetes.rollout import ScaleDeployment, SetImage, UndoDeployment
-from backends.kubernetes.status import ClusterStatus, build_status
 from tests.unit.test_k8s_actions import DEPLOY, FakeApi
 from tests.unit.test_k8s_objects import budget, deployment, node, pod, replicaset
 from tui import cli, exitcodes

@@ -8,7 +8,7 @@ from typing import Any
 
 from backends.kubernetes.client import KubeApiError, KubeUnavailable
 from backends.kubernetes.informer import PODS, Backoff, Informer
-from backends.kubernetes.model import pod_from_json
+from backends.kubernetes.objects import pod_from_json
 from tests.unit.test_k8s_objects import pod
 
 

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from backends.kubernetes.access import image_reference_problem
-from backends.kubernetes.model import (
+from backends.kubernetes.model import build_status, status_json, summarize_status
+from backends.kubernetes.nodes import plan_drain
+from backends.kubernetes.objects import (
     ProbeKind,
     ProbeOutcome,
     RolloutState,
@@ -23,8 +25,6 @@ from backends.kubernetes.model import (
     replicaset_from_json,
     rollout_status,
 )
-from backends.kubernetes.nodes import plan_drain
-from backends.kubernetes.status import build_status, status_json, summarize_cluster
 from backends.snapshot import Health
 from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 
@@ -211,7 +211,7 @@ def test_build_status_groups_pods_and_revisions():
     assert d.previous_images == (("api", "r/api:1"),)
     assert [p.info.name for p in status.other_pods] == ["agent-x"]
     assert [n.pods for n in status.nodes] == [1, 2, 1]  # agent-x is on node-1
-    summary = summarize_cluster("kubernetes", "Kubernetes", status)
+    summary = summarize_status(status)
     assert summary.health is Health.OK
     figures = {f.label: f.value for f in summary.figures}
     assert figures["deployments"] == "1/1 ok"
@@ -227,7 +227,7 @@ def test_summary_reports_failed_rollout_unready_pod_cordoned_node_and_worst_even
         events=[event_from_json(event("e", "api-abcde-0",
                                       "Readiness probe failed: statuscode: 503"))],
     )
-    summary = summarize_cluster("kubernetes", "Kubernetes", status)
+    summary = summarize_status(status)
     assert summary.health is Health.FAILED
     keys = {a.key for a in summary.alerts}
     assert "rollout-failed:streamforge/api" in keys

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from backends.kubernetes.client import Connection, KubeClient
 from backends.kubernetes.informer import PODS, Backoff, Informer
-from backends.kubernetes.model import pod_from_json
+from backends.kubernetes.objects import pod_from_json
 
 WAIT = 30.0  # generous: conditions, never durations, are asserted
 IDLE = 0.3  # the client's idle timeout in these tests (production: 90 s)

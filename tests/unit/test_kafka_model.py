@@ -114,10 +114,19 @@ def test_offline_partition_is_critical():
                for a in summary.alerts)
 
 
-def test_failed_poll_with_last_good_value_is_failed():
-    summary = summarize_status(status_of([part()]), error="no broker answered")
-    assert summary.health is Health.FAILED
-    assert summary.alerts[0].key == "kafka-unreachable"
+def test_failed_poll_with_last_good_value_is_unreachable():
+    """A failed refresh is judged by backends.service, never by the old value's health."""
+    from types import SimpleNamespace
+
+    from backends.service import summary_of
+    from backends.snapshot import Snapshot
+
+    service = SimpleNamespace(name="kafka", title="Kafka",
+                              summarize=lambda snap: summarize_status(snap.best))
+    good = Snapshot.success(status_of([part()]))
+    summary = summary_of(service, good.failed("no broker answered"))  # type: ignore[arg-type]
+    assert summary.health is Health.UNREACHABLE and summary.last_known
+    assert [a.key for a in summary.alerts] == ["kafka-unreachable"]
 
 
 def test_lag_spark_and_idle_group_alert():

@@ -12,8 +12,8 @@ from backends.nginx.model import (
     ProbeResult,
     derive_state,
     parse_stub_status,
+    summarize_status,
 )
-from backends.nginx.service import summarize_status
 from backends.nginx.upstream import ServerEntry
 from backends.service import Severity
 from backends.snapshot import Health
@@ -93,5 +93,3 @@ def test_summary_health_and_alerts() -> None:
     assert none_up.health is Health.FAILED
     assert any(a.key == "no-member-up" for a in none_up.alerts)
 
-    stale = summarize_status(status(member("a", MemberState.UP)), error="poll timed out")
-    assert stale.health is Health.FAILED and stale.error == "poll timed out"

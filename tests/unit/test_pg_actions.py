@@ -556,11 +556,11 @@ def test_status_json_redacts_every_conninfo_password() -> None:
 
 
 def test_status_text_shows_every_member_down_without_control_characters() -> None:
-    from backends.postgres.service import summarize_cluster
+    from backends.postgres.model import summarize_status
     from tui.render.postgres import status_text
 
     status = build_cluster([down("pg-1", "refused \x1b[2J\x07"), down("pg-2")])
-    text = status_text(status, summarize_cluster(status), {})
+    text = status_text(status, summarize_status(status), {})
     rows = [line.split() for line in text.splitlines() if line.startswith("pg-")]
     assert [(r[0], r[1]) for r in rows] == [("pg-1", "down"), ("pg-2", "down")]
     assert "\x1b" not in text and "\x07" not in text

@@ -19,8 +19,8 @@ from backends.postgres.model import (
     format_bytes,
     format_lsn,
     parse_lsn,
+    summarize_status,
 )
-from backends.postgres.service import summarize_cluster
 from backends.snapshot import Health
 
 MiB = 1024 * 1024
@@ -151,13 +151,13 @@ def test_fences_and_last_lsn_of_a_reinitialised_cluster_are_ignored() -> None:
 
 def test_summary_health_and_figures() -> None:
     healthy = build_cluster([primary(standbys=(standby_row(),)), standby()])
-    summary = summarize_cluster(healthy)
+    summary = summarize_status(healthy)
     assert summary.health is Health.OK
     assert [f.label for f in summary.figures] == ["pg-1", "pg-2"]
     assert summary.spark_value == 0.0
-    assert summarize_cluster(build_cluster([down(), standby()])).health is Health.FAILED
+    assert summarize_status(build_cluster([down(), standby()])).health is Health.FAILED
     lagging = build_cluster([primary(), replace(standby(), wal_receiver=None)])
-    assert summarize_cluster(lagging).health is Health.DEGRADED
+    assert summarize_status(lagging).health is Health.DEGRADED
 
 
 def test_to_json_formats_lsns() -> None:

@@ -17,7 +17,7 @@ from backends.kafka.model import (
     count_partitions,
     tally_brokers,
 )
-from backends.kubernetes.model import deployment_from_json, node_from_json, pod_from_json
+from backends.kubernetes.objects import deployment_from_json, node_from_json, pod_from_json
 from backends.service import Alert, Severity
 from tests.unit.test_k8s_objects import deployment, node, pod
 from tests.unit.test_render_kubernetes import NOW

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from rich.text import Text
 
-from backends.kubernetes.model import (
+from backends.kubernetes.model import build_status
+from backends.kubernetes.objects import (
     budget_from_json,
     deployment_from_json,
     event_from_json,
@@ -14,7 +15,6 @@ from backends.kubernetes.model import (
     pod_from_json,
     replicaset_from_json,
 )
-from backends.kubernetes.status import build_status
 from tests.unit.test_k8s_objects import budget, deployment, event, node, pod, replicaset
 from tui.render.kubernetes import COLUMNS, age, cluster_rows, detail_text
 
@@ -140,14 +140,14 @@ def test_fixed_width_cells_for_the_tui_table():
 
 
 def test_status_text_for_the_cli_is_plain_and_clean():
-    from backends.kubernetes.status import summarize_cluster
+    from backends.kubernetes.model import summarize_status
     from tui.render.kubernetes import status_text
 
     status = _status(
         pods=[pod_from_json(pod("api-abcde-0\x1b]0;pwned\x07", node="node-1"))],
         nodes=[node_from_json(node("node-1")), node_from_json(node("node-2",
                                                                     unschedulable=True))])
-    summary = summarize_cluster("kubernetes", "Kubernetes", status)
+    summary = summarize_status(status)
     text = status_text(status, summary, {}, now=NOW)
     lines = text.splitlines()
     assert lines[0] == "API server https://k  namespaces streamforge"

@@ -15,8 +15,8 @@ from typing import Any
 from rich.text import Text
 
 from backends.config import redact_text
-from backends.kubernetes.model import TIMES, ProbeOutcome, RolloutState
-from backends.kubernetes.status import ClusterStatus, DeploymentStatus, NodeStatus, PodStatus
+from backends.kubernetes.model import ClusterStatus, DeploymentStatus, NodeStatus, PodStatus
+from backends.kubernetes.objects import TIMES, ProbeOutcome, RolloutState
 from backends.service import BackendSummary
 from tui.render.cells import HEALTH_CELL_STYLE, age_text, clean, plain
 

@@ -50,7 +50,7 @@ class KubernetesScreen(BackendScreen):
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         status = snapshot.best
-        from backends.kubernetes.status import ClusterStatus
+        from backends.kubernetes.model import ClusterStatus
 
         if not isinstance(status, ClusterStatus):
             return []
@@ -59,7 +59,7 @@ class KubernetesScreen(BackendScreen):
         return list(rows)
 
     def detail(self, snapshot: Snapshot[Any]) -> Text:
-        from backends.kubernetes.status import ClusterStatus
+        from backends.kubernetes.model import ClusterStatus
 
         status = snapshot.best
         if not isinstance(status, ClusterStatus):
