@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from backends.service import BackendUnreachable
+
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 10.0
@@ -41,7 +43,7 @@ class KubeError(Exception):
     """Anything that went wrong talking to the API server."""
 
 
-class KubeUnavailable(KubeError):
+class KubeUnavailable(KubeError, BackendUnreachable):
     """The API server could not be reached (refused, reset, timed out)."""
 
 

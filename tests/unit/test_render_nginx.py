@@ -101,3 +101,16 @@ def test_header_counts() -> None:
     assert "upstream api_backend" in line.plain
     assert "1 up" in line.plain and "1 drained" in line.plain
     assert "connections 4" in line.plain
+
+
+def test_status_text_for_the_cli_is_plain_and_clean() -> None:
+    from backends.nginx.model import summarize_status
+    from tui.render.nginx import status_text
+
+    value = status(member("api-1"), member("api-\x1b]0;pwned\x07", MemberState.DRAINED))
+    text = status_text(value, summarize_status(value), {})
+    lines = text.splitlines()
+    assert lines[0].startswith("upstream ")
+    assert lines[1].split()[:2] == ["member", "state"]
+    assert any(line.startswith("api-1") and "up" in line for line in lines[2:])
+    assert "\x1b" not in text and "\x07" not in text and "pwned" in text

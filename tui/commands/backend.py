@@ -268,16 +268,9 @@ def _status_text(backend: Backend, value: Any, summary: BackendSummary,
         return str(custom(value, summary, options))
     if backend.rows is None:
         return ""
-    return plain_table(backend.columns, [row.cells for row in backend.rows(value)])
+    from tui.render.cells import text_table
+
+    return text_table(backend.columns, [row.cells for row in backend.rows(value)],
+                      max_width=48)
 
 
-def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *,
-                max_width: int = 48) -> str:
-    table = [list(columns), *[[printable(c) for c in row] for row in rows]]
-    widths = [min(max_width, max(len(r[i]) for r in table)) for i in range(len(columns))]
-    lines = []
-    for row in table:
-        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w)
-                 for c, w in zip(row, widths, strict=True)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)

@@ -9,6 +9,7 @@ parts passed through :func:`clean`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 
@@ -75,3 +76,20 @@ def clean(text: str) -> str:
 def plain(text: str, style: str = "") -> Text:
     """One table cell: never markup, never a control character, never wrapped."""
     return Text(clean(text), style=style, no_wrap=True, overflow="ellipsis")
+
+
+def text_table(columns: Sequence[str], rows: Iterable[Sequence[str | Text]], *,
+               max_width: int | None = None) -> str:
+    """Rows as an aligned plain-text table (the CLI's ``status`` output): control characters
+    replaced, cells longer than ``max_width`` cut with "…"."""
+    table = [list(columns)] + [[clean(c.plain if isinstance(c, Text) else c) for c in row]
+                               for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    if max_width is not None:
+        widths = [min(max_width, w) for w in widths]
+    lines = []
+    for line in table:
+        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w)
+                 for c, w in zip(line, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from backends.config import redact_text
 from backends.kubernetes.model import ClusterStatus, DeploymentStatus, NodeStatus, PodStatus
 from backends.kubernetes.objects import TIMES, ProbeOutcome, RolloutState
 from backends.service import BackendSummary
-from tui.render.cells import HEALTH_CELL_STYLE, age_text, clean, plain
+from tui.render.cells import HEALTH_CELL_STYLE, age_text, clean, plain, text_table
 
 COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "NODE / IMAGE", "PROBES", "AGE")
 # Fixed column widths for the TUI table. DataTable re-measures a whole column whenever a cell
@@ -259,14 +259,8 @@ def status_text(status: ClusterStatus, summary: BackendSummary,
              f"{', '.join(status.namespaces)}"]
     if not status.synced:
         lines.append(f"syncing: {', '.join(status.syncing)}")
-    table = [list(COLUMNS), *[[clean(cell.plain) for cell in cells]
-                              for _, cells in cluster_rows(status, now)]]
-    widths = [min(STATUS_MAX_WIDTH, max(len(row[i]) for row in table))
-              for i in range(len(COLUMNS))]
-    for row in table:
-        cells = [(c if len(c) <= w else c[: w - 1] + "…").ljust(w)
-                 for c, w in zip(row, widths, strict=True)]
-        lines.append("  ".join(cells).rstrip())
+    lines += text_table(COLUMNS, (cells for _, cells in cluster_rows(status, now)),
+                        max_width=STATUS_MAX_WIDTH).splitlines()
     for budget in status.budgets:
         lines.append(f"PDB {budget.key}: {budget.spec_text}, allows "
                      f"{budget.disruptions_allowed} ({budget.current_healthy}/"

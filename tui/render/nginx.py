@@ -8,13 +8,16 @@ a ``str`` cell through markup, and ``[@click=app.quit]`` would become a live act
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 
 from backends.nginx.model import MemberState, MemberStatus, NginxStatus
+from backends.service import BackendSummary
 from backends.snapshot import Health
-from tui.render.cells import age_text, plain
+from tui.render.cells import age_text, clean, plain, text_table
 
 COLUMNS = ("member", "state", "weight", "probe", "req/s", "5xx/s", "p50/p95 ms", "last req")
 
@@ -109,3 +112,11 @@ def header(status: NginxStatus) -> Text:
 
 def now_epoch() -> float:
     return time.time()
+
+
+def status_text(status: NginxStatus, summary: BackendSummary,
+                options: Mapping[str, Any]) -> str:
+    """`sfops nginx status` under its health line: the upstream line and one row per member,
+    as the screen shows them (alerts follow in the generic "What is wrong now")."""
+    return "\n".join([clean(header(status).plain),
+                      text_table(COLUMNS, (row.cells for row in member_rows(status)))])

@@ -20,7 +20,7 @@ from backends.postgres.model import (
     format_bytes,
     format_lsn,
 )
-from tui.render.cells import clean, plain
+from tui.render.cells import clean, plain, text_table
 
 if TYPE_CHECKING:
     from backends.service import BackendSummary
@@ -198,13 +198,8 @@ def sparkline(values: Sequence[float | None], width: int = 20) -> Text:
 
 
 def plain_table(columns: Sequence[str], rows: Sequence[Row]) -> str:
-    """Rows as an aligned plain-text table (the CLI's output; control characters in outside
-    text, e.g. a server's error, replaced)."""
-    cells = [list(columns)] + [[clean(cell.plain) for cell in row] for _, row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    lines = ["  ".join(value.ljust(widths[i]) for i, value in enumerate(line)).rstrip()
-             for line in cells]
-    return "\n".join(lines)
+    """Keyed rows as an aligned plain-text table (the CLI's output)."""
+    return text_table(columns, (cells for _, cells in rows))
 
 
 def status_text(status: PostgresStatus, summary: BackendSummary,
