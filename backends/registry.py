@@ -8,6 +8,7 @@ is not part of this build is skipped.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 from backends.contract import Backend
@@ -31,16 +32,23 @@ def unregister(name: str) -> None:
     _extra[:] = [b for b in _extra if b.name != name]
 
 
+def optional_module(module_name: str) -> ModuleType | None:
+    """The module, or None when it is not part of this build. A module that exists but one of
+    whose own imports is missing is a real bug: that error propagates."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+
+
 def backends() -> list[Backend]:
     found: list[Backend] = []
     for module_name in MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise  # the backend exists but one of *its* imports is missing: a real bug
-            continue
-        found.append(module.BACKEND)
+        module = optional_module(module_name)
+        if module is not None:
+            found.append(module.BACKEND)
     names = {b.name for b in _extra}
     return [b for b in found if b.name not in names] + list(_extra)
 
@@ -50,14 +58,9 @@ def section_parsers() -> list[tuple[str, Any]]:
     with a configuration section: each backend parses its own."""
     parsers: list[tuple[str, Any]] = []
     for name in PACKAGES:
-        module_name = f"backends.{name}.config"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        parsers.append((name, module.parse_section))
+        module = optional_module(f"backends.{name}.config")
+        if module is not None:
+            parsers.append((name, module.parse_section))
     parsers += [(b.name, b.parse_config) for b in _extra if b.parse_config is not None]
     return parsers
 

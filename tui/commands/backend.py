@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -256,13 +255,9 @@ def _status_text(backend: Backend, value: Any, summary: BackendSummary,
                  options: Mapping[str, Any]) -> str:
     """A backend's own text (its render module's ``status_text``), else its contract's plain
     table, else nothing beyond the figures."""
-    module_name = f"tui.render.{backend.name}"
-    try:
-        render = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        render = None
+    from backends.registry import optional_module
+
+    render = optional_module(f"tui.render.{backend.name}")
     custom = getattr(render, "status_text", None)
     if custom is not None:
         return str(custom(value, summary, options))

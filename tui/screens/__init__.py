@@ -12,10 +12,8 @@ app as :class:`tui.screens.host.ScreenHost`, and the app pushes each new snapsho
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from backends.actions import Action
@@ -57,22 +55,13 @@ def specs(backend: str) -> list[ActionSpec]:
 
 
 def screen_actions(backend: str) -> list[ScreenAction]:
-    from backends.registry import backend as find
-
-    if find(backend) is not None:
-        return [_from_spec(spec) for spec in specs(backend)]
-    screen = screen_for(backend)  # not migrated to a contract yet: the screen's own list
-    return list(getattr(screen, "actions", ()))
+    return [_from_spec(spec) for spec in specs(backend)]
 
 
 def screen_for(backend: str) -> type[BackendScreen] | None:
-    module_name = f"tui.screens.{backend}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        module = None
+    from backends.registry import optional_module
+
+    module = optional_module(f"tui.screens.{backend}")
     # The screens package's own modules (base, generic, host, overview) define no SCREEN.
     screen: type[BackendScreen] | None = getattr(module, "SCREEN", None)
     if screen is not None:
@@ -93,8 +82,7 @@ def palette_actions(app: ScreenHost) -> Iterator[tuple[str, str, Callable[[], Ac
     for service in app.services:
         declared = find(service.name)
         if declared is None:
-            yield from _legacy_palette(app, service.name, service.title)
-            continue
+            continue  # a service no contract declares (a test's fake): nothing to offer
         for spec in specs(service.name):
             targets: list[Any] = [None]
             if spec.target is not None:
@@ -110,18 +98,6 @@ def palette_actions(app: ScreenHost) -> Iterator[tuple[str, str, Callable[[], Ac
 
 def _builder(spec: ActionSpec, app: ScreenHost, target: Any) -> Callable[[], Action]:
     return lambda: spec.build(app, target, spec.defaults())
-
-
-def _legacy_palette(app: ScreenHost, name: str,
-                    title: str) -> Iterator[tuple[str, str, Callable[[], Action]]]:
-    screen = screen_for(name)
-    if screen is None:
-        return
-    targets = screen.palette_targets(app)
-    for action in getattr(screen, "actions", ()):
-        for target in targets:
-            yield (f"{action.label}: {target}", f"{title}: {action.label.lower()} {target}",
-                   partial(action.build, app, target))
 
 
 def preload(backends: list[str]) -> None:

@@ -49,12 +49,6 @@ class BackendScreen(Screen[None]):
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         raise NotImplementedError
 
-    @classmethod
-    def palette_targets(cls, app: Any) -> list[str]:
-        """Targets offered in the command palette for this screen's ``actions`` (a screen not
-        migrated to a contract: it types its app its own way)."""
-        return []
-
     def detail(self, snapshot: Snapshot[Any]) -> Text:
         """Text under the table (e.g. warnings); empty by default."""
         return Text()
