@@ -234,7 +234,9 @@ class KafkaNode(Component):
     group = GROUP
     # SIGTERM is a controlled shutdown: leadership moves off the node before it exits.
     stop_timeout = 60.0
-    ready_timeout = 120.0
+    # Above initial.broker.registration.timeout.ms (below): a node restarted while the
+    # controller quorum is busy re-electing keeps trying to register instead of exiting.
+    ready_timeout = 240.0
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -284,6 +286,12 @@ class KafkaNode(Component):
             "broker.session.timeout.ms": 6000,
             "broker.heartbeat.interval.ms": 1000,
             "replica.lag.time.max.ms": 10000,
+            # Default 60 s. On a loaded 2-core machine the combined-mode quorum can spend
+            # longer than that re-electing after a node was SIGKILLed ("Exceptionally slow
+            # controller event … 2175 ms", leader epochs flapping), and the restarted node then
+            # exits with "unable to register with the controller quorum" (seen twice in the
+            # fault matrix). Waiting longer loses nothing: the node is not ready until it is.
+            "initial.broker.registration.timeout.ms": 180000,
             # Lab sizing: few partitions for internal topics, few threads, small segments.
             "offsets.topic.num.partitions": 6,
             "transaction.state.log.num.partitions": 6,
