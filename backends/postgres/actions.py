@@ -81,6 +81,13 @@ def _state(status: MemberStatus) -> str:
     return status.role.value if status.reachable else f"down ({status.error or 'no answer'})"
 
 
+def _still_primary(primary: MemberStatus) -> CheckResult:
+    """The re-check that the primary the preflight saw is still the primary."""
+    if primary.is_primary:
+        return CheckResult.passed(CHECK_ONE_PRIMARY, f"{primary.name} still the primary")
+    return CheckResult.failed(CHECK_ONE_PRIMARY, f"{primary.name} is {_state(primary)} now")
+
+
 def _already_follows(status: MemberStatus, primary: MemberStatus,
                      fenced: Mapping[str, Any]) -> bool:
     """``status`` streams from ``primary`` on its timeline and is not fenced: no rejoin."""
@@ -490,9 +497,7 @@ class Switchover(_PgAction):
             return []
         primary, candidate = await asyncio.gather(self.cluster.read(self.primary),
                                                   self.cluster.read(self.to))
-        results = [CheckResult.passed(CHECK_ONE_PRIMARY, f"{primary.name} still the primary")
-                   if primary.is_primary else CheckResult.failed(
-                       CHECK_ONE_PRIMARY, f"{primary.name} is {_state(primary)} now")]
+        results = [_still_primary(primary)]
         row = next((s for s in primary.standbys if s.application_name == self.to), None)
         if candidate.is_standby and candidate.streaming and row is not None and (
                 row.state == "streaming"):
@@ -659,9 +664,7 @@ class Rejoin(_PgAction):
             return []
         primary, status = await asyncio.gather(self.cluster.read(self.primary),
                                                self.cluster.read(self.member))
-        results = [CheckResult.passed(CHECK_ONE_PRIMARY, f"{primary.name} still the primary")
-                   if primary.is_primary else CheckResult.failed(
-                       CHECK_ONE_PRIMARY, f"{primary.name} is {_state(primary)} now")]
+        results = [_still_primary(primary)]
         if primary.is_primary and _already_follows(status, primary,
                                                    self.cluster.fenced_members()):
             results.append(CheckResult.failed(

@@ -4,10 +4,8 @@ commands (help, --dry-run, exit codes, the status envelope)."""
 
 from __future__ import annotations
 
-import io
 import json
 import socket
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,9 +26,10 @@ from backends.kubernetes.objects import (
     replicaset_from_json,
 )
 from backends.kubernetes.rollout import ScaleDeployment, SetImage, UndoDeployment
+from tests.unit.test_contract import run_cli
 from tests.unit.test_k8s_actions import DEPLOY, FakeApi
 from tests.unit.test_k8s_objects import budget, deployment, node, pod, replicaset
-from tui import cli, exitcodes
+from tui import exitcodes
 
 BACKEND = contract.BACKEND
 
@@ -258,14 +257,6 @@ def test_status_json_is_redacted():
 # ----------------------------------------------------------------------------- CLI
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as exc:  # argparse errors and --help
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_commands_keep_their_flags():
