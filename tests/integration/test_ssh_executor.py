@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import signal
 import stat
+import subprocess
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,7 @@ import pytest
 
 from backends.config import SshExecutorConfig
 from backends.executors import ExecutorError, SshExecutor
+from deploy.lab import procs
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +137,147 @@ async def test_wrong_client_key_is_refused(ssh_config: SshExecutorConfig, tmp_pa
     with pytest.raises(ExecutorError, match=r": connect: authentication failed"):
         await executor.run(["true"], timeout=10)
     await executor.close()
+
+
+# --------------------------------------------------------------------------- remote steps stop
+#
+# The lab's sshd runs on this machine, so "on the host" is /proc here: a process counts as
+# running until it has exited (a zombie waiting for init to reap it does not count).
+
+
+def _command_that_hangs(marker: str, pidfile: str, *, ignore_term: bool = False) -> list[str]:
+    """A shell (its command line carries ``marker``) and a background child that both sleep;
+    their pids go to ``pidfile``. With ``ignore_term`` both ignore SIGTERM."""
+    script = ("trap '' TERM; " if ignore_term else "") + (
+        'sleep 600 & echo $! > "$1"; echo $$ >> "$1"; wait')
+    return ["sh", "-c", script, marker, pidfile]
+
+
+def _marked(marker: str) -> list[int]:
+    """Running processes whose command line contains ``marker`` (pgrep, on the host)."""
+    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True,
+                           check=False).stdout.split()
+    return [pid for pid in map(int, found) if procs.pid_running(pid)]
+
+
+async def _pids_from(pidfile: Path) -> list[int]:
+    for _ in range(500):
+        lines = pidfile.read_text().split() if pidfile.exists() else []
+        if len(lines) == 2:
+            return [int(pid) for pid in lines]
+        await asyncio.sleep(0.02)
+    pytest.fail(f"the remote command never wrote its pids to {pidfile}")
+
+
+async def _assert_stopped(pids: list[int], marker: str) -> None:
+    """Everything the command started is gone: its pids and anything carrying its marker.
+    (Polled: init may take a moment to reap the orphaned child.)"""
+    for _ in range(200):
+        running = [pid for pid in pids if procs.pid_running(pid)] + _marked(marker)
+        if not running:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"still running on the host after the stop: {running}")
+
+
+async def test_a_command_past_its_deadline_is_stopped_on_the_host(
+    ssh: SshExecutor, remote_dir: str
+) -> None:
+    marker = f"sfops-test-{uuid.uuid4().hex}"
+    pidfile = f"{remote_dir}/pids"
+    with pytest.raises(ExecutorError, match=r"timed out after 1 s; stopped on the host "
+                                            r"\(SIGTERM to process group \d+\)"):
+        await ssh.run(_command_that_hangs(marker, pidfile), timeout=1)
+    pids = await _pids_from(Path(pidfile))
+    await _assert_stopped(pids, marker)
+    assert (await ssh.run(["echo", "alive"], timeout=10)).stdout == "alive\n"
+
+
+async def test_a_command_ignoring_sigterm_is_killed_after_the_grace(
+    ssh: SshExecutor, remote_dir: str
+) -> None:
+    marker = f"sfops-test-{uuid.uuid4().hex}"
+    pidfile = f"{remote_dir}/pids"
+    ssh.kill_grace = 0.5
+    with pytest.raises(ExecutorError, match=r"timed out after 1 s; killed on the host "
+                                            r"\(SIGKILL to process group \d+ after 0.5 s\)"):
+        await ssh.run(_command_that_hangs(marker, pidfile, ignore_term=True), timeout=1)
+    await _assert_stopped(await _pids_from(Path(pidfile)), marker)
+
+
+async def test_cancelling_a_remote_command_stops_it_on_the_host(
+    ssh: SshExecutor, remote_dir: str
+) -> None:
+    marker = f"sfops-test-{uuid.uuid4().hex}"
+    pidfile = f"{remote_dir}/pids"
+    task = asyncio.create_task(ssh.run(_command_that_hangs(marker, pidfile), timeout=600))
+    pids = await _pids_from(Path(pidfile))
+    assert all(procs.pid_running(pid) for pid in pids) and _marked(marker)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _assert_stopped(pids, marker)
+    assert (await ssh.run(["echo", "alive"], timeout=10)).stdout == "alive\n"
+
+
+async def test_a_caller_timeout_around_the_command_stops_it_too(
+    ssh: SshExecutor, remote_dir: str
+) -> None:
+    """What the actions do: the executor's run inside their own (shorter) timeout."""
+    marker = f"sfops-test-{uuid.uuid4().hex}"
+    pidfile = f"{remote_dir}/pids"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            await ssh.run(_command_that_hangs(marker, pidfile), timeout=600)
+    await _assert_stopped(await _pids_from(Path(pidfile)), marker)
+
+
+async def test_exit_status_stderr_and_signal_are_kept_through_the_wrapper(
+    ssh: SshExecutor,
+) -> None:
+    """Its pid line is not part of its stderr; its own stderr and exit status are kept."""
+    result = await ssh.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=10)
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    result = await ssh.run(["sh", "-c", "kill -TERM $$"], timeout=10)
+    assert result.exit_status == -15  # killed by a signal, as locally
+
+
+def _sshd_family(lab: Any) -> set[procs.ProcessId]:
+    """The lab sshd's per-connection processes and what they run (not the listener)."""
+    master = lab.pid("sshd")
+    assert master is not None
+    root = procs.identify(master)
+    assert root is not None
+    return procs.family([root], None) - {root}
+
+
+async def test_a_hung_host_bounds_commands_and_transfers(
+    ssh: SshExecutor, lab: Any, remote_dir: str
+) -> None:
+    """Every process serving the open connection is SIGSTOPped (the host hangs): a command
+    and a file transfer each end within their bound, the connection is closed, and the next
+    call, on a new connection, works."""
+    ssh.channel_timeout = ssh.stop_timeout = ssh.file_timeout = 1.0
+    path = f"{remote_dir}/f"
+    await ssh.write_file(path, b"before")
+    for step in ("run", "read", "write"):
+        await ssh.run(["true"], timeout=10)  # a live connection to hang
+        hung = _sshd_family(lab)
+        procs.send(hung, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            with pytest.raises(ExecutorError) as info:
+                if step == "run":
+                    await ssh.run(["true"], timeout=30)
+                elif step == "read":
+                    await ssh.read_file(path)
+                else:
+                    await ssh.write_file(path, b"after")
+        finally:
+            procs.send(hung, signal.SIGCONT)
+        print(f"hung host, {step}: {info.value.detail} after {time.monotonic() - started:.2f} s")
+        assert ("no answer within 1 s" in info.value.detail
+                or "not finished within 1 s" in info.value.detail)
+        assert "connection closed" in info.value.detail
+        assert ssh._connection is None
+    assert await ssh.read_file(path) == b"before"  # the abandoned write changed nothing
