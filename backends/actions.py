@@ -65,6 +65,29 @@ class Step:
     fraction: float | None = None
 
 
+@dataclass(frozen=True)
+class WorstCase:
+    """The longest a run can take from confirmation to its outcome (re-check, execute, a
+    restore on failure, verify), added up from the action's real timeouts. The preflight
+    shows it as the check "worst case", e.g. ``75 s: drain timeout 60 s + 5 host steps ≤
+    3 s each``."""
+
+    parts: tuple[tuple[str, float], ...]
+    note: str = ""  # what one of the parts is made of, e.g. what bounds a host step
+
+    @property
+    def seconds(self) -> float:
+        return sum(seconds for _, seconds in self.parts)
+
+    def __str__(self) -> str:
+        text = f"{self.seconds:.0f} s: " + " + ".join(
+            f"{name} {seconds:.0f} s" for name, seconds in self.parts if seconds > 0)
+        return f"{text} ({self.note})" if self.note else text
+
+    def check(self) -> CheckResult:
+        return CheckResult.passed("worst case", str(self))
+
+
 class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -120,6 +143,11 @@ class Action(abc.ABC):
         """Exactly what :meth:`execute` would change, for ``--dry-run`` (the upstream-file
         diff, the replica-order changes, the patch body, the pods to evict). Reads only."""
         return [self.describe()]
+
+    def worst_case(self) -> WorstCase | None:
+        """The longest a run can take once confirmed, from the action's own timeouts (its
+        preflight shows it as the check "worst case"); None when not stated. Pure."""
+        return None
 
     async def close(self) -> None:
         """Release what the action holds (connections, worker processes). The runner calls it

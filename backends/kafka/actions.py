@@ -11,12 +11,13 @@ afterwards is read from fresh metadata.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from backends.actions import Action, CheckResult, CheckStatus, Step
+from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
 from backends.kafka.model import ClusterView, ElectionOutcome, PartitionState
 from backends.kafka.plan import (
     DrainRecord,
@@ -30,7 +31,7 @@ from backends.kafka.plan import (
     save_record,
     state_path,
 )
-from backends.kafka.worker import METADATA_POLICY
+from backends.kafka.worker import GRACE, KILL_MARGIN, METADATA_POLICY, STARTUP_ALLOWANCE
 from backends.resilience import call_read, describe_error
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ LEADERSHIP_TIMEOUT = 60.0
 ISR_TIMEOUT = 90.0  # a restarted broker catching up before an undrain elects it
 WAIT_INTERVAL = 0.5
 VERIFY_TIMEOUT = 10.0
+REASSIGN_REQUEST_TIMEOUT = 30.0  # one AlterPartitionReassignments request
+CONNECT_ATTEMPT = 3.0  # protocol._roundtrip: each broker's connection attempt
 REELECT_INTERVAL = 3.0
 MAX_LISTED = 20
 
@@ -141,6 +144,30 @@ class _KafkaAction(Action):
         if admin is not None:
             await admin.close()
 
+    def _bounds(self) -> tuple[float, float, float, float]:
+        """The longest metadata read (its retry within the policy's deadline), election,
+        reassignment request and reassignment listing: the admin worker's budgets, the
+        margin before a silent worker is killed, a fresh worker's start-up allowance; a
+        protocol request's connection attempts to each known broker."""
+        timeout = float(getattr(getattr(self.service, "config", None), "request_timeout", 5.0))
+        worker = KILL_MARGIN + STARTUP_ALLOWANCE
+        view = (METADATA_POLICY.deadline or 0.0) + 3 * (timeout + GRACE) + worker
+        elect = 2 * timeout + 2 * GRACE + worker
+        servers = len(self.seen.brokers) + 1 if self.seen is not None else 3
+        connects = servers * CONNECT_ATTEMPT
+        return view, elect, connects + REASSIGN_REQUEST_TIMEOUT + 1.0, connects + timeout + 1.0
+
+    def _note(self) -> str:
+        view, elect, request, _ = self._bounds()
+        return (f"a metadata read ≤ {view:.0f} s, an election ≤ {elect:.0f} s, a reassignment "
+                f"request ≤ {request:.0f} s, each including a fresh admin worker's start-up")
+
+    def _reorder_bound(self, partitions: int) -> float:
+        """Reassignment batches sent, their wait, the listing of the ones not done."""
+        view, _, request, listing = self._bounds()
+        batches = max(1, math.ceil(partitions / REASSIGN_BATCH))
+        return view + batches * request + REASSIGN_TIMEOUT + view + listing
+
     async def verify(self) -> list[CheckResult]:
         # The last phase the runner calls: the worker is not needed after it.
         try:
@@ -188,7 +215,7 @@ class _KafkaAction(Action):
         keys = sorted(plan)
         for start in range(0, len(keys), REASSIGN_BATCH):
             batch = {k: plan[k] for k in keys[start:start + REASSIGN_BATCH]}
-            results = await self.admin.reassign(batch, timeout=30.0)
+            results = await self.admin.reassign(batch, timeout=REASSIGN_REQUEST_TIMEOUT)
             failed = [r for r in results if not r.ok]
             if failed:
                 raise KafkaActionError(
@@ -269,7 +296,13 @@ class ElectLeaders(_KafkaAction):
                 "preferred leader in sync",
                 f"{len(unavailable)} partition(s) keep their leader (preferred replica not "
                 f"in ISR): {names(partition_keys(unavailable))}"))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        view, elect, _, _ = self._bounds()
+        return WorstCase((("election", view + elect),
+                          ("verify", VERIFY_TIMEOUT + view + WAIT_INTERVAL)), self._note())
 
     async def would_change(self) -> list[str]:
         """Each partition whose leadership would move (from → to); those off their preferred
@@ -395,7 +428,20 @@ class DrainBroker(_BrokerAction):
                 checks.append(CheckResult.warned(
                     "already drained", f"since {record.drained_at}; the original orders "
                     f"recorded then are kept ({self.state_file})"))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        """Re-check; reorder (batches, their wait); elect and wait for the leadership to
+        move (re-electing as it goes); verify. A wait's last read may overrun it."""
+        view, elect, _, _ = self._bounds()
+        batches = max(1, math.ceil(len(self.plan) / REASSIGN_BATCH))
+        return WorstCase((
+            ("re-check", view),
+            ("reorder", self._reorder_bound(len(self.plan))),
+            ("leadership", view + batches * elect + LEADERSHIP_TIMEOUT + view + elect),
+            ("verify", VERIFY_TIMEOUT + view + WAIT_INTERVAL),
+        ), self._note())
 
     async def recheck(self) -> list[CheckResult]:
         """Right before the first change (the confirmed preflight may be minutes old), one
@@ -571,7 +617,21 @@ class UndrainBroker(_BrokerAction):
                 f"lead ({names(lagging)}); the undrain waits up to {ISR_TIMEOUT:g} s"))
         checks.append(CheckResult.passed("plan", f"restore the order of {len(plan)} "
                                          "partition(s), then elect preferred leaders"))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        """Reorder; wait for the broker to be in sync; elect and wait for its leadership;
+        verify. A wait's last read may overrun it."""
+        view, elect, _, _ = self._bounds()
+        count = len(self.seen_record.original) if self.seen_record is not None else 0
+        batches = max(1, math.ceil(count / REASSIGN_BATCH))
+        return WorstCase((
+            ("reorder", self._reorder_bound(count)),
+            ("catch-up", ISR_TIMEOUT + view),
+            ("leadership", batches * elect + LEADERSHIP_TIMEOUT + view),
+            ("verify", VERIFY_TIMEOUT + view + WAIT_INTERVAL),
+        ), self._note())
 
     async def recheck(self) -> list[CheckResult]:
         """Right before the first change: the drain record still exists and is the one the

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from backends.actions import CheckResult
-from backends.kubernetes.client import KubeApiError, KubeClient, KubeUnavailable
+from backends.kubernetes.client import DEFAULT_TIMEOUT, KubeApiError, KubeClient, KubeUnavailable
 from backends.resilience import CircuitBreaker, RetryPolicy, call_read, call_write
 
 T = TypeVar("T")
@@ -47,6 +47,18 @@ class Api:
     def __init__(self, client: KubeClient, breaker: CircuitBreaker | None = None) -> None:
         self.client = client
         self.breaker = breaker
+
+    def read_bound(self) -> float:
+        """One read: its retries start within the policy's deadline, each request bounded
+        by the client's total timeout."""
+        return (READ_POLICY.deadline or 0.0) + self.write_bound()
+
+    def write_bound(self) -> float:
+        return float(getattr(self.client, "timeout", DEFAULT_TIMEOUT))
+
+    def bound_note(self) -> str:
+        return (f"an API read ≤ {self.read_bound():.0f} s (retries within "
+                f"{READ_POLICY.deadline or 0:g} s), a write ≤ {self.write_bound():.0f} s")
 
     async def read(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
         return await call_read(fn, READ_POLICY, what=what, breaker=self.breaker)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from backends.actions import Action, CheckResult, Step
+from backends.actions import Action, CheckResult, Step, WorstCase
 from backends.kubernetes.access import Api, KubeActionError, Permission, node_path
 from backends.kubernetes.client import MERGE_PATCH, KubeApiError, KubeClient, KubeError
 from backends.kubernetes.contract import DEFAULT_DRAIN_TIMEOUT
@@ -114,7 +114,14 @@ class NodeAction(Action):
         if self.before.unschedulable:
             state += ", cordoned"
         checks.append(CheckResult.passed("node exists", state))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        """Cordon, uncordon: re-check, the patch, verify."""
+        read, write = self.api.read_bound(), self.api.write_bound()
+        return WorstCase((("re-check", read), ("patch", write), ("verify", read)),
+                         self.api.bound_note())
 
     def unschedulable_body(self, value: bool, *, drain_mark: bool | None = None
                            ) -> dict[str, Any]:
@@ -339,6 +346,21 @@ class DrainNode(NodeAction):
         finally:
             # The mark says "a drain is running"; the node stays cordoned whatever happened.
             await asyncio.shield(self._clear_mark())
+
+    def worst_case(self) -> WorstCase:
+        """Re-check; the drain timeout (cordon, plan, evictions, waits); the step in flight
+        at the deadline (an eviction and its budget reads, or a poll); the mark's removal;
+        verify (the node, the pods on it and their budgets)."""
+        read, write = self.api.read_bound(), self.api.write_bound()
+        namespaces = len({p.namespace for p in self.plan.evict}) if self.plan else 1
+        plan = read * (1 + max(1, namespaces))
+        return WorstCase((
+            ("re-check", read),
+            ("drain timeout", self.timeout),
+            ("step in flight at the deadline", max(write + 2 * read, DELETE_POLL + read)),
+            ("unmark", write),
+            ("verify", read + plan),
+        ), self.api.bound_note())
 
     async def _clear_mark(self) -> None:
         try:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from backends.actions import Action, CheckResult, Step
+from backends.actions import Action, CheckResult, Step, WorstCase
 from backends.kubernetes.access import (
     Api,
     KubeActionError,
@@ -133,7 +133,21 @@ class DeploymentAction(Action):
             checks.append(CheckResult.warned("current rollout",
                                              f"already in progress: {rollout.message}"))
         checks.extend(await self.specific_checks(self.before, self.before_json))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        """Re-check; read, plan and write the change; follow the rollout up to its timeout
+        (or wait for the controller to observe it), the read in flight then; verify."""
+        read, write = self.api.read_bound(), self.api.write_bound()
+        wait = (("rollout timeout", self.timeout) if self.follow
+                else ("observed wait", min(self.timeout, 60.0)))
+        return WorstCase((
+            ("re-check", 2 * read),
+            ("change", 2 * read + write),
+            (wait[0], wait[1] + read + FOLLOW_INTERVAL),
+            ("verify", read),
+        ), self.api.bound_note())
 
     async def specific_checks(self, d: DeploymentInfo, obj: dict[str, Any]
                               ) -> list[CheckResult]:

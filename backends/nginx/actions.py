@@ -22,16 +22,37 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import ClassVar
 
-from backends.actions import Action, CheckResult, Step
+from backends.actions import Action, CheckResult, Step, WorstCase
 from backends.nginx.config import NginxMember
 from backends.nginx.contract import DEFAULT_DRAIN_TIMEOUT
-from backends.nginx.control import NginxControl, ReloadProgress, reload_progress
+from backends.nginx.control import (
+    COMMAND_TIMEOUT,
+    FILE_READ_POLICY,
+    NginxControl,
+    ReloadProgress,
+    reload_progress,
+)
 from backends.nginx.model import DRAIN_QUIET_SECONDS, ProbeResult
-from backends.nginx.service import NginxService, NginxUnreachable
+from backends.nginx.service import (
+    HTTP_POLICY,
+    HTTP_TIMEOUT,
+    PROBE_POLICY,
+    PROBE_TIMEOUT,
+    NginxService,
+    NginxUnreachable,
+)
 from backends.nginx.upstream import UpstreamError, decode, parse_upstream, set_down_bytes
 from backends.resilience import describe_error
 
 RELOAD_TIMEOUT = 10.0  # for the master to start workers with the new configuration
+# The HTTP checks: a member's probe, nginx's own liveness (each with its retry's deadline).
+PROBE_BOUND = (PROBE_POLICY.deadline or 0.0) + PROBE_TIMEOUT
+LIVENESS_BOUND = (HTTP_POLICY.deadline or 0.0) + HTTP_TIMEOUT + 0.5
+# Host steps (reads and commands through the executor) in each phase.
+CHANGE_STEPS = 6  # read the upstream, the pid file, ps; write, nginx -t, reload
+NEW_WORKERS_POLL_STEPS = 2  # the pid file, ps
+DRAINED_POLL_STEPS = 4  # the pid file, ps, stat and dd of the access log
+RESTORE_STEPS = 3  # write, read back, reload
 POLL_INTERVAL = 0.25
 # Watch the access log at least this long after the reload took effect, so another nginx or
 # upstream that still sends to the member has a chance to show before we call it drained.
@@ -79,6 +100,11 @@ class _MemberAction(Action):
         if self.member is None:
             raise NginxActionError(f"{self.target}: not a configured nginx member")
         return self.member
+
+    def _step_note(self, step: float) -> str:
+        return (f"each host step on {self.control.executor.host} ≤ {step:.0f} s: its "
+                f"{COMMAND_TIMEOUT:g} s timeout, stopping it on the host if it overruns, a "
+                f"read's retry within {FILE_READ_POLICY.deadline or 0:g} s")
 
     # ---------------------------------------------------------------- preflight
 
@@ -298,7 +324,21 @@ class DrainMember(_MemberAction):
         remains = await self._another_remains(down)
         if remains is not None:
             checks.append(remains)
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        """The re-check; the edit and reload; the wait, up to the drain timeout (counted from
+        the edit: an upper bound); the polls in flight at the deadline; a restore or the
+        verification. Each host step at its bound (:meth:`NginxControl.step_bound`)."""
+        step = self.control.step_bound()
+        return WorstCase((
+            ("re-check", step + PROBE_BOUND),
+            ("edit and reload", CHANGE_STEPS * step),
+            ("drain timeout", self.timeout),
+            ("polls at the deadline", (NEW_WORKERS_POLL_STEPS + DRAINED_POLL_STEPS) * step),
+            ("restore or verify", RESTORE_STEPS * step + LIVENESS_BOUND),
+        ), self._step_note(step))
 
     async def recheck(self) -> list[CheckResult]:
         """Right before the edit: another operator may have drained the others meanwhile."""
@@ -464,7 +504,19 @@ class UndrainMember(_MemberAction):
                 checks.append(CheckResult.warned(
                     "member healthy",
                     f"probe fails ({probe.error}): it will get traffic and fail it"))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        """The edit and reload, the wait for new workers, the poll in flight at its
+        deadline, a restore or the verification; each host step at its bound."""
+        step = self.control.step_bound()
+        return WorstCase((
+            ("edit and reload", CHANGE_STEPS * step),
+            ("reload wait", min(RELOAD_TIMEOUT, self.timeout)),
+            ("poll at the deadline", NEW_WORKERS_POLL_STEPS * step),
+            ("restore or verify", RESTORE_STEPS * step + LIVENESS_BOUND),
+        ), self._step_note(step))
 
     async def execute(self) -> AsyncIterator[Step]:
         async with aclosing(self._change()) as change:

@@ -12,7 +12,15 @@ import pwd
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from backends.executors import CommandResult, Executor, ExecutorError, LocalExecutor
+from backends.executors import (
+    CommandResult,
+    Executor,
+    ExecutorError,
+    LocalExecutor,
+    cancel_bound,
+    file_bound,
+    run_bound,
+)
 from backends.nginx.accesslog import FileState, parse_stat
 from backends.nginx.config import NginxConfig
 from backends.resilience import CircuitBreaker, RetryPolicy, call_read, call_write
@@ -112,6 +120,25 @@ class NginxControl:
     async def reload(self) -> CommandResult:
         return await self._command(self.nginx_argv("-s", "reload"), "nginx -s reload",
                                    write=True)
+
+    # -- worst cases (an action adds them up into its stated worst case)
+
+    def command_bound(self) -> float:
+        """One command (nginx -t, reload, ps, stat, dd), a read's retry included: its own
+        deadline and stop, or the outer timeout and the stop it triggers, whichever is
+        sooner; a retried read starts no new attempt after the policy's deadline."""
+        once = min(run_bound(self.executor, COMMAND_TIMEOUT),
+                   COMMAND_TIMEOUT + 2 + cancel_bound(self.executor))
+        return (FILE_READ_POLICY.deadline or 0.0) + once
+
+    def file_step_bound(self) -> float:
+        """One read or write of the upstream or pid file, a read's retry included."""
+        once = min(file_bound(self.executor), COMMAND_TIMEOUT + cancel_bound(self.executor))
+        return (FILE_READ_POLICY.deadline or 0.0) + once
+
+    def step_bound(self) -> float:
+        """The longest of any one host step."""
+        return max(self.command_bound(), self.file_step_bound())
 
     # -- files
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
-from backends.actions import Action, CheckResult, CheckStatus, Step
+from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
 from backends.config import redact_text
 from backends.postgres.cluster import (
     PROMOTE_WAIT_SECONDS,
@@ -34,6 +34,7 @@ from backends.postgres.cluster import (
 )
 from backends.postgres.host import CLEAN_STATES, HostError
 from backends.postgres.model import MemberStatus, format_bytes, format_lsn, parse_lsn
+from backends.postgres import worst
 from backends.resilience import call_write
 
 # The primary must fail this many reads, spread over this window, to count as gone.
@@ -75,6 +76,12 @@ async def host_problem(cluster: ClusterOps, name: str) -> str | None:
         return await cluster.host(name).reachable()
     except PgActionError as exc:
         return str(exc)
+
+
+def _worst_note(cluster: ClusterOps) -> str:
+    return (f"a status read ≤ {worst.status_read(cluster):.0f} s and a statement ≤ "
+            f"{worst.query(cluster):.0f} s from connect_timeout and statement_timeout; each "
+            "host command to its deadline, then stopped on the host")
 
 
 def _state(status: MemberStatus) -> str:
@@ -227,7 +234,17 @@ class Failover(_PgAction):
                         f"{window:.1f} s failed ({errors})"))
         self._check_candidate(candidate, statuses, last)
         await self._check_fence()
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        read = worst.status_read(self.cluster)
+        return WorstCase((
+            ("re-check", read),
+            ("promotion", worst.promote(self.cluster)),
+            ("fencing", sum(worst.fence(self.cluster, n) for n in self.old_primary)),
+            ("verify", (1 + len(self.old_primary)) * read + worst.query(self.cluster)),
+        ), _worst_note(self.cluster))
 
     def _check_candidate(self, candidate: MemberStatus, statuses: dict[str, MemberStatus],
                          last: Any) -> None:
@@ -488,7 +505,19 @@ class Switchover(_PgAction):
         problem = await host_problem(self.cluster, primary.name)
         checks.append(CheckResult.passed(CHECK_HOST, f"{primary.name}: commands run there")
                       if problem is None else CheckResult.failed(CHECK_HOST, problem))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        old, cluster = self.primary or self.to, self.cluster
+        read = worst.status_read(cluster)
+        return WorstCase((
+            ("re-check", read),
+            (f"stopping {old}", worst.switchover_stop(cluster, old)),
+            ("promotion", worst.promote(cluster)),
+            (f"rejoining {old}", worst.rejoin(cluster, old)),
+            ("verify", 3 * read + worst.query(cluster)),
+        ), _worst_note(cluster))
 
     async def recheck(self) -> list[CheckResult]:
         """Right before the shutdown: the primary is still the primary and the target still
@@ -655,7 +684,16 @@ class Rejoin(_PgAction):
         problem = await host_problem(self.cluster, self.member)
         checks.append(CheckResult.passed(CHECK_MEMBER_HOST, "commands run there")
                       if problem is None else CheckResult.failed(CHECK_MEMBER_HOST, problem))
+        checks.append(self.worst_case().check())
         return checks
+
+    def worst_case(self) -> WorstCase:
+        read = worst.status_read(self.cluster)
+        return WorstCase((
+            ("re-check", read),
+            ("rejoin", worst.rejoin(self.cluster, self.member)),
+            ("verify", read),
+        ), _worst_note(self.cluster))
 
     async def recheck(self) -> list[CheckResult]:
         """Right before the change: the primary is still the primary and the member is still

@@ -535,3 +535,23 @@ async def test_close_is_idempotent_and_leaves_the_shared_client_open(tmp_path):
         await action.close()
         await action.close()
     assert not api.closed
+
+
+async def test_the_preflight_states_the_worst_case_from_the_real_timeouts(tmp_path):
+    """Each API read at its retry deadline plus the client's timeout, each write at the
+    client's timeout, and the action's own: the rollout timeout, the drain timeout."""
+    api = FakeApi()
+    api.objects[DEPLOY] = deployment()
+    restart = RestartDeployment(api, "streamforge", "api", timeout=300)  # type: ignore[arg-type]
+    checks = await restart.preflight()
+    assert checks[-1].name == "worst case" and checks[-1].status is CheckStatus.PASS
+    parts = dict(restart.worst_case().parts)
+    read = 8 + 10  # READ_POLICY's deadline, then one request of DEFAULT_TIMEOUT
+    assert parts["re-check"] == 2 * read and parts["verify"] == read
+    assert parts["rollout timeout"] == 300 + read + rollout.FOLLOW_INTERVAL
+    api.objects["/api/v1/nodes/n1"] = node("n1")
+    drain = DrainNode(api, "n1", timeout=120)  # type: ignore[arg-type]
+    checks = await drain.preflight()
+    assert "worst case" in [c.name for c in checks]
+    assert dict(drain.worst_case().parts)["drain timeout"] == 120
+    assert "drain timeout 120 s" in str(drain.worst_case())

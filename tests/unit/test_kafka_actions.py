@@ -561,3 +561,17 @@ def test_cli_commands_keep_their_flags():
     assert code == exitcodes.USAGE and "invalid int value: 'two'" in err
     code, out, _ = run_cli("--help")  # the contract's command, registered once
     assert code == 0 and out.count("\n    kafka ") == 1
+
+
+async def test_the_preflight_states_the_worst_case_from_the_real_timeouts(tmp_path):
+    """The admin worker's budgets (request_timeout 5 s by default), the waits' own timeouts:
+    the drain's worst case names each phase and adds them up."""
+    action = DrainBroker(FakeSource(balanced()), 2, tmp_path)
+    checks = await action.preflight()
+    assert checks[-1].name == "worst case" and checks[-1].status is CheckStatus.PASS
+    worst = action.worst_case()
+    assert [name for name, _ in worst.parts] == ["re-check", "reorder", "leadership", "verify"]
+    view, elect, request, listing = action._bounds()
+    assert view == 6 + 3 * (5 + 1) + 3 + 20  # retry deadline, budget, kill margin, start-up
+    assert dict(worst.parts)["leadership"] == view + elect + 60 + view + elect
+    assert checks[-1].detail.startswith(f"{worst.seconds:.0f} s: re-check ")

@@ -82,3 +82,23 @@ async def test_a_colleague_draining_the_others_after_the_preflight_refuses_the_c
     names = [c["name"] for c in record["preflight"]]
     assert names[: len(confirmed)] == [c.name for c in confirmed]
     assert "re-check: another healthy member remains" in names
+
+
+async def test_the_preflight_states_the_worst_case_from_the_real_timeouts(
+        tmp_path: Path) -> None:
+    """Drain timeout, then each phase's host steps at the executor's bound (the fake host
+    states none: its steps count at the control's own timeouts)."""
+    service = service_for(FakeNginxHost(tmp_path, RELOAD))
+    drain = DrainMember(service, "api-3", timeout=60)
+    checks = await drain.preflight()
+    assert checks[-1].name == "worst case" and checks[-1].status is CheckStatus.PASS
+    worst = drain.worst_case()
+    step = service.control.step_bound()
+    assert step == 5 + 10  # a read's retry within 5 s, then a 10 s command
+    assert worst.seconds == (step + 3.5) + 6 * step + 60 + 6 * step + (3 * step + 7.5)
+    assert checks[-1].detail.startswith(f"{worst.seconds:.0f} s: re-check ")
+    assert "edit and reload 90 s + drain timeout 60 s + " in checks[-1].detail
+    assert str(service.control.executor.host) in checks[-1].detail
+    undrain = UndrainMember(service, "api-2", timeout=60)
+    assert (await undrain.preflight())[-1].name == "worst case"
+    assert undrain.worst_case().seconds == 6 * step + 10 + 2 * step + (3 * step + 7.5)

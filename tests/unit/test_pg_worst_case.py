@@ -1,0 +1,96 @@
+"""The PostgreSQL actions' stated worst case is built from the timeouts their host steps
+really pass to the executor (backends/postgres/worst.py repeats MemberHost's literals)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.executors import DEFAULT_TIMEOUT, CommandResult, LocalExecutor, run_bound
+from backends.postgres import worst
+from backends.postgres.config import PostgresMember
+from backends.postgres.host import MemberHost
+
+
+class Recorder:
+    """An executor that answers every command with success and records its timeout."""
+
+    host = "recorder"
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    async def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
+                  input: str | bytes | None = None, check: bool = False) -> CommandResult:
+        self.timeouts.append(timeout)
+        return CommandResult(tuple(argv), 0, "4242\n", "")
+
+    async def read_file(self, path: str | os.PathLike[str]) -> bytes:
+        raise AssertionError("MemberHost reads through commands")
+
+    async def write_file(self, path: str | os.PathLike[str], data: bytes, *,
+                         mode: int | None = None) -> None:
+        raise AssertionError("MemberHost writes through commands")
+
+    async def close(self) -> None:
+        pass
+
+
+ARGS: dict[str, tuple[Any, ...]] = {
+    "read_text": ("/data/x",), "write_text": ("/data/x", "text"), "remove": ("/data/x",),
+    "exists": ("/data/x",),
+}
+
+
+@pytest.mark.parametrize("method", sorted(worst.HOST_TIMEOUTS))
+async def test_host_timeouts_match_member_host(method: str) -> None:
+    recorder = Recorder()
+    host = MemberHost(PostgresMember("pg-1", "127.0.0.1", data_dir=Path("/data/pg-1")),
+                      recorder)
+    await getattr(host, method)(*ARGS.get(method, ()))
+    assert tuple(recorder.timeouts) == worst.HOST_TIMEOUTS[method]
+
+
+async def test_stop_and_rewind_timeouts_match_member_host() -> None:
+    recorder = Recorder()
+    host = MemberHost(PostgresMember("pg-1", "127.0.0.1", data_dir=Path("/data/pg-1")),
+                      recorder)
+    await host.stop()  # running (the recorder says yes), then pg_ctl stop
+    assert recorder.timeouts == [*worst.HOST_TIMEOUTS["running"],
+                                 worst.STOP_TIMEOUT + worst.STOP_MARGIN]
+    recorder.timeouts.clear()
+    await host.stop("fast", timeout=worst.FENCE_STOP_TIMEOUT)
+    assert recorder.timeouts[-1] == worst.FENCE_STOP_TIMEOUT + worst.STOP_MARGIN
+    recorder.timeouts.clear()
+    await host.rewind("host=x", "x:1:*:u:p\n")
+    assert recorder.timeouts == [*worst.HOST_TIMEOUTS["write_text"], worst.REWIND_TIMEOUT,
+                                 *worst.HOST_TIMEOUTS["remove"]]
+
+
+class Cluster:
+    """Just what the bounds read: the settings and each member's host."""
+
+    def __init__(self, executor: Any) -> None:
+        self.pg = type("Pg", (), {"connect_timeout": 3.0, "statement_timeout": 5.0})()
+        self.executor = executor
+
+    def host(self, name: str) -> MemberHost:
+        return MemberHost(PostgresMember(name, "127.0.0.1", data_dir=Path(f"/data/{name}")),
+                          self.executor)
+
+
+def test_bounds_add_the_executor_stop_to_each_host_command() -> None:
+    local = LocalExecutor()
+    cluster: Any = Cluster(local)
+    assert worst.query(cluster) == 3 + 5 + 1 + worst.ABANDON
+    assert worst.query(cluster, 65) == 3 + 65 + 2 + worst.ABANDON
+    assert worst.host(cluster, "pg-1", "reachable", "running") == (
+        run_bound(local, 10) + run_bound(local, 15))
+    fence = worst.fence(cluster, "pg-1")
+    # reachable, standby.signal, postmaster.pid, pg_ctl kill, running, pg_ctl stop -t 10
+    assert fence == pytest.approx(sum(run_bound(local, t) for t in (10, 15, 15, 15, 15, 20)))
+    assert worst.rejoin(cluster, "pg-1") > worst.REWIND_TIMEOUT + worst.STREAM_WAIT_SECONDS
