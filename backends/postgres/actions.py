@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
 from backends.config import redact_text
+from backends.postgres import worst
 from backends.postgres.cluster import (
     PROMOTE_WAIT_SECONDS,
     ClusterOps,
@@ -34,7 +35,6 @@ from backends.postgres.cluster import (
 )
 from backends.postgres.host import CLEAN_STATES, HostError
 from backends.postgres.model import MemberStatus, format_bytes, format_lsn, parse_lsn
-from backends.postgres import worst
 from backends.resilience import call_write
 
 # The primary must fail this many reads, spread over this window, to count as gone.

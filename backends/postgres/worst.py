@@ -76,31 +76,29 @@ def status_read(cluster: ClusterOps) -> float:
     return CONTACT_TIMEOUT + connect + ABANDON + 2 * query(cluster)
 
 
+def _executor(cluster: ClusterOps, name: str) -> Any:
+    """``name``'s executor (None when its host cannot be reached: the bare timeouts count)."""
+    try:
+        return getattr(cluster.host(name), "executor", None)
+    except PgActionError:
+        return None
+
+
 def host(cluster: ClusterOps, name: str, *methods: str) -> float:
     """MemberHost ``methods`` on ``name``'s host, one after the other."""
-    try:
-        executor = getattr(cluster.host(name), "executor", None)
-    except PgActionError:
-        executor = None
-    return sum(run_bound(executor, timeout) for method in methods
-               for timeout in HOST_TIMEOUTS[method])
+    executor = _executor(cluster, name)
+    return sum((run_bound(executor, timeout) for method in methods
+                for timeout in HOST_TIMEOUTS[method]), 0.0)
 
 
 def stop(cluster: ClusterOps, name: str, timeout: float = STOP_TIMEOUT) -> float:
-    try:
-        executor = getattr(cluster.host(name), "executor", None)
-    except PgActionError:
-        executor = None
-    return host(cluster, name, "running") + run_bound(executor, timeout + STOP_MARGIN)
+    return (host(cluster, name, "running")
+            + run_bound(_executor(cluster, name), timeout + STOP_MARGIN))
 
 
 def rewind(cluster: ClusterOps, name: str) -> float:
-    try:
-        executor = getattr(cluster.host(name), "executor", None)
-    except PgActionError:
-        executor = None
     return (host(cluster, name, "write_text", "remove")
-            + run_bound(executor, REWIND_TIMEOUT))
+            + run_bound(_executor(cluster, name), REWIND_TIMEOUT))
 
 
 def promote(cluster: ClusterOps) -> float:

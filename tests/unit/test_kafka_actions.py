@@ -571,7 +571,7 @@ async def test_the_preflight_states_the_worst_case_from_the_real_timeouts(tmp_pa
     assert checks[-1].name == "worst case" and checks[-1].status is CheckStatus.PASS
     worst = action.worst_case()
     assert [name for name, _ in worst.parts] == ["re-check", "reorder", "leadership", "verify"]
-    view, elect, request, listing = action._bounds()
+    view, elect, _, _ = action._bounds()
     assert view == 6 + 3 * (5 + 1) + 3 + 20  # retry deadline, budget, kill margin, start-up
     assert dict(worst.parts)["leadership"] == view + elect + 60 + view + elect
     assert checks[-1].detail.startswith(f"{worst.seconds:.0f} s: re-check ")
