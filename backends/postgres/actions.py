@@ -29,6 +29,7 @@ from backends.postgres.cluster import (
     accepts_write,
     checkpoint_received,
     fence,
+    fence_first,
     promote,
     rejoin,
     rejoin_plan,
@@ -37,9 +38,17 @@ from backends.postgres.host import CLEAN_STATES, HostError
 from backends.postgres.model import MemberStatus, format_bytes, format_lsn, parse_lsn
 from backends.resilience import call_write
 
-# The primary must fail this many reads, spread over this window, to count as gone.
+# The primary must fail this many reads to count as gone (the preflight's first read is the
+# first), each starting at least UNREACHABLE_INTERVAL after the one before: the window is never
+# shorter than (attempts - 1) intervals, and a read that itself waited out its connect timeout
+# (a hung server) is not followed by a pause on top. README: "Failover with a hung primary".
 UNREACHABLE_ATTEMPTS = 3
 UNREACHABLE_INTERVAL = 1.0
+# In the re-check right before the change, a former primary that will be killed before the
+# promotion gets this long to answer, connecting included (everyone else gets the full
+# connect + contact budget). A server that came back answers in milliseconds; one slower than
+# this is killed by the fence, never left running beside the new primary.
+RECHECK_FENCED_SECONDS = 1.0
 STREAMED_RECENTLY_SECONDS = 300.0
 
 CHECK_KNOWN = "member is configured"
@@ -163,7 +172,13 @@ class _PgAction(Action):
 
 
 class Failover(_PgAction):
-    """The primary is gone: promote ``to`` and fence the old primary."""
+    """The primary is gone: fence it, promote ``to``.
+
+    A former primary whose host answers is fenced *before* the promotion — standby.signal,
+    then SIGKILL of its server, which also ends a hung (SIGSTOPped) one — so it can never
+    accept a write beside the new primary, however long it was hung. One whose host does not
+    answer cannot be stopped anyway: it is handled after the promotion (fenced if its host
+    is back by then, else recorded and alerted on)."""
 
     name: ClassVar[str] = "pg.failover"
     destructive: ClassVar[bool] = True
@@ -174,18 +189,30 @@ class Failover(_PgAction):
         self.old_primary: list[str] = []
         self.old_timeline: int | None = None
         self.fence_hosts: dict[str, str | None] = {}  # old primary → why its host is out
+        self._first_read_at: float | None = None  # the preflight's read_all began
+        self._confirmed_at: float | None = None  # the re-check began (the operator said yes)
 
     def describe(self) -> str:
-        return f"fail over to {self.to}: promote it, fence the old primary"
+        return f"fail over to {self.to}: fence the old primary, promote {self.to}"
+
+    def _fenced_first(self) -> list[str]:
+        """Former primaries whose host the preflight reached: fenced (standby.signal,
+        SIGKILL) before the promotion. The others are handled after it."""
+        return [n for n in self.old_primary if n in self.fence_hosts
+                and self.fence_hosts[n] is None]
 
     async def _confirm_gone(self, names: list[str]) -> tuple[dict[str, MemberStatus], float]:
-        """Re-read ``names`` several times over a short window; the last status of each and
-        how long the window was. Stops early when one answers."""
-        started = time.monotonic()
-        last: dict[str, MemberStatus] = {}
-        for attempt in range(UNREACHABLE_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(UNREACHABLE_INTERVAL)
+        """Read ``names`` again until UNREACHABLE_ATTEMPTS reads of each failed (the
+        preflight's first read counts), each read starting UNREACHABLE_INTERVAL or more after
+        the one before; the last status of each and how long the window was. Stops early
+        when one answers."""
+        started = previous = self._first_read_at or time.monotonic()
+        last = {n: self.statuses[n] for n in names if n in self.statuses}
+        for _ in range(UNREACHABLE_ATTEMPTS - 1):
+            pause = UNREACHABLE_INTERVAL - (time.monotonic() - previous)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            previous = time.monotonic()
             reads = await asyncio.gather(*(self.cluster.read(n) for n in names))
             last = {m.name: m for m in reads}
             if any(m.reachable for m in reads):
@@ -197,6 +224,7 @@ class Failover(_PgAction):
         if (unknown := self._known(self.to)) is not None:
             checks.append(unknown)
             return checks
+        self._first_read_at = time.monotonic()
         self.statuses = statuses = await self.cluster.read_all()
         candidate = statuses[self.to]
         last = self.cluster.last_primary_lsn()
@@ -326,18 +354,27 @@ class Failover(_PgAction):
             problem = self.fence_hosts[name] = await host_problem(self.cluster, name)
             if problem is None:
                 self.checks.append(CheckResult.passed(
-                    CHECK_FENCE, f"{name}'s host reachable: standby.signal will be written"))
+                    CHECK_FENCE, f"{name}'s host reachable: before the promotion, "
+                    "standby.signal is written and its server SIGKILLed"))
             else:
                 self.checks.append(CheckResult.warned(
                     CHECK_FENCE, f"{name}'s host unreachable ({problem}): it will be recorded "
                     "as fenced and alerted on if it returns as a primary"))
 
     async def recheck(self) -> list[CheckResult]:
-        """Right before promoting (one read of every member, no window): the old primary
-        still does not answer, nobody else is primary, the candidate is still a standby."""
+        """Right before the change (one role probe of every member, at once, no window): the
+        old primary still does not answer, nobody else is primary, the candidate is still a
+        standby. A former primary about to be killed gets RECHECK_FENCED_SECONDS to answer:
+        the fence, not this read, keeps it from running beside the new primary."""
+        self._confirmed_at = time.monotonic()
         if self.to not in self.cluster.members:
             return []
-        statuses = await self.cluster.read_all()
+        fenced_first = self._fenced_first()
+        names = list(self.cluster.members)
+        reads = await asyncio.gather(*(
+            self.cluster.read_role(n, RECHECK_FENCED_SECONDS if n in fenced_first else None)
+            for n in names))
+        statuses = {m.name: m for m in reads}
         results = []
         live = [m for m in statuses.values() if m.name != self.to and m.is_primary]
         back = [statuses[n] for n in self.old_primary if n in statuses and statuses[n].reachable]
@@ -350,8 +387,10 @@ class Failover(_PgAction):
                 CHECK_PRIMARY_GONE, f"{back[0].name} answers again ({_state(back[0])})"))
         else:
             gone = ", ".join(self.old_primary) or "no member"
+            within = (f" (given {RECHECK_FENCED_SECONDS:g} s: it is killed before the "
+                      "promotion)" if fenced_first else "")
             results.append(CheckResult.passed(CHECK_PRIMARY_GONE,
-                                              f"{gone} still does not answer"))
+                                              f"{gone} still does not answer{within}"))
         candidate = statuses[self.to]
         results.append(CheckResult.passed(CHECK_CANDIDATE_STANDBY,
                                           f"{self.to} still in recovery")
@@ -361,22 +400,27 @@ class Failover(_PgAction):
         return results
 
     async def _plan(self) -> list[str]:
-        """The promotion, how each old primary is fenced, what is left to the operator."""
+        """How each old primary is fenced (before or after the promotion), the promotion,
+        what is left to the operator."""
         statuses = await self._statuses()
         candidate = statuses.get(self.to)
         timeline = self.old_timeline if self.old_timeline is not None else (
             candidate.timeline if candidate is not None else None)
-        lines = self._promotion_plan(self.to, candidate, timeline)
         for name in self.old_primary:
-            problem = (self.fence_hosts[name] if name in self.fence_hosts
-                       else await host_problem(self.cluster, name))
-            if problem is None:
-                path = self.cluster.host(name).path("standby.signal")
-                lines.append(f"{name}: fence: write {path} (a restart comes up read-only as a "
-                             "standby); if it still runs, fast stop (after 10 s its postmaster "
-                             f"is killed); recorded as fenced, new primary {self.to}")
-            else:
-                lines.append(f"{name}: fence: its host is unreachable ({problem}): only "
+            if name not in self.fence_hosts:
+                self.fence_hosts[name] = await host_problem(self.cluster, name)
+        lines = []
+        for name in self._fenced_first():
+            path = self.cluster.host(name).path("standby.signal")
+            lines.append(f"{name}: fence first: write {path} (a restart comes up read-only as "
+                         "a standby), then SIGKILL its server (the postmaster's process group, "
+                         "a hung one too); if either fails, standby.signal is removed and "
+                         f"nothing is promoted; recorded as fenced, new primary {self.to}")
+        lines += self._promotion_plan(self.to, candidate, timeline)
+        for name in self.old_primary:
+            if (problem := self.fence_hosts[name]) is not None:
+                lines.append(f"{name}: fence: its host is unreachable ({problem}): after the "
+                             "promotion, fenced if the host answers by then, else only "
                              "recorded as fenced; sfops alerts if it returns as a primary")
         if not self.old_primary:
             lines.append("no former primary to fence")
@@ -391,21 +435,52 @@ class Failover(_PgAction):
 
     async def execute(self) -> AsyncIterator[Step]:
         self._refuse_unsafe()
-        started = time.monotonic()
-        async for step in promote(self.cluster, self.to, self.old_timeline):
-            yield step
+        started = self._confirmed_at or time.monotonic()
+        fenced_first = self._fenced_first()
+        for name in fenced_first:
+            async for step in fence_first(self.cluster, name, self.to):
+                yield step
+        try:
+            async for step in promote(self.cluster, self.to, self.old_timeline):
+                yield step
+        except PgActionError as exc:
+            if not fenced_first:
+                raise
+            raise PgActionError(
+                f"{exc}; {', '.join(fenced_first)} is already fenced (standby.signal, "
+                f"killed): no member accepts writes until {self.to} is primary") from None
         yield Step(f"{self.to} accepts writes {time.monotonic() - started:.2f} s after "
                    "confirmation")
         for name in self.old_primary:
-            async for step in fence(self.cluster, name, self.to):
-                yield step
+            if name not in fenced_first:
+                async for step in fence(self.cluster, name, self.to):
+                    yield step
         if self.old_primary:
             names = ", ".join(self.old_primary)
             yield Step(f"next: `sfops pg rejoin {self.old_primary[0]}` once {names} can be "
                        "started again")
 
     async def verify(self) -> list[CheckResult]:
-        return await _verify_primary(self.cluster, self.to, self.old_timeline, self.old_primary)
+        results = await _verify_primary(self.cluster, self.to, self.old_timeline,
+                                        self.old_primary)
+        for name in self._fenced_first():
+            results.append(await _verify_fenced(self.cluster, name))
+        return results
+
+
+async def _verify_fenced(cluster: ClusterOps, name: str) -> CheckResult:
+    """``standby.signal`` is still in ``name``'s data directory: whatever restarts it, it
+    comes up read-only."""
+    label = "old primary fenced"
+    try:
+        host = cluster.host(name)
+        path = host.path("standby.signal")
+        present = await host.exists(path)
+    except (PgActionError, HostError) as exc:
+        return CheckResult.failed(label, f"{name}: {exc}")
+    return (CheckResult.passed(label, f"{name}: {path} in place, server killed") if present
+            else CheckResult.failed(label, f"{name}: {path} is missing: a restart would make "
+                                    "it a primary again"))
 
 
 async def _verify_primary(cluster: ClusterOps, name: str, old_timeline: int | None,

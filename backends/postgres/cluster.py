@@ -24,8 +24,16 @@ from backends.config import SfopsConfig, redact_text
 from backends.executors import Executor, executor_from_config
 from backends.postgres.config import PostgresConfig, PostgresMember
 from backends.postgres.connection import MemberConnection, PgError
-from backends.postgres.host import CLEAN_STATES, HostError, MemberHost, passfile_line
-from backends.postgres.model import LastPrimaryLsn, MemberStatus, format_lsn, parse_lsn
+from backends.postgres.host import (
+    CLEAN_STATES,
+    KILL_WAIT_SECONDS,
+    HostError,
+    Killed,
+    MemberHost,
+    passfile_line,
+)
+from backends.postgres.model import LastPrimaryLsn, MemberStatus, Role, format_lsn, parse_lsn
+from backends.postgres.probe import unreachable
 from backends.postgres.service import PostgresService
 from backends.postgres.state import PgState
 from backends.resilience import call_write
@@ -64,6 +72,8 @@ class ClusterOps(Protocol):
     async def read(self, name: str) -> MemberStatus: ...
 
     async def read_all(self) -> dict[str, MemberStatus]: ...
+
+    async def read_role(self, name: str, seconds: float | None = None) -> MemberStatus: ...
 
     def last_primary_lsn(self) -> LastPrimaryLsn | None: ...
 
@@ -146,6 +156,19 @@ class PgCluster:
         for member in members:
             self.system_identifier = member.system_identifier or self.system_identifier
         return {m.name: m for m in members}
+
+    async def read_role(self, name: str, seconds: float | None = None) -> MemberStatus:
+        """Only whether ``name`` answers, and as a primary or a standby: one statement on a
+        connection of its own (never queued behind a poll of a hung member), within
+        ``seconds`` (default: connecting plus the contact budget). For re-checks."""
+        conn = self.conn(name)
+        try:
+            in_recovery = await conn.probe_recovery(seconds)
+        except PgError as exc:
+            return unreachable(conn, exc)
+        member = conn.member
+        return MemberStatus(name, member.host, member.port, True,
+                            role=Role.STANDBY if in_recovery else Role.PRIMARY)
 
     def fence(self, name: str, *, reason: str, method: str, new_primary: str) -> None:
         self.state.fence(name, reason=reason, method=method, new_primary=new_primary,
@@ -271,8 +294,55 @@ async def promote(cluster: ClusterOps, name: str, old_timeline: int | None) -> A
                f"({time.monotonic() - started:.2f} s after pg_promote)")
 
 
+FENCE_METHOD_KILLED = "standby.signal, SIGKILL"
+
+
+def _killed_step(name: str, killed: Killed | None) -> Step:
+    if killed is None:
+        return Step(f"{name}: no server runs from its data directory")
+    if killed.exited:
+        return Step(f"{name}: postmaster {killed.pid} and its processes SIGKILLed and gone (a "
+                    "SIGSTOPped process dies too): it cannot answer again")
+    return Step(f"{name}: postmaster {killed.pid} and its processes SIGKILLed, not exited "
+                f"after {KILL_WAIT_SECONDS} s (uninterruptible I/O?): a SIGKILL cannot be "
+                "undone, none of them runs again; they exit when the I/O ends")
+
+
+async def fence_first(cluster: ClusterOps, name: str, new_primary: str) -> AsyncIterator[Step]:
+    """Before the promotion: make ``name`` unable ever to accept another write.
+    ``standby.signal`` first (a restart — by hand, by systemd — comes up read-only), then
+    SIGKILL of its whole server (a hung, SIGSTOPped one too). Raises :class:`PgActionError`
+    when either cannot be done; a standby.signal already written is then removed again, so
+    nothing has changed and nothing may be promoted."""
+    try:
+        host = cluster.host(name)
+        await host.write_standby_signal()
+    except (PgActionError, HostError) as exc:
+        raise PgActionError(
+            f"{name} could not be fenced ({exc}); nothing was changed and nothing promoted. "
+            f"If its host is down, run the failover again: its preflight then says so and "
+            f"{name} is only recorded as fenced") from None
+    yield Step(f"{name}: standby.signal written: a restart comes up read-only as a standby")
+    try:
+        killed = await host.kill_server()
+    except HostError as exc:
+        try:
+            await host.remove_standby_signal()
+            undone = "standby.signal was removed again: nothing has changed"
+        except HostError as undo_exc:
+            undone = (f"standby.signal could not be removed ({undo_exc}): a restart of {name} "
+                      f"comes up as a standby; remove {host.path('standby.signal')} to undo")
+        raise PgActionError(
+            f"{name}'s server could not be killed ({exc}); nothing was promoted; {undone}. "
+            f"Stop {name} by hand, then run the failover again") from None
+    cluster.fence(name, reason="failover", method=FENCE_METHOD_KILLED,
+                  new_primary=new_primary)
+    yield _killed_step(name, killed)
+
+
 async def fence(cluster: ClusterOps, name: str, new_primary: str) -> AsyncIterator[Step]:
-    """Make sure ``name`` can never come back as a second primary."""
+    """After the promotion, for a former primary whose host the preflight could not reach:
+    fenced for real if the host answers now (standby.signal, SIGKILL), else recorded."""
     try:
         host = cluster.host(name)
     except PgActionError as exc:
@@ -288,24 +358,17 @@ async def fence(cluster: ClusterOps, name: str, new_primary: str) -> AsyncIterat
         return
     await host.write_standby_signal()
     cluster.fence(name, reason="failover", method="standby.signal",
-                        new_primary=new_primary)
+                  new_primary=new_primary)
     yield Step(f"{name}: standby.signal written: a restart comes up read-only as a standby")
-    if await host.running():
-        yield Step(f"{name}: still running (hung?); stopping it")
-        try:
-            await host.stop("fast", timeout=10)
-        except HostError as exc:
-            # It does not answer signals it can handle: STONITH, the postmaster is killed.
-            try:
-                pid = await host.kill_postmaster()
-            except HostError as kill_exc:
-                yield Step(f"{name}: could not stop it ({exc}; {kill_exc}); it keeps "
-                           "standby.signal and sfops alerts if it answers as a primary: "
-                           "stop it by hand")
-                return
-            yield Step(f"{name}: did not stop within 10 s; postmaster {pid} killed")
-            return
-        yield Step(f"{name}: stopped")
+    try:
+        killed = await host.kill_server()
+    except HostError as exc:
+        yield Step(f"{name}: could not kill its server ({exc}); it keeps standby.signal and "
+                   "sfops alerts if it answers as a primary: stop it by hand")
+        return
+    cluster.fence(name, reason="failover", method=FENCE_METHOD_KILLED,
+                  new_primary=new_primary)
+    yield _killed_step(name, killed)
 
 
 async def ensure_slot(cluster: ClusterOps, primary: str, slot: str) -> AsyncIterator[Step]:

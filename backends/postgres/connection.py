@@ -111,18 +111,20 @@ class MemberConnection:
                 conn.pgconn.finish()  # closes the socket now; no server round trip
 
     async def _bounded(self, fn: Callable[[], Awaitable[T]], what: str,
-                       seconds: float | None) -> T:
+                       seconds: float | None,
+                       abandon: Callable[[], None] | None = None) -> T:
         budget = seconds if seconds is not None else self.deadline
+        abandon = abandon or self._abandon
         task = asyncio.ensure_future(fn())
         try:
             done, _ = await asyncio.wait({task}, timeout=budget)
         except asyncio.CancelledError:
-            self._abandon()
+            abandon()
             task.cancel()
             raise
         if task in done:
             return task.result()
-        self._abandon()
+        abandon()
         task.cancel()
         _, pending = await asyncio.wait({task}, timeout=0.5)
         if pending:
@@ -178,6 +180,43 @@ class MemberConnection:
         if not rows:
             raise PgError(self.name, f"{what}: no row returned")
         return rows[0]
+
+    @property
+    def probe_budget(self) -> float:
+        """What :meth:`probe_recovery` gets by default: connecting plus the contact budget
+        (the most a status read's first statement may take on a fresh connection)."""
+        return self.config.connect_timeout + CONTACT_TIMEOUT
+
+    async def probe_recovery(self, seconds: float | None = None) -> bool:
+        """``pg_is_in_recovery()`` on a connection of its own, opened and closed within
+        ``seconds`` (default :attr:`probe_budget`); raises :class:`PgError`.
+
+        Not the shared connection: a poll of a hung member holds that one's lock for its
+        whole budget, and a re-check right before a change must not queue behind it."""
+        budget = self.probe_budget if seconds is None else seconds
+        opened: list[psycopg.AsyncConnection[Row]] = []
+
+        def abandon() -> None:
+            for conn in opened:
+                with contextlib.suppress(Exception):
+                    conn.pgconn.finish()
+
+        async def ask() -> bool:
+            conn = await psycopg.AsyncConnection.connect(**self._kwargs())
+            opened.append(conn)
+            async with conn:
+                cursor = await conn.execute(b"SELECT pg_is_in_recovery() AS in_recovery")
+                row = await cursor.fetchone()
+            return bool(row and row["in_recovery"])
+
+        what = "probe pg_is_in_recovery()"
+        try:
+            return await self._bounded(ask, what, budget, abandon)
+        except BackendTimeout as exc:
+            raise PgError(self.name, f"{what}: no answer within {exc.seconds:g} s") from None
+        except (psycopg.Error, OSError) as exc:
+            abandon()
+            raise PgError(self.name, self.redact(f"{what}: {_error_text(exc)}")) from None
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -3,7 +3,7 @@
 
 Every command runs as the member's ``os_user`` (PostgreSQL refuses to run as root, and files
 it must read are created by that user, with its umask). The executor runs argv lists, never
-shell strings; the only ``sh -c`` used here has a constant script and passes paths as
+shell strings; the ``sh -c`` scripts used here are constants that take paths as
 positional arguments. Passwords travel on stdin into a 0600 passfile, never on a command line.
 """
 
@@ -14,6 +14,7 @@ import pwd
 import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from backends.config import ExecutorConfig, SshExecutorConfig
 from backends.executors import CommandResult, Executor, ExecutorError
@@ -29,9 +30,60 @@ CLEAN_STATES = ("shut down", "shut down in recovery")
 # Atomic write as the target user: temp file in the same directory, then rename.
 _WRITE_SCRIPT = 'umask 077; cat > "$1.sfops-tmp" && mv -f "$1.sfops-tmp" "$1"'
 
+# How long kill_server waits for a SIGKILLed postmaster to exit. It normally takes
+# milliseconds; only a process in uninterruptible I/O (a hung NFS or disk) takes longer, and
+# the SIGKILL already forbids it to run again, so waiting longer would prove nothing more.
+KILL_WAIT_SECONDS = 5
+
+# kill_server's script (constant; $1 the data directory, $2 seconds to wait). Prints "none"
+# (no server runs from $1), "killed PID" (exit 0: the postmaster has exited; exit 4: SIGKILLed
+# but not exited yet), or why it could not (exit 3: cannot tell which process is the server,
+# 5: kill failed). /proc/PID/stat after "comm) " reads: state ppid pgrp ...; Z/X is exited.
+_KILL_SCRIPT = r"""
+dir=$1 limit=$2
+fields() { read -r line < "/proc/$1/stat" && echo "${line##*") "}"; } 2>/dev/null
+alive() { case $(fields "$1") in ''|Z*|X*) return 1;; esac; }
+[ -r /proc/self/stat ] || { echo "no /proc on this host: cannot identify the postmaster"; exit 3; }
+pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null)
+case $pid in ''|*[!0-9]*) echo none; exit 0;; esac
+alive "$pid" || { echo none; exit 0; }
+here=$(cd "$dir" && pwd -P) || { echo "cannot resolve $dir"; exit 3; }
+if ! cwd=$(readlink "/proc/$pid/cwd"); then
+    alive "$pid" || { echo none; exit 0; }
+    echo "cannot read the working directory of pid $pid"; exit 3
+fi
+[ "$cwd" = "$here" ] || { echo none; exit 0; }
+set -- $(fields "$pid")
+if [ "$3" = "$pid" ]; then
+    kill -s KILL -- "-$pid" || { echo "kill of process group $pid failed"; exit 5; }
+else
+    kill -s STOP "$pid" 2>/dev/null
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null < "$f" || continue
+        set -- ${line##*") "}
+        if [ "$2" = "$pid" ]; then c=${f#/proc/}; kill -s KILL "${c%/stat}" 2>/dev/null; fi
+    done
+    kill -s KILL "$pid" || { echo "kill of pid $pid failed"; exit 5; }
+fi
+n=0
+while alive "$pid"; do
+    [ "$n" -ge $((limit * 20)) ] && { echo "killed $pid"; exit 4; }
+    sleep 0.05; n=$((n + 1))
+done
+echo "killed $pid"
+"""
+
 
 class HostError(Exception):
     """A host step failed; names the member and the command."""
+
+
+class Killed(NamedTuple):
+    """What :meth:`MemberHost.kill_server` did: the postmaster's pid, and whether it had
+    exited when the wait ended."""
+
+    pid: str
+    exited: bool
 
 
 def _current_user() -> str:
@@ -155,14 +207,33 @@ class MemberHost:
         await self.run([self.binary("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
                         "-w", "-t", str(int(timeout))], timeout=timeout + 10)
 
-    async def kill_postmaster(self) -> str | None:
-        """SIGKILL the postmaster (fencing a hung former primary); its pid, if there was one."""
-        text = await self.read_text(self.path("postmaster.pid"))
-        pid = (text or "").split("\n", 1)[0].strip()
-        if not pid.isdigit():
+    async def kill_server(self, wait_seconds: int = KILL_WAIT_SECONDS) -> Killed | None:
+        """SIGKILL the server running from this data directory and wait up to
+        ``wait_seconds`` for its postmaster to exit (fencing a former primary before a
+        promotion). None when no server runs from it.
+
+        Its whole process group is killed at once (pg_ctl, systemd and the lab start the
+        postmaster as a group leader, and its backends and workers inherit the group), else
+        the postmaster, stopped first so it forks nothing, and its children. SIGKILL ends a
+        SIGSTOPped process too and cannot be caught or undone: from then on none of them runs
+        another instruction, even if it is resumed or still in uninterruptible I/O.
+
+        The pid in ``postmaster.pid`` is trusted only when that process's working directory
+        is this data directory (the postmaster changes into it at start): a stale file whose
+        pid now belongs to another process means no server runs here, and that process is
+        left alone. Reading it needs ``/proc`` (Linux); without it this fails."""
+        result = await self.run(["sh", "-c", _KILL_SCRIPT, "sh", str(self.data_dir),
+                                 str(int(wait_seconds))],
+                                timeout=wait_seconds + 10.0, check=False)
+        words = result.stdout.split()
+        if result.exit_status == 0 and words == ["none"]:
             return None
-        await self.run([self.binary("pg_ctl"), "kill", "KILL", pid], timeout=15.0)
-        return pid
+        if result.exit_status in (0, 4) and len(words) >= 2 and words[0] == "killed":
+            return Killed(pid=words[1], exited=result.exit_status == 0)
+        detail = " / ".join(line.strip() for line in (result.stdout + result.stderr)
+                            .splitlines() if line.strip())
+        raise HostError(f"{self.name}: could not kill the server of {self.data_dir} "
+                        f"(exit {result.exit_status}): {detail or 'no output'}")
 
     async def start(self) -> None:
         """Start without waiting (a standby is not "ready" until it has caught up); the

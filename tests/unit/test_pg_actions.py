@@ -36,6 +36,7 @@ from backends.postgres.actions import (
 )
 from backends.postgres.cluster import PgActionError, PgCluster
 from backends.postgres.config import PostgresMember
+from backends.postgres.host import HostError, Killed
 from backends.postgres.model import (
     LastPrimaryLsn,
     MemberStatus,
@@ -86,9 +87,13 @@ def down(name: str, error: str = "connection refused") -> MemberStatus:
 
 class FakeHost:
     def __init__(self, name: str, problem: str | None = None,
-                 auto_conf: str | None = None) -> None:
+                 auto_conf: str | None = None,
+                 events: list[tuple[str, str]] | None = None) -> None:
         self.name, self.problem, self.auto_conf = name, problem, auto_conf
         self.signal_written = False
+        self.events = events if events is not None else []
+        self.kill_error: str | None = None  # kill_server fails with this
+        self.running_pid: str | None = "4242"  # a (hung) server runs from the data directory
 
     async def reachable(self) -> str | None:
         return self.problem
@@ -103,7 +108,19 @@ class FakeHost:
         return True
 
     async def write_standby_signal(self) -> None:
+        self.events.append(("standby.signal", self.name))
         self.signal_written = True
+
+    async def remove_standby_signal(self) -> None:
+        self.events.append(("remove standby.signal", self.name))
+        self.signal_written = False
+
+    async def kill_server(self) -> Killed | None:
+        if self.kill_error is not None:
+            raise HostError(f"{self.name}: {self.kill_error}")
+        self.events.append(("SIGKILL", self.name))
+        pid, self.running_pid = self.running_pid, None
+        return None if pid is None else Killed(pid, exited=True)
 
     async def running(self) -> bool:
         return False
@@ -119,6 +136,7 @@ class FakeConn:
                     statement_timeout: Any = None) -> list[dict[str, Any]]:
         self.cluster.statements.append((self.name, sql))
         if "pg_promote" in sql:
+            self.cluster.events.append(("promote", self.name))
             old = self.cluster.statuses[self.name]
             self.cluster.statuses[self.name] = primary(
                 self.name, timeline=(old.timeline or 1) + 1, standbys=(), slots=())
@@ -144,7 +162,10 @@ class FakeCluster:
                         for s in statuses}
         self.max_lag_on_failover = max_lag
         self.last = last
-        self.hosts = {n: FakeHost(n, (host_problems or {}).get(n)) for n in self.statuses}
+        self.events: list[tuple[str, str]] = []  # host steps and promotions, in order
+        self.hosts = {n: FakeHost(n, (host_problems or {}).get(n), events=self.events)
+                      for n in self.statuses}
+        self.role_budgets: dict[str, float | None] = {}  # read_role's seconds, per member
         self.fenced: dict[str, dict[str, Any]] = {}
         self.seen: dict[str, float] = {}
         self.reads: list[str] = []
@@ -169,6 +190,11 @@ class FakeCluster:
     async def read_all(self) -> dict[str, MemberStatus]:
         self.reads.extend(self.statuses)
         return dict(self.statuses)
+
+    async def read_role(self, name: str, seconds: float | None = None) -> MemberStatus:
+        self.reads.append(name)
+        self.role_budgets[name] = seconds
+        return self.statuses[name]
 
     def last_primary_lsn(self) -> LastPrimaryLsn | None:
         return self.last
@@ -266,7 +292,8 @@ async def test_failover_passes_when_the_primary_is_gone_and_the_candidate_caught
     checks = await action.preflight()
     assert [c for c in checks if c.status is CheckStatus.FAIL] == []
     assert by_name(checks)[CHECK_PRIMARY_GONE] is CheckStatus.PASS
-    assert cluster.reads.count("pg-1") == 1 + pg_actions.UNREACHABLE_ATTEMPTS
+    # The preflight's first read is the first attempt.
+    assert cluster.reads.count("pg-1") == pg_actions.UNREACHABLE_ATTEMPTS
     assert action.old_primary == ["pg-1"] and action.old_timeline == 3
 
 
@@ -288,6 +315,9 @@ async def test_failover_recheck_reads_the_critical_conditions_again() -> None:
     assert by_name(await action.recheck()) == {CHECK_PRIMARY_GONE: CheckStatus.PASS,
                                                CHECK_CANDIDATE_STANDBY: CheckStatus.PASS}
     assert sorted(cluster.reads) == ["pg-1", "pg-2"]  # one read each: no window
+    # pg-1's host answered in the preflight: it is killed before the promotion, so the
+    # re-check gives it the short budget; everyone else gets the full one.
+    assert cluster.role_budgets == {"pg-1": pg_actions.RECHECK_FENCED_SECONDS, "pg-2": None}
     cluster.statuses["pg-1"] = primary(standbys=())  # it came back
     rechecked = await action.recheck()
     assert by_name(rechecked)[CHECK_PRIMARY_GONE] is CheckStatus.FAIL
@@ -312,11 +342,13 @@ async def test_failover_would_change_names_the_promotion_and_the_fencing() -> No
     action = Failover(cluster, "pg-2")
     await action.preflight()
     plan = await action.would_change()
-    assert plan[0].startswith("pg-2: promote (pg_promote(true, 60)): leaves recovery on "
+    assert plan[0].startswith("pg-1: fence first: write /data/pg-1/standby.signal")
+    assert "then SIGKILL its server" in plan[0] and "nothing is promoted" in plan[0]
+    assert plan[1].startswith("pg-2: promote (pg_promote(true, 60)): leaves recovery on "
                               "timeline 3 → 4")
-    assert any(line.startswith("pg-1: fence: write /data/pg-1/standby.signal") for line in plan)
     assert any("no pg_rewind now" in line and "sfops pg rejoin pg-1" in line for line in plan)
     assert cluster.statements == [] and cluster.fenced == {}  # reads only
+    assert cluster.events == []
 
     cluster = FakeCluster(down("pg-1"), standby(paused=True, streaming=False),
                           last=seen(0x3000060), host_problems={"pg-1": "ssh: no route"})
@@ -324,7 +356,7 @@ async def test_failover_would_change_names_the_promotion_and_the_fencing() -> No
     await action.preflight()
     plan = await action.would_change()
     assert plan[0].startswith("pg-2: resume WAL replay")
-    assert any("its host is unreachable (ssh: no route): only recorded as fenced" in line
+    assert any("its host is unreachable (ssh: no route): after the promotion" in line
                for line in plan)
 
 
@@ -345,12 +377,58 @@ async def test_the_runner_given_the_shown_preflight_pays_the_window_once(
     assert result.outcome is Outcome.SUCCEEDED, result.error
     assert windows == [["pg-1"]]  # the unreachable window ran once, in the shown preflight
     assert cluster.statuses["pg-2"].is_primary and cluster.hosts["pg-1"].signal_written
-    assert cluster.fenced["pg-1"]["method"] == "standby.signal"
+    assert cluster.fenced["pg-1"]["method"] == pg_cluster.FENCE_METHOD_KILLED
     [record] = AuditLog(tmp_path / "audit.jsonl").read()
     names = [c["name"] for c in record["preflight"]]
     assert names == [c.name for c in shown] + [f"re-check: {CHECK_PRIMARY_GONE}",
                                                f"re-check: {CHECK_CANDIDATE_STANDBY}"]
     assert cluster.closed >= 1  # the runner closed the action
+
+
+async def test_failover_fences_and_kills_the_old_primary_before_promoting(
+        tmp_path: Path) -> None:
+    cluster = gone_primary()
+    action = Failover(cluster, "pg-2")
+    shown = await action.preflight()
+    assert "SIGKILLed" in detail(shown, pg_actions.CHECK_FENCE)
+    steps: list[str] = []
+    result = await runner(tmp_path).run(action, preflight=shown,
+                                        on_step=lambda step: steps.append(step.message))
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    # A hung pg-1 resuming at any moment finds standby.signal and a SIGKILL: never a primary.
+    assert cluster.events == [("standby.signal", "pg-1"), ("SIGKILL", "pg-1"),
+                              ("promote", "pg-2")]
+    assert any("postmaster 4242 and its processes SIGKILLed and gone" in m for m in steps)
+    assert any("pg-2 accepts writes" in m and "after confirmation" in m for m in steps)
+    assert by_name(result.verify)["old primary fenced"] is CheckStatus.PASS
+
+
+async def test_failover_whose_fence_fails_promotes_nothing_and_undoes_it(
+        tmp_path: Path) -> None:
+    cluster = gone_primary()
+    cluster.hosts["pg-1"].kill_error = "kill of process group 4242 failed"
+    action = Failover(cluster, "pg-2")
+    result = await runner(tmp_path).run(action, preflight=await action.preflight())
+    assert result.outcome is Outcome.FAILED
+    assert "nothing was promoted" in (result.error or "")
+    assert "standby.signal was removed again" in (result.error or "")
+    assert cluster.events == [("standby.signal", "pg-1"), ("remove standby.signal", "pg-1")]
+    assert not any("pg_promote" in sql for _, sql in cluster.statements)
+    assert cluster.fenced == {} and cluster.statuses["pg-2"].is_standby
+
+
+async def test_failover_with_the_old_primarys_host_unreachable_promotes_then_records(
+        tmp_path: Path) -> None:
+    cluster = FakeCluster(down("pg-1"), standby(streaming=False), last=seen(0x3000060),
+                          host_problems={"pg-1": "ssh: no route"})
+    action = Failover(cluster, "pg-2")
+    shown = await action.preflight()
+    result = await runner(tmp_path).run(action, preflight=shown)
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    # Nothing can stop it, so the re-check gives it the full budget, as before.
+    assert cluster.role_budgets["pg-1"] is None
+    assert cluster.events == [("promote", "pg-2")]
+    assert cluster.fenced["pg-1"]["method"] == "recorded"
 
 
 # --------------------------------------------------------------------------- switchover

@@ -1,19 +1,28 @@
-"""Host-step helpers and the replication conninfo built for a rejoining member, plus the
-bounded connection against a server that accepts TCP and never answers."""
+"""Host-step helpers and the replication conninfo built for a rejoining member, the bounded
+connection against a server that accepts TCP and never answers, and the fence's SIGKILL of a
+hung (SIGSTOPped) server run on real processes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from backends.config import parse
+from backends.executors import LocalExecutor
 from backends.postgres.cluster import PgCluster, slot_name_for
+from backends.postgres.config import PostgresMember
 from backends.postgres.connection import MemberConnection, PgError
 from backends.postgres.host import (
+    Killed,
+    MemberHost,
     parse_controldata,
     passfile_line,
     quote_setting,
@@ -135,3 +144,89 @@ async def test_a_server_that_never_answers_costs_one_bounded_deadline(tmp_path: 
         writer.close()
     server.close()
     await server.wait_closed()
+
+
+# --------------------------------------------------------------------------- kill_server
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie nobody reaped yet (it runs nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_exited(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return exited(pid)
+
+
+@pytest.fixture
+def fake_server(tmp_path: Path) -> Iterator[tuple[MemberHost, Path]]:
+    """A data directory and the host steps on it, run locally as the current user."""
+    data = tmp_path / "data"
+    data.mkdir()
+    member = PostgresMember("pg-1", "127.0.0.1", data_dir=data)
+    yield MemberHost(member, LocalExecutor()), data
+
+
+def start_postmaster(data: Path, *, leader: bool) -> tuple[subprocess.Popen[bytes], int]:
+    """A stand-in postmaster: runs from ``data`` (as the real one, which changes into its
+    data directory), one child like a backend, its pid in postmaster.pid."""
+    child_file = data / "child.pid"
+    proc = subprocess.Popen(["sh", "-c", 'sleep 300 & echo $! > child.pid; exec sleep 301'],
+                            cwd=data, start_new_session=leader)
+    deadline = time.monotonic() + 10
+    while not (child_file.exists() and child_file.read_text().strip()):
+        assert time.monotonic() < deadline, "the stand-in postmaster did not start"
+        time.sleep(0.02)
+    (data / "postmaster.pid").write_text(f"{proc.pid}\n{data}\n")
+    return proc, int(child_file.read_text())
+
+
+def kill_server(host: MemberHost) -> Killed | None:
+    return asyncio.run(host.kill_server())
+
+
+@pytest.mark.parametrize("leader", [True, False], ids=["group-leader", "not-a-leader"])
+def test_kill_server_ends_a_sigstopped_server_and_its_children(
+        fake_server: tuple[MemberHost, Path], leader: bool) -> None:
+    host, data = fake_server
+    proc, child = start_postmaster(data, leader=leader)
+    try:
+        for pid in (proc.pid, child):
+            os.kill(pid, signal.SIGSTOP)  # `sfops lab hang`: every process stopped
+        killed = kill_server(host)
+        assert killed == Killed(str(proc.pid), exited=True)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert wait_exited(child), "the stopped child still runs"
+        # Resumed, nothing is left to run.
+        for pid in (proc.pid, child):
+            if not exited(pid):
+                os.kill(pid, signal.SIGCONT)
+        assert exited(proc.pid) and exited(child)
+        assert kill_server(host) is None  # a second fence finds nothing to kill
+    finally:
+        for pid in (proc.pid, child):
+            if not exited(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def test_kill_server_leaves_a_process_that_only_reuses_a_stale_pid(
+        fake_server: tuple[MemberHost, Path], tmp_path: Path) -> None:
+    host, data = fake_server
+    other = subprocess.Popen(["sleep", "300"], cwd=tmp_path)  # not running from data/
+    try:
+        (data / "postmaster.pid").write_text(f"{other.pid}\n{data}\n")
+        assert kill_server(host) is None
+        assert other.poll() is None  # untouched
+        (data / "postmaster.pid").unlink()
+        assert kill_server(host) is None  # no pid file: no server
+    finally:
+        other.kill()
+        other.wait(timeout=10)
