@@ -30,45 +30,74 @@ CLEAN_STATES = ("shut down", "shut down in recovery")
 # Atomic write as the target user: temp file in the same directory, then rename.
 _WRITE_SCRIPT = 'umask 077; cat > "$1.sfops-tmp" && mv -f "$1.sfops-tmp" "$1"'
 
-# How long kill_server waits for a SIGKILLed postmaster to exit. It normally takes
+# How long kill_server waits for a SIGKILLed server's processes to exit. It normally takes
 # milliseconds; only a process in uninterruptible I/O (a hung NFS or disk) takes longer, and
 # the SIGKILL already forbids it to run again, so waiting longer would prove nothing more.
 KILL_WAIT_SECONDS = 5
 
 # kill_server's script (constant; $1 the data directory, $2 seconds to wait). Prints "none"
-# (no server runs from $1), "killed PID" (exit 0: the postmaster has exited; exit 4: SIGKILLed
-# but not exited yet), or why it could not (exit 3: cannot tell which process is the server,
-# 5: kill failed). /proc/PID/stat after "comm) " reads: state ppid pgrp ...; Z/X is exited.
+# (no server runs from $1), "killed PID" (exit 0: all exited; exit 4: SIGKILLed, not all
+# exited yet), or why it could not (exit 3: cannot tell which process is the server, 5: kill
+# failed). /proc/PID/stat after "comm) " reads: state ppid pgrp ...; Z/X is exited. Every
+# postmaster child calls setsid() (a group of its own), so the postmaster's process group is
+# not the server: its descendants are found by parent pid, each one stopped as soon as it is
+# found (a stopped process forks nothing), until a scan finds no new one; then all die.
 _KILL_SCRIPT = r"""
 dir=$1 limit=$2
 fields() { read -r line < "/proc/$1/stat" && echo "${line##*") "}"; } 2>/dev/null
 alive() { case $(fields "$1") in ''|Z*|X*) return 1;; esac; }
+descendants() {
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null < "$f" || continue
+        set -- ${line##*") "}
+        p=${f#/proc/}; echo "${p%/stat} $2"
+    done | awk -v root="$pid" '{ parent[$1] = $2 } END {
+        found[root] = 1
+        do { more = 0
+             for (p in parent) if (!(p in found) && (parent[p] in found)) { found[p] = 1; more = 1 }
+        } while (more)
+        for (p in found) if (p != root) print p }'
+}
 [ -r /proc/self/stat ] || { echo "no /proc on this host: cannot identify the postmaster"; exit 3; }
 pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null)
 case $pid in ''|*[!0-9]*) echo none; exit 0;; esac
 alive "$pid" || { echo none; exit 0; }
 here=$(cd "$dir" && pwd -P) || { echo "cannot resolve $dir"; exit 3; }
-if ! cwd=$(readlink "/proc/$pid/cwd"); then
-    alive "$pid" || { echo none; exit 0; }
-    echo "cannot read the working directory of pid $pid"; exit 3
-fi
-[ "$cwd" = "$here" ] || { echo none; exit 0; }
-set -- $(fields "$pid")
-if [ "$3" = "$pid" ]; then
-    kill -s KILL -- "-$pid" || { echo "kill of process group $pid failed"; exit 5; }
+if cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null); then
+    [ "$cwd" = "$here" ] || { echo none; exit 0; }
 else
-    kill -s STOP "$pid" 2>/dev/null
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null < "$f" || continue
-        set -- ${line##*") "}
-        if [ "$2" = "$pid" ]; then c=${f#/proc/}; kill -s KILL "${c%/stat}" 2>/dev/null; fi
-    done
-    kill -s KILL "$pid" || { echo "kill of pid $pid failed"; exit 5; }
+    alive "$pid" || { echo none; exit 0; }
+    started=$(sed -n 3p "$dir/postmaster.pid")
+    set -- $(fields "$pid")
+    since=$(( $(awk '/^btime/ { print $2 }' /proc/stat) + ${20} / $(getconf CLK_TCK) ))
+    case $started in ''|*[!0-9]*) started=0;; esac
+    if [ $((since - started)) -gt 5 ] || [ $((started - since)) -gt 5 ]; then
+        echo "pid $pid: cannot read its working directory and it did not start when" \
+             "postmaster.pid says (started $since, file $started): cannot tell it is the server"
+        exit 3
+    fi
 fi
+kill -s STOP "$pid" || { echo "kill -STOP $pid failed"; exit 5; }
+stopped="" rounds=0
+while [ "$rounds" -lt 20 ]; do
+    new=""
+    for c in $(descendants); do
+        case " $stopped " in *" $c "*) ;; *) new="$new $c" ;; esac
+    done
+    [ -z "$new" ] && break
+    kill -s STOP $new 2>/dev/null
+    stopped="$stopped$new" rounds=$((rounds + 1))
+done
+set -- $(fields "$pid")
+if [ "$3" = "$pid" ]; then kill -s KILL -- "-$pid" 2>/dev/null; fi
+kill -s KILL "$pid" 2>/dev/null || ! alive "$pid" || { echo "kill of pid $pid failed"; exit 5; }
+[ -n "$stopped" ] && kill -s KILL $stopped 2>/dev/null
 n=0
-while alive "$pid"; do
-    [ "$n" -ge $((limit * 20)) ] && { echo "killed $pid"; exit 4; }
-    sleep 0.05; n=$((n + 1))
+for p in $pid $stopped; do
+    while alive "$p"; do
+        [ "$n" -ge $((limit * 20)) ] && { echo "killed $pid"; exit 4; }
+        sleep 0.05; n=$((n + 1))
+    done
 done
 echo "killed $pid"
 """
@@ -209,19 +238,22 @@ class MemberHost:
 
     async def kill_server(self, wait_seconds: int = KILL_WAIT_SECONDS) -> Killed | None:
         """SIGKILL the server running from this data directory and wait up to
-        ``wait_seconds`` for its postmaster to exit (fencing a former primary before a
+        ``wait_seconds`` for its processes to exit (fencing a former primary before a
         promotion). None when no server runs from it.
 
-        Its whole process group is killed at once (pg_ctl, systemd and the lab start the
-        postmaster as a group leader, and its backends and workers inherit the group), else
-        the postmaster, stopped first so it forks nothing, and its children. SIGKILL ends a
-        SIGSTOPped process too and cannot be caught or undone: from then on none of them runs
-        another instruction, even if it is resumed or still in uninterruptible I/O.
+        The postmaster and every descendant (backends, workers, an archive_command's shell)
+        are SIGSTOPped as they are found, so none forks a process the kill would miss, then
+        SIGKILLed. SIGKILL ends a SIGSTOPped process too and cannot be caught or undone: from
+        then on none of them runs another instruction, even if it is resumed or still in
+        uninterruptible I/O.
 
         The pid in ``postmaster.pid`` is trusted only when that process's working directory
         is this data directory (the postmaster changes into it at start): a stale file whose
         pid now belongs to another process means no server runs here, and that process is
-        left alone. Reading it needs ``/proc`` (Linux); without it this fails."""
+        left alone. Where the working directory cannot be read (a server whose group differs
+        from ``os_user``'s, as the lab's), the process must have started within 5 s of the
+        start time ``postmaster.pid`` records, else this fails rather than guess. Reading
+        either needs ``/proc`` (Linux); without it this fails."""
         result = await self.run(["sh", "-c", _KILL_SCRIPT, "sh", str(self.data_dir),
                                  str(int(wait_seconds))],
                                 timeout=wait_seconds + 10.0, check=False)

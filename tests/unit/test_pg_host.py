@@ -176,10 +176,12 @@ def fake_server(tmp_path: Path) -> Iterator[tuple[MemberHost, Path]]:
 
 def start_postmaster(data: Path, *, leader: bool) -> tuple[subprocess.Popen[bytes], int]:
     """A stand-in postmaster: runs from ``data`` (as the real one, which changes into its
-    data directory), one child like a backend, its pid in postmaster.pid."""
+    data directory), one child that, like every postmaster child, leads a session (and so a
+    process group) of its own, its pid in postmaster.pid."""
     child_file = data / "child.pid"
-    proc = subprocess.Popen(["sh", "-c", 'sleep 300 & echo $! > child.pid; exec sleep 301'],
-                            cwd=data, start_new_session=leader)
+    proc = subprocess.Popen(
+        ["sh", "-c", "(exec setsid sleep 300) & echo $! > child.pid; exec sleep 301"],
+        cwd=data, start_new_session=leader)
     deadline = time.monotonic() + 10
     while not (child_file.exists() and child_file.read_text().strip()):
         assert time.monotonic() < deadline, "the stand-in postmaster did not start"
