@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ import pytest
 
 from deploy.lab import nginx as lab_nginx
 from deploy.lab import postgres as lab_postgres
+from deploy.lab import procs
 from deploy.lab.core import LabError
 
 pytestmark = pytest.mark.integration
@@ -329,6 +331,63 @@ def test_failover_after_kill_fences_old_primary_and_rejoin_restores_it(fresh: An
     data = wait_for(lambda: (d := status(fresh)) and streams_from(d, "pg-1", "pg-2") and d,
                     30, "pg-1 streaming from pg-2")
     assert not data["fenced"]
+
+
+def lab_command(lab: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sfops lab ARGS` on the test lab."""
+    return lab.sfops("lab", "--dir", str(lab.dir), *args)
+
+
+def test_failover_from_a_hung_primary_fences_it_first_and_it_never_writes_again(
+        fresh: Any) -> None:
+    status(fresh)  # sfops sees the primary's position (the TUI polls it continuously)
+    hung = lab_command(fresh, "hang", "pg-1")
+    assert hung.returncode == 0, hung.stdout + hung.stderr
+    pids = [int(p) for p in hung.stdout.split("SIGSTOP to pid", 1)[1].strip(" )\n").split(",")]
+    stopped = {pid: procs.read_stat(pid) for pid in pids}
+    assert all(stat is not None and stat.state in ("T", "t") for stat in stopped.values())
+
+    # As an operator: the preflight, then confirmation typed in; the runner re-checks only.
+    started = time.monotonic()
+    done = fresh.sfops("pg", "failover", "--to", "pg-2", "--json", input="pg-2\n",
+                       timeout=180)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "succeeded" and result["forced"] is False
+    checks = {c["name"]: c["status"] for c in result["preflight"]}
+    assert checks["primary unreachable"] == "pass"
+    assert checks["re-check: primary unreachable"] == "pass"
+    assert {c["name"]: c["status"] for c in result["verify"]}["old primary fenced"] == "pass"
+    steps = [line.strip() for line in done.stderr.splitlines()]
+    killed = next(i for i, line in enumerate(steps) if "SIGKILLed" in line)
+    promoting = next(i for i, line in enumerate(steps) if "promoting (pg_promote" in line)
+    assert killed < promoting, "pg-1 must be fenced before pg-2 is promoted"
+    accepted = next(line for line in steps if "accepts writes" in line and "confirmation" in line)
+    print(f"hung-primary failover: {accepted!r}; whole command {elapsed:.1f}s")
+
+    # The new primary takes a write.
+    rows = sql(fresh, "pg-2", "INSERT INTO events(payload, served_by) VALUES ('{}', "
+               "'after-hung-failover') RETURNING id")
+    assert rows and rows[0][0]
+
+    # pg-1 resumes: the SIGKILL reached every stopped process, none of them runs again...
+    resumed = lab_command(fresh, "resume", "pg-1")
+    assert resumed.returncode == 0 or "not running" in resumed.stdout + resumed.stderr, (
+        resumed.stdout + resumed.stderr)
+    for pid, before in stopped.items():
+        now = procs.read_stat(pid)
+        assert now is None or now.exited or (before is not None and now.start_ticks
+                                             != before.start_ticks), f"pid {pid} still runs"
+    with pytest.raises(psycopg.OperationalError):
+        sql(fresh, "pg-1", "INSERT INTO events(payload, served_by) VALUES ('{}', 'resumed')")
+    # ...and restarted (a supervisor would), it comes up read-only: standby.signal.
+    fresh.start("pg-1")
+    assert sql(fresh, "pg-1", "SELECT pg_is_in_recovery()")[0][0] is True
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        sql(fresh, "pg-1", "INSERT INTO events(payload, served_by) VALUES ('{}', 'fenced')")
+    data = status(fresh)
+    assert data["primary"] == "pg-2" and member(data, "pg-1")["fenced"] is True
 
 
 def test_failover_refused_when_received_wal_lags_and_forced_is_audited(fresh: Any) -> None:
