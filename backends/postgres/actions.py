@@ -413,8 +413,8 @@ class Failover(_PgAction):
         for name in self._fenced_first():
             path = self.cluster.host(name).path("standby.signal")
             lines.append(f"{name}: fence first: write {path} (a restart comes up read-only as "
-                         "a standby), then SIGKILL its server (the postmaster's process group, "
-                         "a hung one too); if either fails, standby.signal is removed and "
+                         "a standby), then SIGKILL its server (the postmaster and every process it "
+                         "started, a hung one too); if either fails, standby.signal is removed and "
                          f"nothing is promoted; recorded as fenced, new primary {self.to}")
         lines += self._promotion_plan(self.to, candidate, timeline)
         for name in self.old_primary:

@@ -1,19 +1,28 @@
 """Failover time on the lab: `sfops pg failover` from confirmation to "the new primary accepts
-writes", beside `pg_promote` alone (the physical floor). Prints numbers; asserts nothing.
+writes", with the old primary killed (SIGKILL) and with it hung (every process SIGSTOPped, as
+`sfops lab hang`), beside `pg_promote` alone (the physical floor). Prints numbers; asserts
+nothing.
 
     .venv/bin/python tests/perf/bench_pg_failover.py --lab-dir /tmp/lab-pg --runs 5
 
-Each run kills the current primary (SIGKILL), fails over to the other member and rejoins the
-killed one, so runs alternate direction and need no switch back. ``sfops`` is driven
-in-process (the CLI's Python start-up is not part of a failover). The preflight's repeated
-"primary unreachable" probes are part of the sfops figure: they are the price of not
-promoting on one lost packet.
+Each run kills the current primary, fails over to the other member and rejoins the killed one;
+then the same by hand with `pg_promote`; then hangs the current primary and fails over again
+(sfops fences it — standby.signal, SIGKILL — before promoting) and rejoins it. So runs
+alternate direction and need no switch back. ``sfops`` is driven in-process (the CLI's Python
+start-up is not part of a failover) and as the CLI drives it: the preflight, then the run of
+the preflight the operator confirmed (the re-check, the fence, the promotion). The figure is
+that run, up to the "accepts writes" step. The preflight is timed and printed on its own: it
+holds the repeated "primary unreachable" probes, the price of not promoting on one lost
+packet, paid before the operator confirms (for a hung primary each probe waits out
+``connect_timeout``). The load average is printed at the start and at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import platform
 import statistics
 import subprocess
@@ -32,8 +41,8 @@ from backends.audit import AuditLog  # noqa: E402
 from backends.config import load  # noqa: E402
 from backends.postgres.actions import Failover, Rejoin  # noqa: E402
 from backends.postgres.cluster import PgCluster  # noqa: E402
-from deploy.lab import ops  # noqa: E402
-from deploy.lab.core import Lab  # noqa: E402
+from deploy.lab import faults, ops  # noqa: E402
+from deploy.lab.core import Lab, LabError  # noqa: E402
 
 
 def roles(lab: Lab) -> tuple[str, str]:
@@ -56,13 +65,23 @@ async def rejoin(runner: ActionRunner, cluster: PgCluster, member: str) -> None:
         raise SystemExit(f"rejoin failed: {result.error}")
 
 
-async def sfops_failover(config_path: Path, primary: str, standby: str) -> float:
+async def sfops_failover(config_path: Path, primary: str, standby: str,
+                         fault: str) -> tuple[float, float]:
+    """Fail over from ``primary`` killed (``fault`` "kill") or hung ("hang"); (preflight
+    seconds, confirmation to "accepts writes" seconds)."""
     config = load(config_path)
     cluster = PgCluster(config)
     runner = ActionRunner(AuditLog(config.sfops.audit_log), secrets=config.secrets())
     try:
         await cluster.service.poll(use_breaker=False)  # what a running TUI already knows
-        ops.stop(LAB, primary, kill=True)
+        if fault == "kill":
+            ops.stop(LAB, primary, kill=True)
+        else:
+            faults.hang(LAB, primary)
+        action = Failover(cluster, standby)
+        started = time.monotonic()
+        checks = await action.preflight()  # shown to the operator, who confirms
+        preflight = time.monotonic() - started
         accepted: list[float] = []
         started = time.monotonic()
 
@@ -70,12 +89,16 @@ async def sfops_failover(config_path: Path, primary: str, standby: str) -> float
             if "accepts writes" in step.message and not accepted:
                 accepted.append(time.monotonic() - started)
 
-        result = await runner.run(Failover(cluster, standby), on_step=on_step)
-        if not result.ok:
-            raise SystemExit(f"failover failed: {result.error}")
+        result = await runner.run(action, preflight=checks, on_step=on_step)
+        if not result.ok or not accepted:
+            raise SystemExit(f"failover ({fault}) failed: {result.error}")
+        if fault == "hang":
+            # The fence SIGKILLed it: nothing is left to resume (the lab says so).
+            with contextlib.suppress(LabError):
+                faults.resume(LAB, primary)
         ops.start(LAB, primary)
         await rejoin(runner, cluster, primary)
-        return accepted[0]
+        return preflight, accepted[0]
     finally:
         await cluster.close()
 
@@ -113,7 +136,7 @@ async def promote_alone(config_path: Path, primary: str, standby: str) -> float:
 def summary(label: str, values: list[float]) -> str:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return (f"{label:<28} n={len(values)}  median {statistics.median(values):.3f} s  "
+    return (f"{label:<36} n={len(values)}  median {statistics.median(values):.3f} s  "
             f"p95 {p95:.3f} s  min {ordered[0]:.3f} s  max {ordered[-1]:.3f} s")
 
 
@@ -128,19 +151,41 @@ def main() -> None:
     args = parser.parse_args()
     LAB = Lab.open(args.lab_dir, progress=lambda message: None)
     config_path = LAB.config_path
-    sfops_times: list[float] = []
+    print(f"load average at start: {load_average()}", flush=True)
+    killed: list[float] = []
+    hung: list[float] = []
+    killed_preflight: list[float] = []
+    hung_preflight: list[float] = []
     promote_times: list[float] = []
     for run in range(args.runs):
         primary, standby = roles(LAB)
-        sfops_times.append(asyncio.run(sfops_failover(config_path, primary, standby)))
+        preflight, figure = asyncio.run(sfops_failover(config_path, primary, standby, "kill"))
+        killed.append(figure)
+        killed_preflight.append(preflight)
         primary, standby = roles(LAB)
         promote_times.append(asyncio.run(promote_alone(config_path, primary, standby)))
-        print(f"run {run + 1}: sfops {sfops_times[-1]:.3f} s, pg_promote alone "
-              f"{promote_times[-1]:.3f} s", flush=True)
+        primary, standby = roles(LAB)
+        preflight, figure = asyncio.run(sfops_failover(config_path, primary, standby, "hang"))
+        hung.append(figure)
+        hung_preflight.append(preflight)
+        print(f"run {run + 1}: sfops killed primary {killed[-1]:.3f} s (preflight "
+              f"{killed_preflight[-1]:.2f} s), hung primary {hung[-1]:.3f} s (preflight "
+              f"{hung_preflight[-1]:.2f} s), pg_promote alone {promote_times[-1]:.3f} s; "
+              f"load {load_average()}", flush=True)
     print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''} "
-          f"python {platform.python_version()}")
-    print(summary("sfops pg failover", sfops_times))
+          f"{os.cpu_count()} cores, python {platform.python_version()}; load average at "
+          f"end: {load_average()}")
+    print("confirmation to \"new primary accepts writes\":")
+    print(summary("sfops pg failover, killed primary", killed))
+    print(summary("sfops pg failover, hung primary", hung))
     print(summary("pg_promote + first write", promote_times))
+    print("preflight (before the confirmation):")
+    print(summary("preflight, killed primary", killed_preflight))
+    print(summary("preflight, hung primary", hung_preflight))
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":
