@@ -4,7 +4,8 @@ The CLI and the TUI run the same :class:`Action` objects through the same
 :class:`ActionRunner`, so the guards live here and not in either front end: read-only mode
 refuses to *build* a mutating action, a failed preflight check refuses the run unless forced,
 and every run — succeeded, failed, refused, cancelled or interrupted — leaves exactly one
-audit record.
+final audit record. A run that gets past its preflight first writes its intent (a "started"
+record, fsynced) and does not start when that write fails; the final record refers to it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from backends.audit import AuditLog, AuditRecord, now_iso
+from backends.audit import AuditLog, AuditRecord, StartedRecord, now_iso
 from backends.config import REDACTED, Secret, redact_text
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,9 @@ class WorstCase:
 class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-    REFUSED = "refused"  # a preflight check failed and the run was not forced
+    # A preflight check failed and the run was not forced, or its start could not be
+    # recorded (the audit log is not writable): either way nothing was changed.
+    REFUSED = "refused"
     CANCELLED = "cancelled"  # the run's task was cancelled
     INTERRUPTED = "interrupted"  # stopped at a safe point on request (shutdown), or Ctrl-C
 
@@ -196,6 +199,8 @@ StepCallback = Callable[[Step], object]
 class _Progress:
     steps: int = 0
     verify: list[CheckResult] = field(default_factory=list)
+    started_id: str | None = None  # the intent record, once written
+    not_recorded: bool = False  # the intent record could not be written: nothing started
 
 
 def _failing(checks: Iterable[CheckResult]) -> list[CheckResult]:
@@ -272,6 +277,8 @@ class ActionRunner:
             if failing and not force:
                 outcome = Outcome.REFUSED
                 error = self._redact(_summarise("preflight failed: ", failing), action)
+            elif (error := await self._record_start(action, checks, force, progress)):
+                outcome = Outcome.REFUSED  # the intent is not on disk: nothing may change
             else:
                 outcome, error = await self._execute(action, on_step, progress)
         except asyncio.CancelledError:
@@ -287,10 +294,34 @@ class ActionRunner:
             result_ = self._result(action, outcome, error, force, checks, progress.verify,
                                    progress.steps, started, started_iso)
             try:
-                await self._record(action, result_)
+                await self._record(action, result_, progress)
             finally:
                 await close_quietly(action)
         return result_
+
+    # -- the intent record (issue #14) ------------------------------------------------------
+    async def _record_start(self, action: Action, checks: list[CheckResult], force: bool,
+                            progress: _Progress, lock: Mapping[str, Any] | None = None,
+                            ) -> str | None:
+        """Write the fsynced "started" record before the first change; None when it is on
+        disk, else the error that keeps the action from starting. ``lock``: the lock held
+        for the target, recorded with the intent."""
+        record = StartedRecord(
+            user=self.user, host=self.host, action=action.name, target=action.target,
+            params=action.redacted_params(), forced=force,
+            preflight=[self._check_json(c, action) for c in checks], lock=lock,
+        )
+        # Known before the write: cancelled while it is under way (shielded, it completes),
+        # the final record still refers to it.
+        progress.started_id = record.id
+        try:
+            await asyncio.shield(self.audit.write(record))
+        except OSError as exc:
+            progress.started_id, progress.not_recorded = None, True
+            reason = exc.strerror or type(exc).__name__
+            return self._redact(f"not started: cannot write the audit log {self.audit.path} "
+                                f"({reason}); nothing was changed", action)
+        return None
 
     async def _execute(
         self, action: Action, on_step: StepCallback | None, progress: _Progress
@@ -326,7 +357,7 @@ class ActionRunner:
             duration_s=max(0.0, self._clock() - started), started_at=started_iso,
         )
 
-    async def _record(self, action: Action, result: RunResult) -> None:
+    async def _record(self, action: Action, result: RunResult, progress: _Progress) -> None:
         record = AuditRecord(
             ts=result.started_at,
             user=self.user,
@@ -341,10 +372,18 @@ class ActionRunner:
             error=result.error,
             duration_s=result.duration_s,
             steps=result.steps,
+            started_id=progress.started_id,
         )
         # Shielded: a second cancellation (e.g. shutdown) must not lose the record; the
         # write thread completes even if this await is abandoned.
-        await asyncio.shield(self.audit.write(record))
+        try:
+            await asyncio.shield(self.audit.write(record))
+        except OSError as exc:
+            if not progress.not_recorded:
+                raise
+            # The log already refused the intent (the result says so): nothing changed.
+            log.warning("audit log %s still not writable: %s", self.audit.path,
+                        exc.strerror or type(exc).__name__)
 
     def _check_json(self, check: CheckResult, action: Action) -> dict[str, str]:
         data = check.to_json()

@@ -14,7 +14,7 @@ from backends.audit import AuditLog, AuditRecord
 
 FIELDS = {
     "ts", "user", "host", "action", "target", "params", "forced", "preflight", "verify",
-    "outcome", "error", "duration_s", "steps",
+    "outcome", "error", "duration_s", "steps", "id", "event", "started_id",
 }
 
 

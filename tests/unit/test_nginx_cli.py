@@ -59,7 +59,8 @@ async def run(tmp_path: Path, action: Action, answer: str = "", read_only: bool 
     out, err = io.StringIO(), io.StringIO()
     code = await run_action(args(**kw), cfg, build, stdin=io.StringIO(answer), out=out, err=err)
     log = tmp_path / "audit.jsonl"
-    records = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    raw = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    records = [r for r in raw if r.get("event") != "started"]  # the outcomes
     return code, out.getvalue(), err.getvalue(), records
 
 
