@@ -129,6 +129,9 @@ class ActionSpec:
     destructive: bool = False  # confirmation asks for the target's name (= the class's flag)
     mutating: bool = True
     description: str = ""  # the CLI's longer description (defaults to help)
+    # What to check when a run stopped without an outcome (SIGKILL, power cut): shown by
+    # `sfops audit`, the TUI and the start-up warning. "{target}" is replaced by the target.
+    if_interrupted: str = ""
 
     @property
     def in_tui(self) -> bool:

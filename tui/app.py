@@ -27,10 +27,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable
 
 from backends.actions import Action, ActionRunner, RunResult, close_quietly
-from backends.audit import AuditLog
+from backends.audit import RUNNING, AuditLog, Unfinished
 from backends.config import SfopsConfig, redact_text
 from backends.resilience import Poller
-from backends.service import BackendService, BackendSummary, observe, summary_of, wrong_now
+from backends.service import (
+    Alert,
+    BackendService,
+    BackendSummary,
+    observe,
+    summary_of,
+    wrong_now,
+)
 from backends.snapshot import Health, Snapshot
 from tui.alerts import AlertTracker
 from tui.modals import ConfirmActionScreen, HelpScreen, ProgressScreen, QuitGuardScreen
@@ -76,6 +83,11 @@ class SfopsApp(App[None]):
         self.headless = False
         self.loop_lag_max = 0.0  # seconds; the worst event-loop delay seen (tests, benchmark)
         self._audit_signature: tuple[int, ...] | None = None
+        # Actions that started and have no outcome (audit intent records): "What is wrong
+        # now" lines, and the ids already notified about.
+        self.unfinished_alerts: list[Alert] = []
+        self._notified_unfinished: set[str] = set()
+        self._audit_running = False  # an action's process was alive: re-judge each refresh
         self._lag_expected = 0.0
         for index in range(1, min(len(self.services), PANEL_KEYS) + 1):
             self.bind(str(index), f"open_index({index})", description=f"Panel {index}",
@@ -185,7 +197,8 @@ class SfopsApp(App[None]):
         if overview is None:
             return
         now = datetime.now(UTC)
-        tracked = self.alerts.update(wrong_now(self.current_summaries()), now)
+        tracked = self.alerts.update(
+            [*wrong_now(self.current_summaries()), *self.unfinished_alerts], now)
         rows = [(row.key, row.cells) for row in alert_rows(tracked, now)]
         with contextlib.suppress(Exception):  # the overview may be mid-compose
             sync_table(overview.query_one("#alerts", DataTable), rows)
@@ -202,19 +215,38 @@ class SfopsApp(App[None]):
             signature: tuple[int, ...] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         except OSError:
             signature = None
-        if not force and signature == self._audit_signature:
+        # A running action (its process alive) may die without a write: look again.
+        if not force and signature == self._audit_signature and not self._audit_running:
             return
         self._audit_signature = signature
         try:
-            records = self.audit.read(limit=5)
+            view = self.audit.view(limit=5)
+            records, unfinished = view.actions, view.unfinished
         except Exception:  # an unreadable audit log must not break the overview
-            records = []
-        self.call_from_thread(self._show_recent, records)
+            records, unfinished = [], []
+        self._audit_running = any(u.state == RUNNING for u in unfinished)
+        self.call_from_thread(self._show_recent, records, unfinished)
 
-    def _show_recent(self, records: list[dict[str, Any]]) -> None:
+    def _show_recent(self, records: list[dict[str, Any]],
+                     unfinished: Sequence[Unfinished] = ()) -> None:
         overview = self.get_screen_stack_overview()
         if overview is not None:
             sync_table(overview.query_one("#recent", DataTable), recent_action_rows(records))
+        self._show_unfinished(unfinished)
+
+    def _show_unfinished(self, unfinished: Sequence[Unfinished]) -> None:
+        """Interrupted actions (started, no outcome, nobody dealt with them): a line in "What
+        is wrong now" while they stay so, and one notification each, with what to check."""
+        from backends.intent import alerts, headline
+
+        self.unfinished_alerts = alerts(unfinished)
+        for item in unfinished:
+            if item.resolved or item.state == RUNNING or item.id in self._notified_unfinished:
+                continue
+            self._notified_unfinished.add(item.id)
+            self.notify(headline(item), title="an action did not finish", severity="error",
+                        markup=False, timeout=30)
+        self.render_alerts()
 
     # -- navigation --------------------------------------------------------------------------
     def action_open_index(self, index: int) -> None:

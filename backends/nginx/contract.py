@@ -28,7 +28,8 @@ def _member_action(path: str) -> Callable[[ActionContext, Any, Mapping[str, Any]
     def build(context: ActionContext, member: Any, params: Mapping[str, Any]) -> Action:
         action: Action = context.runner.build(load(path), context.service("nginx"), str(member),
                                               timeout=params.get("timeout",
-                                                                 DEFAULT_DRAIN_TIMEOUT))
+                                                                 DEFAULT_DRAIN_TIMEOUT),
+                                              audit=context.runner.audit)
         return action
 
     return build
@@ -38,6 +39,12 @@ MEMBER = Target("member", "MEMBER", "member name as in [nginx.members.*] (e.g. a
                 choices=_members)
 TIMEOUT = Param("timeout", "how long to wait for in-flight requests (default %(default)g)",
                 type=float, default=DEFAULT_DRAIN_TIMEOUT, metavar="S")
+
+# What to check after a drain or undrain that stopped without an outcome.
+IF_INTERRUPTED = (
+    "the upstream file may be edited but not reloaded (or reloaded with {target} half-way): "
+    "check `sfops nginx status` and `nginx -t`, then drain or undrain {target} again: that "
+    "writes the state you choose and reloads")
 
 BACKEND = Backend(
     name="nginx",
@@ -51,10 +58,12 @@ BACKEND = Backend(
                    "mark MEMBER down, reload gracefully, wait for its in-flight requests",
                    "backends.nginx.actions:DrainMember", _member_action(
                        "backends.nginx.actions:DrainMember"),
-                   key="d", target=MEMBER, params=(TIMEOUT,), destructive=True),
+                   key="d", target=MEMBER, params=(TIMEOUT,), destructive=True,
+                   if_interrupted=IF_INTERRUPTED),
         ActionSpec("nginx.undrain", "undrain", "Undrain", "put MEMBER back into rotation",
                    "backends.nginx.actions:UndrainMember", _member_action(
                        "backends.nginx.actions:UndrainMember"),
-                   key="u", target=MEMBER, params=(TIMEOUT,)),
+                   key="u", target=MEMBER, params=(TIMEOUT,),
+                   if_interrupted=IF_INTERRUPTED),
     ),
 )

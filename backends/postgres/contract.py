@@ -56,6 +56,19 @@ SWITCHOVER_TO = Target("member", "MEMBER", "standby to promote", option="--to",
                        choices=_members)
 REJOIN_MEMBER = Target("member", "MEMBER", "member to rejoin (e.g. pg-1)", choices=_members)
 
+# What to check after a run that stopped without an outcome (see ActionSpec.if_interrupted).
+IF_SWITCHOVER_INTERRUPTED = (
+    "check `sfops pg status`: exactly one primary must accept writes. One does: `sfops pg "
+    "rejoin` the other member unless it already streams from it. None does (the old primary "
+    "was stopped, maybe fenced): `sfops pg failover --to {target}`, then rejoin the old "
+    "primary")
+IF_FAILOVER_INTERRUPTED = (
+    "check `sfops pg status`: exactly one primary must accept writes. {target} is it: `sfops "
+    "pg rejoin` the old primary once it is reachable. None is: run the failover again")
+IF_REJOIN_INTERRUPTED = (
+    "{target} may be stopped, half-rewound or without its standby settings: check `sfops pg "
+    "status` (exactly one primary) and run `sfops pg rejoin {target}` again")
+
 BACKEND = Backend(
     name=NAME,
     title="PostgreSQL",
@@ -69,6 +82,7 @@ BACKEND = Backend(
                    "backends.postgres.actions:Failover",
                    _cluster_action("backends.postgres.actions:Failover"),
                    key="f", target=FAILOVER_TO, destructive=True,
+                   if_interrupted=IF_FAILOVER_INTERRUPTED,
                    description="Promote a standby after the primary died. Refused while the "
                    "primary answers (use switchover). --force accepts a candidate lagging more "
                    "than max_lag_on_failover (audited); it never overrides the primary-is-gone "
@@ -78,6 +92,7 @@ BACKEND = Backend(
                    "backends.postgres.actions:Switchover",
                    _cluster_action("backends.postgres.actions:Switchover"),
                    key="s", target=SWITCHOVER_TO, destructive=True,
+                   if_interrupted=IF_SWITCHOVER_INTERRUPTED,
                    description="CHECKPOINT, clean fast shutdown of the primary, confirm MEMBER "
                    "received the shutdown checkpoint, promote it, rejoin the old primary as "
                    "its standby."),
@@ -85,6 +100,7 @@ BACKEND = Backend(
                    "make MEMBER a streaming standby of the primary (pg_rewind if needed)",
                    "backends.postgres.actions:Rejoin",
                    _cluster_action("backends.postgres.actions:Rejoin"),
-                   key="j", target=REJOIN_MEMBER, destructive=True),
+                   key="j", target=REJOIN_MEMBER, destructive=True,
+                   if_interrupted=IF_REJOIN_INTERRUPTED),
     ),
 )

@@ -117,3 +117,29 @@ async def test_panel_keys_follow_the_configured_backends(tmp_path, count):
         keys = app.screen.active_bindings
         assert [str(i) in keys for i in range(1, 10)] == [i <= count for i in range(1, 10)]
         assert f"1-{count} / Enter" in help_text(app).plain
+
+
+async def test_an_interrupted_action_is_notified_listed_and_shown_in_red(tmp_path):
+    """A started record without an outcome (its sfops was SIGKILLed): on start the TUI
+    notifies it with what to check, lists it under "What is wrong now" and shows it as
+    interrupted in Recent actions."""
+    from backends.audit import StartedRecord, process_identity
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    killed = StartedRecord(user="bob", host="bastion", action="pg.switchover", target="pg-2",
+                           params={"to": "pg-2"}, forced=False, preflight=[],
+                           process={**process_identity(), "pid_start": -1})
+    log.append(killed)
+    app = make_app(tmp_path, [FakeService("nginx", "Load balancer")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: any(killed.id in n.message for n in app._notifications),
+                       what="a notification naming the record")
+        (note,) = [n for n in app._notifications if killed.id in n.message]
+        assert "interrupted" in note.message and "exactly one primary" in note.message
+        alerts = app.screen.query_one("#alerts", DataTable)
+        await wait_for(pilot, lambda: any(
+            "pg.switchover pg-2 interrupted" in alerts.get_cell_at((row, 2)).plain
+            for row in range(alerts.row_count)), what="a line in What is wrong now")
+        recent = app.screen.query_one("#recent", DataTable)
+        await wait_for(pilot, lambda: recent.row_count == 1, what="the recent action")
+        assert recent.get_cell_at((0, 2)).plain == "interrupted"

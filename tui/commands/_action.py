@@ -140,6 +140,7 @@ async def run_action(
         fraction = f"[{step.fraction * 100:3.0f}%] " if step.fraction is not None else ""
         print(printable(f"  {fraction}{step.message}"), file=err, flush=True)
 
+    warn_unfinished(runner.audit, err)
     async with AsyncExitStack() as stack:
         try:
             action = await build(config, runner, stack)
@@ -157,6 +158,21 @@ async def run_action(
         finally:
             await close_quietly(action)  # the runner closes it too; close() is idempotent
     raise AssertionError("unreachable")  # pragma: no cover - the with block always returns
+
+
+def warn_unfinished(audit: AuditLog, err: TextIO) -> None:
+    """Actions that started and have no outcome (interrupted, or running elsewhere): one
+    warning line each, with what to check, before anything else happens."""
+    from backends.intent import warnings
+
+    try:
+        items = audit.unfinished()
+    except OSError as exc:
+        print(f"sfops: warning: cannot read the audit log {audit.path}: "
+              f"{exc.strerror or exc}", file=err)
+        return
+    for line in warnings(items):
+        print(printable(f"sfops: warning: {line}"), file=err)
 
 
 async def _run_built(action: Action, args: argparse.Namespace, runner: ActionRunner,

@@ -1,4 +1,6 @@
-"""`sfops audit [--json] [-n N]`: the last actions from the audit log, oldest first."""
+"""`sfops audit [--json] [-n N] [--ack ID]`: the last actions from the audit log, oldest
+first; an action that started but has no outcome shows as running or interrupted, with what
+to check."""
 
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ from tui import exitcodes
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("audit", help="show the last actions from the audit log")
     parser.add_argument("--json", action="store_true",
-                        help="print the records as JSON lines, exactly as logged")
+                        help="print one JSON line per action: the final record as logged, or "
+                        "the started record of one without an outcome, its outcome judged now "
+                        "(running, interrupted, unfinished)")
     parser.add_argument("-n", type=int, default=20, metavar="N",
-                        help="how many of the latest records (default %(default)d; 0 = all)")
+                        help="how many of the latest actions (default %(default)d; 0 = all)")
+    parser.add_argument("--ack", metavar="ID",
+                        help="record that you checked the interrupted action with this record "
+                        "id: sfops stops warning about it")
     parser.set_defaults(func=run)
 
 
@@ -27,16 +34,19 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return exitcodes.USAGE
     log = AuditLog(config.sfops.audit_log)
+    if getattr(args, "ack", None):
+        return _ack(log, args.ack)
     try:
-        records = log.read(limit=args.n if args.n > 0 else None)
+        view = log.view(limit=args.n if args.n > 0 else None)
     except OSError as exc:
         print(f"sfops: cannot read {log.path}: {exc.strerror or exc}", file=sys.stderr)
         return exitcodes.USAGE
+    records = view.actions
     if args.json:
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
         return exitcodes.OK
-    if not records:
+    if not records and not view.unfinished:
         print(f"no actions recorded in {log.path}")
         return exitcodes.OK
     rows: list[tuple[str, ...]] = [
@@ -47,6 +57,38 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         cells = [f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:6])]
         print("  ".join([*cells, row[6]]).rstrip())
+    _print_unfinished(view.unfinished)
+    return exitcodes.OK
+
+
+def _print_unfinished(unfinished: list[Any]) -> None:
+    """Under the table: every action without an outcome nobody has dealt with, what to check."""
+    from backends.intent import warning
+    from tui.commands._action import printable
+
+    open_items = [u for u in unfinished if not u.resolved]
+    if not open_items:
+        return
+    print()
+    for item in open_items:
+        print(printable(f"{item.state.upper()}: {warning(item)}"))
+
+
+def _ack(log: Any, started_id: str) -> int:
+    from backends.actions import ActionRunner
+    from tui.commands._action import printable
+
+    who = ActionRunner(log)  # the user and host an action would be recorded with
+    try:
+        log.acknowledge(started_id, user=who.user, host=who.host)
+    except KeyError:
+        print(printable(f"sfops: no unfinished action with record id {started_id!r} in "
+                        f"{log.path}"), file=sys.stderr)
+        return exitcodes.USAGE
+    except OSError as exc:
+        print(f"sfops: cannot write {log.path}: {exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    print(printable(f"acknowledged {started_id}: sfops no longer warns about it"))
     return exitcodes.OK
 
 
@@ -54,12 +96,13 @@ def _row(record: dict[str, Any]) -> tuple[str, ...]:
     from tui.commands._action import printable
 
     forced = " (forced)" if record.get("forced") else ""
+    done = " (resolved)" if record.get("resolved") else ""
     duration = record.get("duration_s")
     # Control characters from a hostile target name must not drive the terminal.
     return tuple(
         printable(str(v)) for v in (
             record.get("ts", "?"), record.get("user", "?"), record.get("action", "?"),
-            record.get("target", "?"), f"{record.get('outcome', '?')}{forced}",
+            record.get("target", "?"), f"{record.get('outcome', '?')}{forced}{done}",
             f"{duration:.1f}" if isinstance(duration, int | float) else "?",
             record.get("error") or "",
         )

@@ -105,7 +105,10 @@ def recent_action_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
     rows: list[tuple[str, tuple[Text, ...]]] = []
     for index, record in enumerate(reversed(records)):
         outcome = str(record.get("outcome", "?"))
-        style = "green" if outcome == "succeeded" else "red" if outcome == "failed" else "yellow"
+        style = ("green" if outcome == "succeeded" else "red" if outcome == "failed"
+                 else "cyan" if outcome == "running"
+                 else "bold red" if record.get("unfinished") and not record.get("resolved")
+                 else "yellow")
         ts = str(record.get("ts", ""))[11:19]
         key = f"{record.get('ts', '')}:{record.get('action', '')}:{index}"
         rows.append(
