@@ -23,6 +23,7 @@ from contextlib import aclosing
 from typing import ClassVar
 
 from backends.actions import Action, CheckResult, Step, WorstCase
+from backends.audit import RUNNING, AuditLog
 from backends.nginx.config import NginxMember
 from backends.nginx.contract import DEFAULT_DRAIN_TIMEOUT
 from backends.nginx.control import (
@@ -67,6 +68,10 @@ def _tail(text: str, lines: int = 3) -> str:
     return " / ".join(text.strip().splitlines()[-lines:]) or "(no output)"
 
 
+def _clock(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
 def _pids(pids: tuple[int, ...]) -> str:
     return ", ".join(map(str, pids)) or "none"
 
@@ -77,9 +82,11 @@ class _MemberAction(Action):
     mark_down: ClassVar[bool]
 
     def __init__(self, service: NginxService, member: str,
-                 timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_DRAIN_TIMEOUT, *,
+                 audit: AuditLog | None = None) -> None:
         super().__init__(member, {"member": member, "timeout": timeout})
         self.service = service
+        self.audit = audit  # where an interrupted earlier nginx action would be recorded
         self.timeout = timeout
         self.member: NginxMember | None = service.config.members.get(member)
         self.reload_sent_at: float | None = None  # epoch seconds
@@ -148,7 +155,51 @@ class _MemberAction(Action):
         else:
             checks.append(CheckResult.passed("nginx -t", "configuration valid") if test.ok
                           else CheckResult.failed("nginx -t", _tail(test.stderr)))
+        checks += await self._interrupted_checks()
         return checks, down
+
+    async def _interrupted_checks(self) -> list[CheckResult]:
+        """An earlier drain/undrain that stopped without an outcome, and an upstream file
+        modified after nginx loaded it: an edit on disk that nginx does not run. Warnings:
+        this action's reload would apply whatever the file holds."""
+        checks: list[CheckResult] = []
+        if self.audit is not None:
+            from backends.intent import unfinished_of
+
+            try:
+                items = await asyncio.to_thread(unfinished_of, self.audit, "nginx")
+            except OSError as exc:
+                items = []
+                checks.append(CheckResult.warned(
+                    "earlier nginx actions finished",
+                    f"cannot read the audit log {self.audit.path}: {exc.strerror or exc}"))
+            for item in items:
+                checks.append(CheckResult.warned(
+                    "earlier nginx actions finished",
+                    f"{item.describe()}: the upstream file may be edited but not applied"
+                    if item.state != RUNNING else f"another one is in progress: "
+                    f"{item.describe()}"))
+            if not items and not checks:
+                checks.append(CheckResult.passed("earlier nginx actions finished",
+                                                 "none without an outcome in the audit log"))
+        try:
+            times = await self.control.upstream_vs_running()
+        except Exception:
+            times = None  # best effort: nginx -t and the file read above report real trouble
+        if times is not None:
+            mtime, loaded = times
+            name = self.service.config.upstream_file
+            if mtime > loaded + 1:  # whole seconds on both sides
+                checks.append(CheckResult.warned(
+                    "upstream file applied",
+                    f"{name} was modified at {_clock(mtime)}, after nginx loaded its "
+                    f"configuration at {_clock(loaded)}: an edit may be on disk but not "
+                    "applied (an interrupted action?); this action's reload applies it too"))
+            else:
+                checks.append(CheckResult.passed("upstream file applied",
+                                                 f"unchanged since nginx loaded it at "
+                                                 f"{_clock(loaded)}"))
+        return checks
 
     async def _probes(self) -> dict[str, ProbeResult | None]:
         members = list(self.service.config.members.values())

@@ -45,6 +45,17 @@ def parse_workers(ps_output: str) -> list[WorkerProcess]:
     return workers
 
 
+def _worker_ages(ps_output: str) -> list[tuple[int, str]]:
+    """``ps -o pid=,etimes=,args=`` → (seconds since start, args) of each worker process."""
+    ages: list[tuple[int, str]] = []
+    for line in ps_output.splitlines():
+        fields = line.split(None, 2)
+        if (len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit()
+                and "worker process" in fields[2]):
+            ages.append((int(fields[1]), fields[2]))
+    return ages
+
+
 @dataclass(frozen=True)
 class ReloadProgress:
     """How far a graceful reload has got, judged by the master's workers against the
@@ -189,6 +200,27 @@ class NginxControl:
         )
         # ps exits 1 when nothing matched: a master without workers (or gone) is not an error.
         return parse_workers(result.stdout)
+
+    async def upstream_vs_running(self) -> tuple[int, int] | None:
+        """(the upstream file's mtime, when the running generation of workers started), in
+        epoch seconds of the nginx host, or None when either is unknown. A file modified
+        after its workers started holds something nginx does not run (yet)."""
+        master = await self.master_pid()
+        if master is None:
+            return None
+        ps = await self._command(["ps", "-o", "pid=,etimes=,args=", "--ppid", str(master)],
+                                 "ps", write=False)
+        ages = [age for age, args in _worker_ages(ps.stdout) if "shutting down" not in args]
+        if not ages:
+            return None
+        path = os.fspath(self.config.upstream_file)
+        stat = await self._command(["stat", "-L", "-c", "%Y", path], f"stat {path}",
+                                   write=False)
+        now = await self._command(["date", "+%s"], "date", write=False)
+        mtime, clock = stat.stdout.strip(), now.stdout.strip()
+        if not (stat.ok and now.ok and mtime.isdigit() and clock.isdigit()):
+            return None
+        return int(mtime), int(clock) - max(ages)  # the oldest current worker: the reload
 
     # -- access log
 

@@ -102,3 +102,60 @@ async def test_the_preflight_states_the_worst_case_from_the_real_timeouts(
     undrain = UndrainMember(service, "api-2", timeout=60)
     assert (await undrain.preflight())[-1].name == "worst case"
     assert undrain.worst_case().seconds == 6 * step + 10 + 2 * step + (3 * step + 7.5)
+
+
+async def test_preflight_names_an_interrupted_nginx_action(tmp_path: Path) -> None:
+    """A drain that was SIGKILLed between its edit and its outcome: the next nginx action's
+    preflight warns, naming the record (the file may be edited but not applied)."""
+    from backends.audit import StartedRecord, process_identity
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    killed = StartedRecord(user="bob", host="bastion", action="nginx.drain", target="api-2",
+                           params={"member": "api-2"}, forced=False, preflight=[],
+                           process={**process_identity(), "pid_start": -1})  # gone
+    log.append(killed)
+    service = service_for(FakeNginxHost(tmp_path, RELOAD))
+    checks = await DrainMember(service, "api-3", audit=log).preflight()
+    (warned,) = [c for c in checks if c.name == "earlier nginx actions finished"]
+    assert warned.status is CheckStatus.WARN
+    assert killed.id in warned.detail and "nginx.drain api-2" in warned.detail
+    assert "edited but not applied" in warned.detail
+    assert CheckStatus.FAIL not in statuses(checks).values()
+    # Without one, the check passes.
+    clean = AuditLog(tmp_path / "clean.jsonl")
+    checks = await DrainMember(service, "api-3", audit=clean).preflight()
+    assert statuses(checks)["earlier nginx actions finished"] is CheckStatus.PASS
+
+
+class TimesHost:
+    """Answers the three commands of NginxControl.upstream_vs_running."""
+
+    host = "fake"
+
+    def __init__(self, root: Path, *, mtime: int, now: int, ages: tuple[int, ...]) -> None:
+        self.files = {str(root / "nginx.pid"): b"100\n", str(root / "upstream.conf"): UPSTREAM}
+        self.mtime, self.now, self.ages = mtime, now, ages
+
+    async def run(self, argv, *, timeout=10.0, input=None, check=False):  # type: ignore
+        from backends.executors import CommandResult
+
+        out = {"ps": "".join(f" {101 + i} {age} nginx: worker process\n"
+                             for i, age in enumerate(self.ages))
+               + " 200 1 nginx: worker process is shutting down\n",
+               "stat": f"{self.mtime}\n", "date": f"{self.now}\n"}[argv[0]]
+        return CommandResult(tuple(argv), 0, out, "")
+
+    async def read_file(self, path):  # type: ignore[no-untyped-def]
+        return self.files[str(path)]
+
+
+async def test_upstream_file_modified_after_nginx_loaded_it(tmp_path: Path) -> None:
+    """An edit on disk that nginx does not run: the file is newer than the running workers
+    (the oldest current one: a shutting-down worker of an older generation does not count)."""
+    from backends.nginx.control import NginxControl
+
+    config = service_for(FakeNginxHost(tmp_path, RELOAD)).config
+    stale = NginxControl(config, TimesHost(tmp_path, mtime=1000, now=1100, ages=(300, 50)))
+    assert await stale.upstream_vs_running() == (1000, 800)  # loaded 800, edited 1000
+    fresh = NginxControl(config, TimesHost(tmp_path, mtime=1000, now=1100, ages=(100,)))
+    assert await fresh.upstream_vs_running() == (1000, 1000)
