@@ -43,10 +43,12 @@ def fresh(pg_lab: Any) -> Any:
     return pg_lab
 
 
-# The progress line after which sfops is killed: the first step (nothing changed yet), and
-# the second (the old primary's fast shutdown is under way or about to be).
+# The progress line after which sfops is killed: the first step (nothing changed yet), the
+# second (the old primary's fast shutdown is about to start, or under way), the third (the
+# old primary is stopped and fenced, the target not promoted yet: no primary at all).
 KILL_AFTER = {"checkpoint": "CHECKPOINT (shortens the shutdown)",
-              "shutdown": "fast shutdown (sessions end"}
+              "shutdown": "fast shutdown (sessions end",
+              "stopped": "stopped cleanly, shutdown checkpoint at"}
 
 
 def kill_mid_switchover(lab: Any, after: str) -> list[str]:
