@@ -20,10 +20,15 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from backends.audit import AuditLog, AuditRecord, StartedRecord, now_iso
 from backends.config import REDACTED, Secret, redact_text
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from backends.locks import HeldLocks, LockKey, LockManager
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,8 @@ class Action(abc.ABC):
     mutating: ClassVar[bool] = True
     destructive: ClassVar[bool] = False  # confirmation requires typing the target's name
     secret_params: ClassVar[frozenset[str]] = frozenset()
+    # The locks the runner took for this action (backends.locks); released when it is closed.
+    held_locks: HeldLocks | None = None
 
     def __init__(self, target: str, params: Mapping[str, Any] | None = None) -> None:
         self.target = target
@@ -128,6 +135,12 @@ class Action(abc.ABC):
 
     async def preflight(self) -> list[CheckResult]:
         return []
+
+    def locks(self) -> Sequence[LockKey]:
+        """What this action locks from before its preflight to its end (backends.locks): one
+        key per target it changes — a PostgreSQL cluster, an nginx upstream file, a Kafka
+        cluster, a Kubernetes deployment or node. Read-only actions lock nothing."""
+        return ()
 
     @abc.abstractmethod
     def execute(self) -> AsyncIterator[Step]:
@@ -221,8 +234,10 @@ class ActionRunner:
         host: str | None = None,
         secrets: Iterable[Secret | str] = (),
         clock: Callable[[], float] = time.monotonic,
+        locks: LockManager | None = None,
     ) -> None:
         self.audit = audit
+        self.locks = locks  # None: nothing is locked (unit tests of single actions)
         self.read_only = read_only
         self.user = user or _current_user()
         self.host = host or socket.gethostname()
@@ -267,17 +282,21 @@ class ActionRunner:
         progress = _Progress()
         try:
             if preflight is None:
-                checks = list(await action.preflight())
-            else:
+                checks = await self.prepare(action)
+            else:  # its locks were taken by the front end's prepare() (if not: now)
                 checks = list(preflight)
+                if not refusing(checks, force=force):
+                    checks = [*await self.take_locks(action), *checks]
                 if not (_failing(checks) and not force):
                     checks += [CheckResult(f"re-check: {c.name}", c.status, c.detail)
                                for c in await action.recheck()]
-            failing = _failing(checks)
-            if failing and not force:
+            checks += _lost_lock_check(action)  # e.g. while the operator read the preflight
+            failing = refusing(checks, force=force)
+            if failing:
                 outcome = Outcome.REFUSED
                 error = self._redact(_summarise("preflight failed: ", failing), action)
-            elif (error := await self._record_start(action, checks, force, progress)):
+            elif (error := await self._record_start(action, checks, force, progress,
+                                                    lock=_lock_record(action))):
                 outcome = Outcome.REFUSED  # the intent is not on disk: nothing may change
             else:
                 outcome, error = await self._execute(action, on_step, progress)
@@ -323,10 +342,36 @@ class ActionRunner:
                                 f"({reason}); nothing was changed", action)
         return None
 
+    # -- locks (backends.locks) --------------------------------------------------------------
+    async def prepare(self, action: Action) -> list[CheckResult]:
+        """Take the action's locks, then run its preflight: what a front end shows before
+        asking for confirmation. A busy target's lock check fails, naming the holder, and the
+        preflight is not run. The locks stay held until the action is closed (the end of
+        :meth:`run`, or the front end's ``close_quietly`` for an action never run)."""
+        checks = await self.take_locks(action)
+        if _failing(checks):
+            return checks
+        return [*checks, *await action.preflight()]
+
+    async def take_locks(self, action: Action) -> list[CheckResult]:
+        """The lock checks (recorded with the preflight); nothing when none are configured
+        or the action already holds its locks."""
+        if self.locks is None or action.held_locks is not None or not action.mutating:
+            return []
+        keys = list(action.locks())
+        if not keys:
+            return []
+        held = await self.locks.acquire(keys, user=self.user, host=self.host,
+                                        action=f"{action.name} {action.target}")
+        if not held.refused:
+            action.held_locks = held
+        return held.checks
+
     async def _execute(
         self, action: Action, on_step: StepCallback | None, progress: _Progress
     ) -> tuple[Outcome, str | None]:
         interrupted = False
+        lost: str | None = None
         generator = action.execute()
         try:
             async for step in generator:
@@ -335,11 +380,14 @@ class ActionRunner:
                     shown = on_step(step)
                     if inspect.isawaitable(shown):
                         await shown
-                if self._interrupt.is_set():
+                if self._interrupt.is_set() or (lost := _lock_lost(action)):
                     interrupted = True
                     break
         finally:
             await _aclose(generator)  # runs the action's own cleanup at the safe point
+        if lost:
+            return Outcome.INTERRUPTED, self._redact(f"stopped at a safe point: lock lost: "
+                                                     f"{lost}", action)
         if interrupted:
             return Outcome.INTERRUPTED, "stopped at a safe point on request"
         progress.verify = list(await action.verify())
@@ -392,12 +440,47 @@ class ActionRunner:
 
 
 async def close_quietly(action: Action, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    """Close an action; a failure to release is logged, never changes the outcome."""
+    """Close an action and release its locks; a failure to release is logged, never changes
+    the outcome."""
     try:
         async with asyncio.timeout(timeout):
             await action.close()
     except Exception as exc:  # the class only: an error message may carry a secret
         log.warning("closing %s %s failed: %s", action.name, action.target, type(exc).__name__)
+    finally:
+        held, action.held_locks = action.held_locks, None
+        if held is not None:
+            # Shielded: a second cancellation must not leave a lock process or a Lease held.
+            await asyncio.shield(held.release())
+
+
+def refusing(checks: Iterable[CheckResult], *, force: bool) -> list[CheckResult]:
+    """The failed checks that refuse a run: all of them unless forced; a busy target (its
+    lock check) even when forced."""
+    from backends.locks import CHECK_NAME
+
+    failing = _failing(checks)
+    return failing if not force else [c for c in failing if c.name == CHECK_NAME]
+
+
+def _lock_lost(action: Action) -> str | None:
+    return None if action.held_locks is None else action.held_locks.lost
+
+
+def _lock_record(action: Action) -> dict[str, Any] | None:
+    """The lock held for the target, as the intent record keeps it."""
+    held = action.held_locks
+    if held is None:
+        return None
+    return {"checks": [c.to_json() for c in held.checks]}
+
+
+def _lost_lock_check(action: Action) -> list[CheckResult]:
+    """A failed lock check when the lock was lost before the change (refuses, even forced)."""
+    from backends.locks import CHECK_NAME
+
+    lost = _lock_lost(action)
+    return [] if lost is None else [CheckResult.failed(CHECK_NAME, f"lock lost: {lost}")]
 
 
 async def _aclose(generator: AsyncIterator[Step]) -> None:

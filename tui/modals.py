@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static
 
-from backends.actions import Action, CheckResult, CheckStatus, RunResult, Step
+from backends.actions import Action, CheckResult, CheckStatus, RunResult, Step, refusing
 
 CHECK_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "bold red"}
 CHECK_MARK = {CheckStatus.PASS: "✔ pass", CheckStatus.WARN: "! warn", CheckStatus.FAIL: "✖ FAIL"}
@@ -55,8 +55,11 @@ class ConfirmActionScreen(ModalScreen[bool]):
             with VerticalScroll(id="checks"):
                 yield Static(checks_text(self.checks), markup=False)
             if self.blocked:
+                busy = bool(refusing(self.checks, force=True))  # not even --force runs it
                 yield Label(
                     Text(
+                        "The target is busy: try again once the other action has finished."
+                        if busy else
                         "A check failed: refusing. Fix the cause, or use the CLI with --force.",
                         style="bold red",
                     ),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
+from backends.locks import LockKey, digest_of, key_name
 from backends.kafka.model import ClusterView, ElectionOutcome, PartitionState
 from backends.kafka.plan import (
     DrainRecord,
@@ -134,6 +135,14 @@ class _KafkaAction(Action):
         if self._admin is None:
             self._admin = self.service.action_admin()
         return self._admin
+
+    def locks(self) -> list[LockKey]:
+        """The cluster: a drain's reassignments, an undrain and an election all move the
+        same partitions."""
+        config = getattr(self.service, "config", None)
+        servers = str(getattr(config, "bootstrap_servers", "") or "")
+        name = key_name("kafka", digest=digest_of([s.strip() for s in servers.split(",")]))
+        return [LockKey(name, f"Kafka cluster ({servers or 'unknown'})")]
 
     async def close(self) -> None:
         """End this action's worker process, if it started one, now (not at garbage

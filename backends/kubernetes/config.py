@@ -19,6 +19,8 @@ class KubernetesConfig:
     # the lab writes both, for read-only-mode tests and least-privilege actions.
     readonly_kubeconfig: Path | None = None
     operator_kubeconfig: Path | None = None
+    # Where sfops keeps its per-target Leases (backends.locks); default: the first namespace.
+    lease_namespace: str | None = None
 
 
 def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> KubernetesConfig | None:
@@ -34,6 +36,7 @@ def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> Kube
         namespaces=namespaces,
         readonly_kubeconfig=table.path("readonly_kubeconfig", None),
         operator_kubeconfig=table.path("operator_kubeconfig", None),
+        lease_namespace=table.string("lease_namespace", None),
     )
     table.finish()
     return config

@@ -34,6 +34,7 @@ from backends.kubernetes.objects import (
     node_from_json,
     pod_from_json,
 )
+from backends.locks import LockKey, key_name
 from backends.resilience import CircuitBreaker
 
 EVICTION_BACKOFF = (1.0, 2.0, 4.0, 5.0)  # then every 5 s
@@ -93,6 +94,9 @@ class NodeAction(Action):
         self.api = Api(client, breaker)
         self.node = node
         self.before: NodeInfo | None = None
+
+    def locks(self) -> list[LockKey]:
+        return [LockKey(key_name("k8s-node", self.node), f"node {self.node}")]
 
     async def fetch(self) -> NodeInfo:
         return node_from_json(await self.api.get(node_path(self.node), f"get node {self.node}"))

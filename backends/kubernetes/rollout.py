@@ -48,6 +48,7 @@ from backends.kubernetes.objects import (
     deployment_from_json,
     rollout_status,
 )
+from backends.locks import LockKey, key_name
 from backends.resilience import CircuitBreaker
 
 FOLLOW_INTERVAL = 0.5
@@ -102,6 +103,10 @@ class DeploymentAction(Action):
     @property
     def path(self) -> str:
         return deployment_path(self.namespace, self.deployment)
+
+    def locks(self) -> list[LockKey]:
+        return [LockKey(key_name("k8s-deploy", self.namespace, self.deployment),
+                        f"deployment {self.target}")]
 
     async def fetch(self) -> dict[str, Any]:
         return await self.api.get(self.path, f"get deployment {self.target}")

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from backends.actions import Action, CheckResult, Step, WorstCase
 from backends.audit import RUNNING, AuditLog
+from backends.locks import HostLockFile, LockKey, executor_config_of, key_name, lock_file_beside
 from backends.nginx.config import NginxMember
 from backends.nginx.contract import DEFAULT_DRAIN_TIMEOUT
 from backends.nginx.control import (
@@ -102,6 +103,17 @@ class _MemberAction(Action):
     @property
     def control(self) -> NginxControl:
         return self.service.control
+
+    def locks(self) -> list[LockKey]:
+        """The upstream file, on nginx's host: every member action edits the same file."""
+        config = self.service.config
+        name = key_name("nginx", config.upstream_name, digest=str(config.upstream_file))
+        executor = executor_config_of(self.service.executor)
+        files = () if executor is None else (
+            HostLockFile(executor, lock_file_beside(config.upstream_file, name),
+                         label="nginx's host"),)
+        return [LockKey(name, f"nginx upstream {config.upstream_name} ({config.upstream_file})",
+                        files)]
 
     def _member(self) -> NginxMember:
         if self.member is None:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
 from backends.config import redact_text
 from backends.postgres import worst
+from backends.locks import HostLockFile, LockKey, digest_of, key_name, lock_file_beside
 from backends.postgres.cluster import (
     PROMOTE_WAIT_SECONDS,
     ClusterOps,
@@ -75,6 +76,27 @@ HARD_CHECKS = frozenset({
 })
 
 
+def cluster_lock(cluster: ClusterOps) -> LockKey:
+    """The cluster's lock: named after its members' addresses (the same for every operator's
+    configuration of it), held on every member's host beside its data directory — a
+    failover takes whichever hosts still answer (the old primary's may be gone)."""
+    members = cluster.members
+    name = key_name("pg", digest=digest_of([f"{m.host}:{m.port}" for m in members.values()]))
+    executors = getattr(getattr(cluster, "config", None), "executors", {})
+    files: list[HostLockFile] = []
+    for member in sorted(members.values(), key=lambda m: m.name):
+        executor = executors.get(member.executor)
+        if executor is None or member.data_dir is None:
+            continue
+        try:
+            prefix = cluster.host(member.name).command_prefix
+        except PgActionError:
+            continue
+        files.append(HostLockFile(executor, lock_file_beside(member.data_dir, name), prefix,
+                                  f"{member.name}'s host"))
+    return LockKey(name, f"PostgreSQL cluster ({', '.join(sorted(members))})", tuple(files))
+
+
 def _ago(seconds: float) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
@@ -125,6 +147,9 @@ class _PgAction(Action):
 
     async def close(self) -> None:
         await self.cluster.close()  # its own executors; a shared service stays open
+
+    def locks(self) -> list[LockKey]:
+        return [cluster_lock(self.cluster)]  # failover, switchover, rejoin: one key
 
     async def _statuses(self) -> dict[str, MemberStatus]:
         return self.statuses or await self.cluster.read_all()

@@ -178,6 +178,11 @@ class MemberHost:
             return ["runuser", "-u", os_user, "--"]
         return ["sudo", "-n", "-u", os_user, "--"]
 
+    @property
+    def command_prefix(self) -> tuple[str, ...]:
+        """What every command on this host runs under (``sudo -n -u os_user --``, or none)."""
+        return tuple(self._prefix)
+
     def binary(self, name: str) -> str:
         return str(self.bin_dir / name) if self.bin_dir else name
 

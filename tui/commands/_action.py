@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, TextIO
@@ -34,6 +35,7 @@ from backends.actions import (
     RunResult,
     Step,
     close_quietly,
+    refusing,
 )
 from backends.audit import AuditLog
 from backends.config import ConfigError, SfopsConfig, load
@@ -77,8 +79,10 @@ def read_only(args: argparse.Namespace, config: SfopsConfig) -> bool:
 
 
 def make_runner(args: argparse.Namespace, config: SfopsConfig) -> ActionRunner:
+    from backends.locks import manager_for
+
     return ActionRunner(AuditLog(config.sfops.audit_log), read_only=read_only(args, config),
-                        secrets=config.secrets())
+                        secrets=config.secrets(), locks=manager_for(config))
 
 
 def printable(text: str, *, keep_newlines: bool = False) -> str:
@@ -122,6 +126,35 @@ def confirm(action: Action, *, stdin: TextIO, err: TextIO) -> bool:
         return False
     answer = answer.strip()
     return answer == phrase if phrase is not None else answer.lower() in ("y", "yes")
+
+
+async def confirm_async(action: Action, *, stdin: TextIO, err: TextIO) -> bool:
+    """:func:`confirm`, read in a daemon thread: the event loop goes on meanwhile (the
+    target's Lease is renewed while the operator reads the preflight), and a Ctrl-C never
+    waits for a line that will not come."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bool] = loop.create_future()
+
+    def settle(value: bool | BaseException) -> None:
+        if answer.done():
+            return
+        if isinstance(value, BaseException):
+            answer.set_exception(value)
+        else:
+            answer.set_result(value)
+
+    def read() -> None:
+        try:
+            result: bool | BaseException = confirm(action, stdin=stdin, err=err)
+        except Exception as exc:
+            result = exc
+        try:
+            loop.call_soon_threadsafe(settle, result)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=read, name="sfops-confirm", daemon=True).start()
+    return await answer
 
 
 async def run_action(
@@ -187,16 +220,16 @@ async def _run_built(action: Action, args: argparse.Namespace, runner: ActionRun
         result = await runner.run(action, force=force, on_step=progress)
         return _report(result, want_json, out, err)
     # Prepare once: the checks shown here are the ones the runner records (it re-reads only
-    # the action's named critical conditions right before the change).
-    checks = await action.preflight()
+    # the action's named critical conditions right before the change). The target's lock is
+    # taken first and held through the confirmation to the end of the run.
+    checks = await runner.prepare(action)
     print("Preflight:", file=err)
     for check in checks:
         print(check_line(check), file=err)
-    failing = [c for c in checks if c.status is CheckStatus.FAIL]
-    if failing and not force:
-        result = await runner.run(action, force=False, preflight=checks)  # records the refusal
+    if refusing(checks, force=force):
+        result = await runner.run(action, force=force, preflight=checks)  # records the refusal
         return _report(result, want_json, out, err)
-    if not confirm(action, stdin=stdin, err=err):
+    if not await confirm_async(action, stdin=stdin, err=err):
         print("Not confirmed: nothing was changed.", file=err)
         return exitcodes.REFUSED
     result = await runner.run(action, force=force, on_step=progress, preflight=checks)

@@ -20,8 +20,11 @@ def run_tui(args: argparse.Namespace) -> int:
         print(f"sfops: {exc}", file=sys.stderr)
         return exitcodes.USAGE
     read_only = bool(args.read_only or config.sfops.read_only)
+    from backends.locks import manager_for
+
     runner = ActionRunner(
-        AuditLog(config.sfops.audit_log), read_only=read_only, secrets=config.secrets()
+        AuditLog(config.sfops.audit_log), read_only=read_only, secrets=config.secrets(),
+        locks=manager_for(config),
     )
     from tui.app import SfopsApp
 
