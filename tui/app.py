@@ -78,7 +78,11 @@ class SfopsApp(App[None]):
         self.summaries: dict[str, BackendSummary] = {}
         self.alerts = AlertTracker()
         self.poller = Poller()
-        self.action_in_progress: Action | None = None
+        # Target key (the action's lock keys) → the action that has it, from before its
+        # preflight to its end: a second action on the same target is refused at once.
+        self.busy: dict[str, Action] = {}
+        # Actions between confirmation and outcome: quitting waits for every one of them.
+        self.running: list[Action] = []
         self.quit_when_done = False
         self.headless = False
         self.loop_lag_max = 0.0  # seconds; the worst event-loop delay seen (tests, benchmark)
@@ -283,24 +287,35 @@ class SfopsApp(App[None]):
         if self.read_only:
             self.notify("read-only mode: actions are disabled", severity="warning")
             return
-        if self.action_in_progress is not None:
-            self.notify("another action is in progress", severity="warning")
+        if self.quit_when_done or self.headless:
+            self.notify("quitting once the running actions finish: no new action",
+                        severity="warning", markup=False)
             return
         try:
             action = build()
         except Exception as exc:
             self.notify(str(exc), title="cannot build action", severity="error", markup=False)
             return
-        self.run_action_flow(action)
+        keys = busy_keys(action)
+        holders = [self.busy[key] for key in keys if key in self.busy]
+        if holders:
+            self.notify(f"busy: {holders[0].describe()} is in progress on this target",
+                        severity="warning", markup=False)
+            self.run_worker(close_quietly(action), group="close")
+            return
+        for key in keys:  # busy from now, before the preflight
+            self.busy[key] = action
+        self.run_action_flow(action, keys)
 
     @work(exclusive=False, group="action")
-    async def run_action_flow(self, action: Action) -> None:
-        """Prepare once: the preflight shown in the dialog is the one the runner records (it
-        re-reads only the action's named critical conditions right before the change)."""
+    async def run_action_flow(self, action: Action, keys: Sequence[str] = ()) -> None:
+        """Prepare once: the target's lock is taken, then the preflight shown in the dialog
+        is the one the runner records (it re-reads only the action's named critical
+        conditions right before the change); the lock is held to the end."""
         try:
             self.notify(f"preflight: {action.describe()}…", markup=False, timeout=3)
             try:
-                checks = await asyncio.wait_for(action.preflight(), PREFLIGHT_TIMEOUT)
+                checks = await asyncio.wait_for(self.runner.prepare(action), PREFLIGHT_TIMEOUT)
             except Exception as exc:
                 message = redact_text(f"preflight failed to run: {exc}",
                                       self.config.secrets())
@@ -310,21 +325,28 @@ class SfopsApp(App[None]):
             if not confirmed:
                 self.notify("cancelled: nothing was changed", markup=False)
                 return
+            if self.quit_when_done or self.headless:
+                self.notify("quitting: not started, nothing was changed", markup=False)
+                return
             progress = ProgressScreen(action)
-            await self.push_screen(progress)
-            self.action_in_progress = action
+            self.running.append(action)
             try:
+                await self.push_screen(progress)
                 result = await self.runner.run(action, on_step=progress.add_step,
                                                preflight=checks)
             finally:
-                self.action_in_progress = None
+                self.running.remove(action)
             self.action_finished(action, result, progress)
         finally:
+            for key in keys:
+                if self.busy.get(key) is action:
+                    del self.busy[key]
             await close_quietly(action)  # also when refused, cancelled or never confirmed
 
     def action_finished(self, action: Action, result: RunResult, progress: ProgressScreen) -> None:
         if self.headless or self.quit_when_done:
-            self.exit()
+            if not self.running:  # the last one: every outcome is in the audit log
+                self.exit()
             return
         with contextlib.suppress(Exception):
             progress.finish(result)
@@ -338,16 +360,20 @@ class SfopsApp(App[None]):
 
     # -- quitting, hang-up, termination -------------------------------------------------------
     def action_request_quit(self) -> None:
-        if self.action_in_progress is None:
+        if not self.running:
             self.exit()
             return
 
         def decided(choice: str | None) -> None:
             if choice == "quit-when-done":
+                if not self.running:  # they finished while the dialog was open
+                    self.exit()
+                    return
                 self.quit_when_done = True
-                self.notify("will quit when the action finishes", markup=False)
+                self.notify("will quit when the running actions finish", markup=False)
 
-        self.push_screen(QuitGuardScreen(self.action_in_progress.describe()), decided)
+        self.push_screen(QuitGuardScreen("; ".join(a.describe() for a in self.running)),
+                         decided)
 
     def on_hangup(self) -> None:
         """The SSH link dropped: the terminal is gone, the action is not. Detach output and
@@ -369,14 +395,23 @@ class SfopsApp(App[None]):
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
-        if self.action_in_progress is None:
+        if not self.running:
             self.exit()
 
     def on_terminate(self) -> None:
-        if self.action_in_progress is None:
+        if not self.running:
             self.exit()
         else:
             self.quit_when_done = True
+
+
+def busy_keys(action: Action) -> list[str]:
+    """What the action occupies in this app: its lock keys, else its name and target."""
+    try:
+        keys = [key.name for key in action.locks()]
+    except Exception:  # a lock key that cannot be made: the runner will say why
+        keys = []
+    return keys or [f"{action.name}:{action.target}"]
 
 
 def help_text(app: SfopsApp) -> Text:
