@@ -569,12 +569,12 @@ async def _spawn(file: HostLockFile, argv: list[str]) -> _Held:
         executor = SshExecutor(file.executor)
         try:
             connection = await executor._connect()
-            process = await connection.create_process(shlex.join(argv), encoding="utf-8",
-                                                      errors="replace")
+            remote = await connection.create_process(shlex.join(argv), encoding="utf-8",
+                                                     errors="replace")
         except BaseException:
             await executor.close()
             raise
-        return _SshProcess(executor, process)
+        return _SshProcess(executor, remote)
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -102,9 +102,12 @@ class ConfirmActionScreen(ModalScreen[bool]):
 
 
 class ProgressScreen(ModalScreen[None]):
-    """Streams an action's steps; closes with Enter/Escape once the run has finished."""
+    """Streams an action's steps; closes with Enter/Escape once the run has finished. ``q``
+    is the app's quit (a modal screen hides the app's bindings): it asks, and waits for every
+    running action."""
 
-    BINDINGS = [Binding("escape,enter", "close", "Close")]
+    BINDINGS = [Binding("escape,enter", "close", "Close"),
+                Binding("q", "app.request_quit", "Quit")]
 
     def __init__(self, action: Action) -> None:
         super().__init__()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
-from backends.locks import LockKey, digest_of, key_name
 from backends.kafka.model import ClusterView, ElectionOutcome, PartitionState
 from backends.kafka.plan import (
     DrainRecord,
@@ -33,6 +32,7 @@ from backends.kafka.plan import (
     state_path,
 )
 from backends.kafka.worker import GRACE, KILL_MARGIN, METADATA_POLICY, STARTUP_ALLOWANCE
+from backends.locks import LockKey, digest_of, key_name
 from backends.resilience import call_read, describe_error
 
 if TYPE_CHECKING:
