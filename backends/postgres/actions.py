@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
 from backends.config import redact_text
-from backends.postgres import worst
 from backends.locks import HostLockFile, LockKey, digest_of, key_name, lock_file_beside
+from backends.postgres import worst
 from backends.postgres.cluster import (
     PROMOTE_WAIT_SECONDS,
     ClusterOps,

@@ -37,7 +37,7 @@ HOST_TIMEOUTS: dict[str, tuple[float, ...]] = {
     "controldata": (15.0,),
     "start": (30.0,),
     "log_tail": (60.0,),
-    "kill_postmaster": (15.0, 15.0),  # read postmaster.pid, pg_ctl kill
+    "kill_server": (15.0,),  # one script: SIGSTOP, SIGKILL, wait KILL_WAIT_SECONDS (+10 s)
 }
 STOP_MARGIN = 10.0  # MemberHost.stop: pg_ctl stop -t T runs with a T + 10 s deadline
 CHECKPOINT_STATEMENT_TIMEOUT = 120.0  # the CHECKPOINTs of a switchover and a rejoin
@@ -110,7 +110,7 @@ def promote(cluster: ClusterOps) -> float:
 
 def fence(cluster: ClusterOps, name: str) -> float:
     """Reachable, standby.signal, running, a fast stop, then the postmaster killed."""
-    return (host(cluster, name, "reachable", "write_standby_signal", "kill_postmaster")
+    return (host(cluster, name, "reachable", "write_standby_signal", "kill_server")
             + stop(cluster, name, FENCE_STOP_TIMEOUT))
 
 
