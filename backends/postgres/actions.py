@@ -294,8 +294,11 @@ class Failover(_PgAction):
         read = worst.status_read(self.cluster)
         return WorstCase((
             ("re-check", read),
+            ("fencing first", sum(worst.fence_first(self.cluster, n)
+                                  for n in self._fenced_first())),
             ("promotion", worst.promote(self.cluster)),
-            ("fencing", sum(worst.fence(self.cluster, n) for n in self.old_primary)),
+            ("fencing after", sum(worst.fence_after(self.cluster, n) for n in self.old_primary
+                                  if n not in self._fenced_first())),
             ("verify", (1 + len(self.old_primary)) * read + worst.query(self.cluster)),
         ), _worst_note(self.cluster))
 

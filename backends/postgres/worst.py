@@ -53,7 +53,6 @@ def _default(fn: Any, parameter: str) -> float:
 STOP_TIMEOUT = _default(MemberHost.stop, "timeout")
 REWIND_TIMEOUT = _default(MemberHost.rewind, "timeout")
 CHECKPOINT_RECEIVED_WAIT = _default(checkpoint_received, "seconds")
-FENCE_STOP_TIMEOUT = 10.0  # cluster.fence: host.stop("fast", timeout=10)
 
 
 def _settings(cluster: ClusterOps) -> tuple[float, float]:
@@ -108,10 +107,16 @@ def promote(cluster: ClusterOps) -> float:
             + query(cluster, PROMOTE_WAIT_SECONDS + 5))
 
 
-def fence(cluster: ClusterOps, name: str) -> float:
-    """Reachable, standby.signal, running, a fast stop, then the postmaster killed."""
-    return (host(cluster, name, "reachable", "write_standby_signal", "kill_server")
-            + stop(cluster, name, FENCE_STOP_TIMEOUT))
+def fence_first(cluster: ClusterOps, name: str) -> float:
+    """cluster.fence_first, before the promotion: standby.signal, the kill script, and on
+    the kill's failure standby.signal removed again."""
+    return host(cluster, name, "write_standby_signal", "kill_server", "remove_standby_signal")
+
+
+def fence_after(cluster: ClusterOps, name: str) -> float:
+    """cluster.fence, after the promotion, for a member whose host the preflight could not
+    reach: reachable, then standby.signal and the kill script if it answers by then."""
+    return host(cluster, name, "reachable", "write_standby_signal", "kill_server")
 
 
 def rejoin(cluster: ClusterOps, name: str) -> float:
