@@ -136,6 +136,12 @@ class Action(abc.ABC):
     async def preflight(self) -> list[CheckResult]:
         return []
 
+    async def identify(self) -> None:
+        """Read what :meth:`locks` needs to name the target as every operator would (e.g. a
+        Kafka cluster's id, whatever bootstrap list each configuration has). Runs right
+        before the locks are taken; an exception refuses the action (no lock, no change)."""
+        return None
+
     def locks(self) -> Sequence[LockKey]:
         """What this action locks from before its preflight to its end (backends.locks): one
         key per target it changes — a PostgreSQL cluster, an nginx upstream file, a Kafka
@@ -358,7 +364,9 @@ class ActionRunner:
         or the action already holds its locks."""
         if self.locks is None or action.held_locks is not None or not action.mutating:
             return []
-        keys = list(action.locks())
+        keys, problem = await self._lock_keys(action)
+        if problem is not None:
+            return [problem]
         if not keys:
             return []
         held = await self.locks.acquire(keys, user=self.user, host=self.host,
@@ -366,6 +374,29 @@ class ActionRunner:
         if not held.refused:
             action.held_locks = held
         return held.checks
+
+    async def peek_locks(self, action: Action) -> list[CheckResult]:
+        """For ``--dry-run``: whether the action's locks are free, naming the holder when
+        not, without holding them (backends.locks.LockManager.peek)."""
+        if self.locks is None or not action.mutating:
+            return []
+        keys, problem = await self._lock_keys(action)
+        if problem is not None:
+            return [problem]
+        if not keys:
+            return []
+        return await self.locks.peek(keys, user=self.user, host=self.host,
+                                     action=f"{action.name} {action.target}")
+
+    async def _lock_keys(self, action: Action) -> tuple[list[LockKey], CheckResult | None]:
+        from backends.locks import CHECK_NAME
+
+        try:
+            await action.identify()
+            return list(action.locks()), None
+        except Exception as exc:  # the action is refused, the cause named
+            detail = self._redact(f"cannot name the target to lock: {exc}", action)
+            return [], CheckResult.failed(CHECK_NAME, detail)
 
     async def _execute(
         self, action: Action, on_step: StepCallback | None, progress: _Progress

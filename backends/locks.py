@@ -305,6 +305,29 @@ class LeaseLocks:
             await client.close()
             raise
 
+    async def peek(self, key: LockKey) -> str:
+        """Who holds ``key`` now, without taking it (a read only): raises :class:`LockBusy`
+        for a live holder, returns where the lock would be taken when it is free."""
+        from backends.kubernetes.client import KubeApiError, KubeError
+
+        name = lease_name(key)
+        where = f"Lease {self.namespace}/{name}"
+        client = self._client()
+        try:
+            try:
+                lease = await _request(client, "GET", self.path(name), what=f"get {where}")
+            except KubeApiError as exc:
+                if not exc.not_found:
+                    raise
+                return where
+            if not lease_expired(dict(lease.get("spec") or {}), self.clock()):
+                raise _lease_busy(where, lease)
+            return where
+        except KubeError as exc:
+            raise LockUnavailable(f"{where}: {exc}") from None
+        finally:
+            await client.close()
+
     def _grant(self, client: KubeClient, where: str, name: str, holder: Holder,
                lease: dict[str, Any]) -> LeaseGrant:
         grant = LeaseGrant(self, client, where, name, holder, lease)
@@ -791,6 +814,55 @@ class LockManager:
             raise
         return held
 
+    async def peek(self, keys: Sequence[LockKey], *, user: str, host: str,
+                   action: str) -> list[CheckResult]:
+        """The lock checks a dry run shows: who holds each key now, or where it would be
+        taken — without holding anything a real action could run into. A Lease is only read;
+        a flock cannot be read without trying it, so host and local locks are taken and
+        released at once (a real action arriving in that instant is refused naming this dry
+        run, as for any holder)."""
+        checks: list[CheckResult] = []
+        for key in keys:
+            try:
+                check = await self._peek_key(key, Holder(user, host, f"dry run: {action}"))
+            except LockBusy as busy:
+                check = CheckResult.failed(CHECK_NAME, f"{key.title}: {busy.detail()}")
+            checks.append(check)
+        return checks
+
+    async def _peek_key(self, key: LockKey, holder: Holder) -> CheckResult:
+        places: list[str] = []
+        notes: list[str] = []
+        if self.lease is not None:
+            peek = getattr(self.lease, "peek", None)
+            try:
+                if peek is not None:
+                    places.append(await peek(key))
+            except LockUnavailable as exc:
+                notes.append(f"lease lock not read: {exc}")
+        if key.hosts:
+            try:
+                grant = await self.host.acquire(key, holder)
+            except LockUnavailable as exc:
+                notes.append(f"host lock not tried: {exc}")
+            else:
+                places.append(grant.where)
+                notes.extend(grant.notes)
+                await asyncio.shield(grant.release())
+        if not places:
+            try:
+                grant = await self.local.acquire(key, holder)
+            except LockUnavailable as exc:
+                return CheckResult.failed(CHECK_NAME, f"{key.title}: no lock could be taken: "
+                                          + "; ".join([*notes, str(exc)]))
+            await asyncio.shield(grant.release())
+            return CheckResult.warned(CHECK_NAME, "; ".join(
+                [f"{key.title}: free; would take {grant.where}", *notes]))
+        detail = f"{key.title}: free; would take {', '.join(places)}"
+        if notes:
+            return CheckResult.warned(CHECK_NAME, "; ".join([detail, *notes]))
+        return CheckResult.passed(CHECK_NAME, detail)
+
     async def _acquire_key(self, key: LockKey, holder: Holder
                            ) -> tuple[CheckResult, list[Grant]]:
         grants: list[Grant] = []
@@ -881,6 +953,14 @@ class _LazyLease:
         try:
             return await self.locks.acquire(key, holder)
         except KubeError as exc:  # the kubeconfig could not be read
+            raise LockUnavailable(str(exc)) from None
+
+    async def peek(self, key: LockKey) -> str:
+        from backends.kubernetes.client import KubeError
+
+        try:
+            return await self.locks.peek(key)
+        except KubeError as exc:
             raise LockUnavailable(str(exc)) from None
 
 

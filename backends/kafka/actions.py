@@ -136,9 +136,20 @@ class _KafkaAction(Action):
             self._admin = self.service.action_admin()
         return self._admin
 
+    async def identify(self) -> None:
+        """The cluster's id (one metadata read, kept for the preflight): two operators'
+        configurations may list different bootstrap brokers of one cluster, and the lock
+        must be the same for both."""
+        if self.cluster_id is None:
+            self.seen = await self.view()
+
     def locks(self) -> list[LockKey]:
         """The cluster: a drain's reassignments, an undrain and an election all move the
-        same partitions."""
+        same partitions. Named by the cluster id once :meth:`identify` read it; by the
+        bootstrap list only where it could not (a unit test's fake admin without an id)."""
+        if self.cluster_id:
+            name = key_name("kafka", digest=self.cluster_id)
+            return [LockKey(name, f"Kafka cluster {self.cluster_id}")]
         config = getattr(self.service, "config", None)
         servers = str(getattr(config, "bootstrap_servers", "") or "")
         name = key_name("kafka", digest=digest_of([s.strip() for s in servers.split(",")]))

@@ -535,3 +535,60 @@ async def test_a_lock_lost_while_the_operator_read_the_preflight_refuses(
     assert result.outcome is Outcome.REFUSED and "lock lost" in (result.error or "")
     assert not action.at_step.is_set()  # nothing was executed
     assert action.held_locks is None  # released at the end all the same
+
+
+# --------------------------------------------------------------------------- dry run: peek
+
+
+async def test_peek_names_the_holder_and_holds_nothing(tmp_path: Path) -> None:
+    api = FakeLeaseApi()
+    manager = LockManager(local=LocalFlockLocks(tmp_path / "state"), lease=leases(api))
+    key = LockKey(KEY.name, KEY.title, host_key(tmp_path, "pg-1").hosts)
+    free = await manager.peek([key], user="alice", host="h", action="pg.failover pg-2")
+    assert free[0].status is CheckStatus.PASS, free
+    assert "free; would take Lease streamforge/" in free[0].detail
+    assert "holderIdentity" not in api.leases.get(LEASE_PATH, {}).get("spec", {})
+    held = await manager.acquire([key], user="bob", host="h9", action="pg.switchover pg-2")
+    busy = await manager.peek([key], user="alice", host="h", action="pg.failover pg-2")
+    assert busy[0].status is CheckStatus.FAIL and "held by bob@h9" in busy[0].detail
+    await held.release()
+    # The peeks left nothing behind: a real action takes both locks.
+    again = await manager.acquire([key], user="carol", host="h", action="pg.rejoin pg-1")
+    assert not again.refused and len(again.grants) == 2
+    await again.release()
+
+
+async def test_peek_of_a_host_lock_names_its_holder(tmp_path: Path) -> None:
+    manager = LockManager(local=LocalFlockLocks(tmp_path / "state"))
+    key = host_key(tmp_path, "pg-1")
+    held = await manager.acquire([key], user="bob", host="h9", action="pg.failover pg-2")
+    busy = await manager.peek([key], user="alice", host="h", action="pg.failover pg-1")
+    assert busy[0].status is CheckStatus.FAIL and "held by bob@h9" in busy[0].detail
+    await held.release()
+    free = await manager.peek([key], user="alice", host="h", action="pg.failover pg-1")
+    assert free[0].status is CheckStatus.PASS and "free; would take flock" in free[0].detail
+
+
+async def test_dry_run_of_a_busy_target_refuses_even_forced(tmp_path: Path) -> None:
+    import argparse
+    import io
+
+    from tui.commands._action import _run_built
+
+    manager = LockManager(local=LocalFlockLocks(tmp_path / "state"))
+    key = LockKey("nginx-1", "nginx upstream")
+    other = await manager.acquire([key], user="bob", host="h9", action="nginx.drain api-1")
+    action = LockedAction(key)
+    args = argparse.Namespace(dry_run=True, force=True, json=True, yes=False)
+    out, err = io.StringIO(), io.StringIO()
+    code = await _run_built(action, args, runner(tmp_path, manager), io.StringIO(), out, err,
+                            lambda step: None)
+    data = json.loads(out.getvalue())
+    assert code != 0 and data["would_refuse"] is True and action.preflights == 0
+    assert "held by bob@h9" in data["preflight"][0]["detail"]
+    await other.release()
+    code = await _run_built(action, args, runner(tmp_path, manager), io.StringIO(), out, err,
+                            lambda step: None)
+    assert code == 0 and action.preflights == 1
+    assert not AuditLog(tmp_path / "audit.jsonl").path.exists() or not (
+        AuditLog(tmp_path / "audit.jsonl").read())  # a dry run records nothing

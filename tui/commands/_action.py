@@ -215,7 +215,7 @@ async def _run_built(action: Action, args: argparse.Namespace, runner: ActionRun
     force = bool(getattr(args, "force", False))
     print(printable(action.describe()), file=err)
     if getattr(args, "dry_run", False):
-        return await _dry_run(action, force, want_json, out, err)
+        return await _dry_run(action, runner, force, want_json, out, err)
     if getattr(args, "yes", False):
         result = await runner.run(action, force=force, on_step=progress)
         return _report(result, want_json, out, err)
@@ -236,11 +236,15 @@ async def _run_built(action: Action, args: argparse.Namespace, runner: ActionRun
     return _report(result, want_json, out, err)
 
 
-async def _dry_run(action: Action, force: bool, want_json: bool, out: TextIO,
-                   err: TextIO) -> int:
-    """Preflight plus exactly what would change; nothing mutates and nothing is recorded."""
-    checks = await action.preflight()
-    refused = any(c.status is CheckStatus.FAIL for c in checks) and not force
+async def _dry_run(action: Action, runner: ActionRunner, force: bool, want_json: bool,
+                   out: TextIO, err: TextIO) -> int:
+    """Preflight plus exactly what would change; nothing mutates and nothing is recorded.
+    The target's lock is looked at, not held: a busy target refuses (naming the holder) as
+    the real action would, and a dry run never stands in a real action's way."""
+    checks = await runner.peek_locks(action)
+    if not any(c.status is CheckStatus.FAIL for c in checks):
+        checks += await action.preflight()
+    refused = bool(refusing(checks, force=force))  # a busy lock even with --force
     plan = [] if refused else await action.would_change()
     if want_json:
         print(json.dumps({"action": action.name, "target": action.target, "dry_run": True,
