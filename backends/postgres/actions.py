@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
@@ -77,9 +78,11 @@ HARD_CHECKS = frozenset({
 
 
 def cluster_lock(cluster: ClusterOps) -> LockKey:
-    """The cluster's lock: named after its members' addresses (the same for every operator's
-    configuration of it), held on every member's host beside its data directory — a
-    failover takes whichever hosts still answer (the old primary's may be gone)."""
+    """The cluster's lock: named after its members' addresses (the Lease: the same for every
+    operator's configuration listing the same members), and held on every member's host in a
+    file named after the member's data directory — whatever else a configuration lists, two
+    operators changing one data directory exclude each other there. A failover takes
+    whichever hosts still answer (the old primary's may be gone)."""
     members = cluster.members
     name = key_name("pg", digest=digest_of([f"{m.host}:{m.port}" for m in members.values()]))
     executors = getattr(getattr(cluster, "config", None), "executors", {})
@@ -92,8 +95,9 @@ def cluster_lock(cluster: ClusterOps) -> LockKey:
             prefix = cluster.host(member.name).command_prefix
         except PgActionError:
             continue
-        files.append(HostLockFile(executor, lock_file_beside(member.data_dir, name), prefix,
-                                  f"{member.name}'s host"))
+        data_dir = PurePosixPath(str(member.data_dir))
+        files.append(HostLockFile(executor, lock_file_beside(data_dir, f"pg-{data_dir.name}"),
+                                  prefix, f"{member.name}'s host"))
     return LockKey(name, f"PostgreSQL cluster ({', '.join(sorted(members))})", tuple(files))
 
 

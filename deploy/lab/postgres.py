@@ -24,6 +24,9 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "postgres"
 OS_USER = "postgres"
 ROLES = ("replicator", "streamforge", "sfops")  # password files in <lab>/secrets/pg-<role>
 MEMBERS = {"pg-1": 10, "pg-2": 11}  # name -> port offset
+# Not part of the lab's stack (the product runs a primary and one replica): a third member a
+# test seeds from the primary when it needs two candidates (tests/integration/test_locks.py).
+SPARE_MEMBERS = {"pg-3": 12}
 
 
 def secret_path(lab: Lab, role: str) -> Path:
@@ -68,7 +71,7 @@ class PostgresMember(Component):
         self.name = name
 
     def port_number(self, lab: Lab) -> int:
-        return lab.port(MEMBERS[self.name])
+        return lab.port({**MEMBERS, **SPARE_MEMBERS}[self.name])
 
     def ports(self, lab: Lab) -> Sequence[int]:
         return (self.port_number(lab),)
@@ -274,18 +277,20 @@ def sfops_config(lab: Lab) -> dict[str, Any]:
             "connect_timeout": 3.0,
             "statement_timeout": 5.0,
             "max_lag_on_failover": 1048576,
-            "members": {
-                member.name: {
-                    "host": "127.0.0.1",
-                    "port": member.port_number(lab),
-                    "executor": "local",
-                    "data_dir": str(member.data_dir(lab)),
-                    "bin_dir": str(PG_BIN),
-                    "os_user": OS_USER,
-                }
-                for member in (PG1, PG2)
-            },
+            "members": {member.name: member_config(lab, member) for member in (PG1, PG2)},
         }
+    }
+
+
+def member_config(lab: Lab, member: PostgresMember) -> dict[str, Any]:
+    """One member's part of the sfops configuration."""
+    return {
+        "host": "127.0.0.1",
+        "port": member.port_number(lab),
+        "executor": "local",
+        "data_dir": str(member.data_dir(lab)),
+        "bin_dir": str(PG_BIN),
+        "os_user": OS_USER,
     }
 
 

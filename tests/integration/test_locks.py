@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import tomli_w
 from textual.widgets import DataTable
 
 from backends.actions import ActionRunner
@@ -21,7 +27,8 @@ from backends.audit import AuditLog
 from backends.config import load
 from backends.locks import manager_for
 from backends.services import build_services
-from tests.integration.test_pg import reset_pg, sql, status
+from deploy.lab import postgres as lab_postgres
+from tests.integration.test_pg import _rebuild, reset_pg, sql
 from tests.ui.helpers import wait_for as ui_wait_for
 from tui.app import SfopsApp
 from tui.modals import ConfirmActionScreen
@@ -76,28 +83,75 @@ def pg_pair(lab: Any) -> Any:
     reset_pg(lab)
 
 
-def test_two_failovers_started_together_exactly_one_wins(pg_pair: Any) -> None:
-    """The lab's cluster has two members, so both name pg-2 (the only standby): without the
-    lock both pass "primary unreachable" and both promote and fence."""
-    pg_pair.stop("pg-1", kill=True)
-    runs = [start(pg_pair.config_path, "pg", "failover", "--to", "pg-2", "--yes", "--json")
-            for _ in range(2)]
-    results = [finish(run) for run in runs]
-    outcomes = sorted(data["outcome"] for _, data, _ in results)
-    assert outcomes == ["refused", "succeeded"], results
-    refused = next(data for _, data, _ in results if data["outcome"] == "refused")
-    assert "held by " in refused["error"] and " since " in refused["error"], refused
-    print(f"refused: {refused['error']}")
-    winner = next(data for _, data, _ in results if data["outcome"] == "succeeded")
-    assert lock_check(winner)["status"] in ("pass", "warn")
-    # Exactly one writable primary: pg-2 (pg-1 is killed and fenced).
-    data = status(pg_pair)
-    assert data["primary"] == "pg-2"
-    assert [m["name"] for m in data["members"] if m["role"] == "primary"] == ["pg-2"]
-    assert sql(pg_pair, "pg-2", "SELECT pg_is_in_recovery()")[0][0] is False
-    records = [json.loads(line) for line in
-               Path(load(pg_pair.config_path).sfops.audit_log).read_text().splitlines()[-2:]]
-    assert sorted(r["outcome"] for r in records) == ["refused", "succeeded"]
+@contextmanager
+def third_member(lab: Any) -> Iterator[Path]:
+    """pg-3, a second streaming standby of pg-1 seeded for this test (the lab's stack has one),
+    and a configuration naming all three members. Removed again afterwards."""
+    member = lab_postgres.ReplicaMember("pg-3", lab_postgres.PG1)
+    sql(lab, "pg-1", "SELECT pg_create_physical_replication_slot('pg_3') WHERE NOT EXISTS "
+        "(SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pg_3')")
+    config = tomllib.loads(lab.config_path.read_text())
+    config["postgres"]["members"]["pg-3"] = lab_postgres.member_config(lab.lab, member)
+    path = lab.dir / "sfops-three-members.toml"
+    path.write_text(tomli_w.dumps(config))
+    try:
+        member.start(lab.lab)
+        member.wait_ready(lab.lab)
+        yield path
+    finally:
+        member.stop(lab.lab, kill=True)
+        shutil.rmtree(lab.lab.path("pg-3"), ignore_errors=True)
+        path.unlink(missing_ok=True)
+
+
+def caught_up(lab: Any) -> bool:
+    """pg-2 and pg-3 both stream from pg-1 and have flushed everything it wrote."""
+    rows = sql(lab, "pg-1", "SELECT application_name FROM pg_stat_replication WHERE state = "
+               "'streaming' AND flush_lsn = pg_current_wal_lsn()")
+    return {r[0] for r in rows} >= {"pg-2", "pg-3"}
+
+
+def writable(lab: Any, config: Path, name: str) -> bool:
+    member = load(config).postgres.members[name]
+    try:
+        with psycopg.connect(host=str(Path(member.data_dir).parent / "run"), port=member.port,
+                             user="postgres", dbname="postgres", connect_timeout=3) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and row[0] is False
+
+
+def test_two_failovers_with_different_candidates_exactly_one_wins(pg_pair: Any) -> None:
+    """pg-1 (primary) killed; `sfops pg failover --to pg-2` and `--to pg-3` started together.
+    Without the lock both pass "primary unreachable" and both promote: two primaries."""
+    with third_member(pg_pair) as config:
+        wait_until(lambda: caught_up(pg_pair), 60, "pg-2 and pg-3 streaming, caught up")
+        pg_pair.stop("pg-1", kill=True)
+        runs = [start(config, "pg", "failover", "--to", name, "--yes", "--json")
+                for name in ("pg-2", "pg-3")]
+        results = [finish(run) for run in runs]
+        outcomes = sorted(data["outcome"] for _, data, _ in results)
+        assert outcomes == ["refused", "succeeded"], results
+        refused = next(data for _, data, _ in results if data["outcome"] == "refused")
+        assert "held by " in refused["error"] and " since " in refused["error"], refused
+        print(f"refused: {refused['error']}")
+        winner = next(data for _, data, _ in results if data["outcome"] == "succeeded")
+        assert lock_check(winner)["status"] in ("pass", "warn")
+        new_primary = winner["target"]
+        # Exactly one writable primary among the three: the winner's candidate.
+        assert [n for n in ("pg-1", "pg-2", "pg-3") if writable(pg_pair, config, n)] == [
+            new_primary]
+        records = [json.loads(line) for line in
+                   Path(load(config).sfops.audit_log).read_text().splitlines()[-3:]]
+        assert sorted(r["outcome"] for r in records) == ["refused", "started", "succeeded"]
+    if new_primary == "pg-3":  # gone with the test's member: a fresh pair, as the lab makes it
+        _rebuild(pg_pair)
+    reset_pg(pg_pair)
+    for name in ("pg-1", "pg-2"):  # no slot left behind for the removed member
+        if not sql(pg_pair, name, "SELECT pg_is_in_recovery()")[0][0]:
+            sql(pg_pair, name, "SELECT pg_drop_replication_slot('pg_3') FROM "
+                "pg_replication_slots WHERE slot_name = 'pg_3'")
 
 
 # --------------------------------------------------------------------------- nginx

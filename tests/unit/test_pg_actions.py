@@ -699,3 +699,38 @@ def test_pg_is_one_command_in_the_overall_help() -> None:
     code, out, _ = run_cli("--help")
     text = " ".join(out.split())
     assert code == 0 and text.count("PostgreSQL: status, failover, switchover, rejoin") == 1
+
+
+def test_the_host_lock_is_named_by_the_data_directory_not_the_member_list() -> None:
+    """Two operators whose configurations list different members of one cluster still meet
+    at the host lock of every member both list (the Lease is named by the member list)."""
+    from backends.postgres.actions import cluster_lock
+
+    text = """
+[executors.local]
+type = "local"
+[postgres]
+dbname = "streamforge"
+user = "sfops"
+[postgres.members.pg-1]
+host = "10.0.0.1"
+executor = "local"
+data_dir = "/var/lib/postgresql/15/main"
+[postgres.members.pg-2]
+host = "10.0.0.2"
+executor = "local"
+data_dir = "/srv/pg-2/data"
+"""
+    extra = """
+[postgres.members.pg-3]
+host = "10.0.0.3"
+executor = "local"
+data_dir = "/srv/pg-3/data"
+"""
+    two = cluster_lock(PgCluster(parse(text, Path("sfops.toml"))))
+    three = cluster_lock(PgCluster(parse(text + extra, Path("sfops.toml"))))
+    assert two.name != three.name
+    paths = {f.label: f.path for f in two.hosts}
+    assert paths == {"pg-1's host": "/var/lib/postgresql/15/.pg-main.sfops-lock",
+                     "pg-2's host": "/srv/pg-2/.pg-data.sfops-lock"}
+    assert {f.label: f.path for f in three.hosts if f.label in paths} == paths
