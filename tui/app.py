@@ -112,6 +112,17 @@ class SfopsApp(App[None]):
         super().notify(redact_known(message), title=redact_known(title), severity=severity,
                        timeout=timeout, markup=markup)
 
+    def _fatal_error(self) -> None:
+        """Textual's own version prints the crash's traceback *with every local variable*
+        (a revealed password, a passfile's text) to the terminal on exit: ours prints the
+        traceback without locals, redacted by known secret values, as plain text."""
+        import traceback
+
+        self.bell()
+        text = redact_known(traceback.format_exc())
+        self._exit_renderables.append(Text(text, style="red"))
+        self._close_messages_no_wait()
+
     def get_default_screen(self) -> Screen[None]:
         return OverviewScreen()
 

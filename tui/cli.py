@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -144,6 +145,13 @@ def redacted_output() -> Iterator[None]:
     sys.stderr = _RedactingStream(err)
     try:
         yield
+    except (KeyboardInterrupt, BrokenPipeError, SystemExit):
+        raise
+    except Exception:
+        # A bug's traceback carries exception text too: printed here, redacted, rather than
+        # by the interpreter after the streams are restored.
+        traceback.print_exc(file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         sys.stdout, sys.stderr = out, err
 
