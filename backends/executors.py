@@ -42,7 +42,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import asyncssh
 
 from backends.config import ExecutorConfig, LocalExecutorConfig, SshExecutorConfig
-from backends.secrets import child_environment
+from backends.secrets import child_environment, redact_known
 
 T = TypeVar("T")
 
@@ -63,8 +63,8 @@ class ExecutorError(Exception):
     def __init__(self, host: str, command: str, detail: str) -> None:
         self.host = host
         self.command = command
-        self.detail = detail
-        super().__init__(f"{host}: {command}: {detail}")
+        self.detail = redact_known(detail)  # a command's stderr may quote what it was given
+        super().__init__(f"{host}: {command}: {self.detail}")
 
 
 @dataclass(frozen=True)
