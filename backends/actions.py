@@ -19,11 +19,12 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from backends.audit import AuditLog, AuditRecord, StartedRecord, now_iso
-from backends.config import REDACTED, Secret, redact_text
+from backends.config import REDACTED, Secret
+from backends.secrets import redact_known
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -265,7 +266,13 @@ class ActionRunner:
         self._interrupt.set()
 
     def _redact(self, text: str, action: Action) -> str:
-        return redact_text(text, [*self.secrets, *action.secret_values()])
+        return redact_known(text, [*self.secrets, *action.secret_values()])
+
+    def _redact_checks(self, checks: Iterable[CheckResult], action: Action) -> list[CheckResult]:
+        """Check details as every front end shows them: redacted (a detail may quote a
+        server's error or a conninfo)."""
+        return [replace(c, detail=self._redact(c.detail, action)) if c.detail else c
+                for c in checks]
 
     async def run(
         self, action: Action, *, force: bool = False, on_step: StepCallback | None = None,
@@ -295,7 +302,7 @@ class ActionRunner:
                     checks = [*await self.take_locks(action), *checks]
                 if not (_failing(checks) and not force):
                     checks += [CheckResult(f"re-check: {c.name}", c.status, c.detail)
-                               for c in await action.recheck()]
+                               for c in self._redact_checks(await action.recheck(), action)]
             checks += _lost_lock_check(action)  # e.g. while the operator read the preflight
             failing = refusing(checks, force=force)
             if failing:
@@ -356,8 +363,8 @@ class ActionRunner:
         :meth:`run`, or the front end's ``close_quietly`` for an action never run)."""
         checks = await self.take_locks(action)
         if _failing(checks):
-            return checks
-        return [*checks, *await action.preflight()]
+            return self._redact_checks(checks, action)
+        return self._redact_checks([*checks, *await action.preflight()], action)
 
     async def take_locks(self, action: Action) -> list[CheckResult]:
         """The lock checks (recorded with the preflight); nothing when none are configured
@@ -407,6 +414,7 @@ class ActionRunner:
         try:
             async for step in generator:
                 progress.steps += 1
+                step = replace(step, message=self._redact(step.message, action))
                 if on_step is not None:
                     shown = on_step(step)
                     if inspect.isawaitable(shown):
@@ -421,7 +429,7 @@ class ActionRunner:
                                                      f"{lost}", action)
         if interrupted:
             return Outcome.INTERRUPTED, "stopped at a safe point on request"
-        progress.verify = list(await action.verify())
+        progress.verify = self._redact_checks(await action.verify(), action)
         if failing := _failing(progress.verify):
             return Outcome.FAILED, self._redact(_summarise("verification failed: ", failing),
                                                 action)

@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backends.secrets import redact_value
+
 STARTED = "started"  # an action's intent, written before its first change
 FINISHED = "finished"  # its outcome; refers to the started record (``started_id``)
 ACKNOWLEDGED = "acknowledged"  # an operator checked an interrupted action (``started_id``)
@@ -277,7 +279,10 @@ class AuditLog:
         Raises OSError when it cannot (the record is then not on disk)."""
         data = (record.to_json() if isinstance(record, AuditRecord | StartedRecord)
                 else dict(record))
-        line = (json.dumps(data, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        # Parameters and details are redacted by the runner; this is the last redaction, by
+        # the value of every secret this process read, before the record reaches the disk.
+        data = redact_value(json.loads(json.dumps(data, default=str)))
+        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
             created = not self.path.exists()
             if created:

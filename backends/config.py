@@ -16,7 +16,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from backends.secrets import REDACTED, Secret, redact_text, redacted, secrets_in
+from backends.secrets import (
+    REDACTED,
+    Secret,
+    redact_text,
+    redact_url,
+    redacted,
+    remember,
+    secrets_in,
+)
 
 __all__ = [
     "REDACTED",
@@ -32,6 +40,7 @@ __all__ = [
     "load",
     "parse",
     "redact_text",
+    "redact_url",
     "redacted",
 ]
 
@@ -272,14 +281,17 @@ class Reader:
             if not value:
                 table.fail(f"{base}_file", f"{password_file} is empty")
                 return None
+            remember(value)
             return Secret(value)
         if password_env is not None:
             env_value = os.environ.get(password_env)
             if env_value is None:
                 table.fail(f"{base}_env", f"environment variable {password_env} is not set")
                 return None
+            remember(env_value, env=password_env)
             return Secret(env_value)
         if inline is not None:
+            remember(inline)
             return Secret(inline)
         return None
 
@@ -304,8 +316,18 @@ def check_host_port(reader: Reader, name: str, value: str) -> None:
 
 
 def check_url(reader: Reader, name: str, value: str | None) -> None:
-    if value is not None and not re.match(r"^https?://[^/\s]+", value):
-        reader.fail(name, f'expected an http:// or https:// URL, got "{value}"')
+    """An http(s) URL. A password in its userinfo is a secret like any other: remembered, so
+    it is redacted wherever it might show up (messages name the URL with ``***``)."""
+    if value is None:
+        return
+    from urllib.parse import urlsplit
+
+    try:
+        remember(urlsplit(value).password)
+    except ValueError:
+        pass
+    if not re.match(r"^https?://[^/\s]+", value):
+        reader.fail(name, f'expected an http:// or https:// URL, got "{redact_url(value)}"')
 
 
 # --------------------------------------------------------------------------- sections

@@ -42,6 +42,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import asyncssh
 
 from backends.config import ExecutorConfig, LocalExecutorConfig, SshExecutorConfig
+from backends.secrets import child_environment, redact_known
 
 T = TypeVar("T")
 
@@ -62,8 +63,8 @@ class ExecutorError(Exception):
     def __init__(self, host: str, command: str, detail: str) -> None:
         self.host = host
         self.command = command
-        self.detail = detail
-        super().__init__(f"{host}: {command}: {detail}")
+        self.detail = redact_known(detail)  # a command's stderr may quote what it was given
+        super().__init__(f"{host}: {command}: {self.detail}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ class LocalExecutor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # own process group: a stop reaches its children too
+                # No secret in a child's environment: what it starts (pg_ctl → the
+                # postmaster, nginx) keeps that environment for its whole life.
+                env=child_environment(),
             )
         except OSError as exc:
             raise ExecutorError(self.host, command, exc.strerror or str(exc)) from None

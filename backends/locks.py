@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from backends.actions import CheckResult, CheckStatus
 from backends.config import ExecutorConfig, LocalExecutorConfig, SshExecutorConfig
+from backends.secrets import child_environment
 
 if TYPE_CHECKING:
     import asyncssh
@@ -602,6 +603,7 @@ async def _spawn(file: HostLockFile, argv: list[str]) -> _Held:
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # a Ctrl-C on the terminal must not end the lock first
+        env=child_environment(),  # no secret in a child's environment
     )
     return _LocalProcess(process)
 

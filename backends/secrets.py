@@ -1,12 +1,17 @@
 """Secrets and redaction, decided in one place.
 
-A :class:`Secret` never shows itself; :func:`redact_text` scrubs known secret values and any
-``password=…`` / ``user:password@`` from a message; :func:`redacted` is the JSON-ready copy of
-a config or status with every Secret as ``***``. Every front end redacts through these.
+A :class:`Secret` never shows itself. Text from a server or the configuration is redacted
+where it enters: a whole conninfo with :func:`redact_conninfo` (libpq's parser), a URL with
+:func:`redact_url`, free text (an error message) with :func:`redact_text`. Where text leaves
+the process (CLI output, TUI notifications, the audit log) :func:`redact_known` redacts once
+more by the values of every secret this process read (:func:`remember`), and
+:func:`child_environment` is the environment every child process gets: without them.
+:func:`redacted` is the JSON-ready copy of a config or status with every Secret as ``***``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, is_dataclass
@@ -71,15 +76,28 @@ def redacted(config: Any) -> Any:
     return _plain(config)
 
 
-# key=value conninfo (password=x, password='a b'), URLs (scheme://user:pw@host), env style.
+# Free text (an error message, a log line) that embeds a conninfo, a URL or a header cannot
+# be handed to a parser: the secret is somewhere inside a sentence. These patterns are the
+# fallback for that case only; a whole conninfo or URL goes through redact_conninfo /
+# redact_url, which use libpq's and urllib's own parsers.
+#   key=value / key: value / "key": "value" (libpq, env, YAML, JSON), the value unquoted,
+#   'single' or "double" quoted, or in postgresql.auto.conf's doubled quotes (''a b'').
+_SECRET_KEYS = r"password|passwd|pgpassword|sslpassword|[a-z_-]*token|client-key-data"  # noqa: S105
 _CONNINFO_PASSWORD = re.compile(
-    r"(?i)\b(password|passwd|pgpassword)(\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\S+)"
+    r"(?i)(?<![a-z0-9_])([\"']?)(" + _SECRET_KEYS + r")\1(\s*[=:]\s*)"
+    r"(''(?:[^']|'''')*''|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)"
 )
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):([^@\s]*)@")
+# scheme://user:password@host, up to the last @ before the path (an unencoded @ in a
+# password is a common mistake, and libpq accepts it).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):([^\s/]*)@")
+_AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{4,}")
+# Conninfo keywords whose values are secrets: the password, and the client key's passphrase.
+CONNINFO_SECRET_KEYS = ("password", "sslpassword")
 
 
 def redact_text(text: str, secrets: Iterable[Secret | str] = ()) -> str:
-    """Scrub secret values and any ``password=...`` / ``user:pw@`` from a message."""
+    """Scrub secret values and any ``password=...`` / ``user:pw@`` / bearer token from a
+    message."""
     values = sorted(
         {s.reveal() if isinstance(s, Secret) else s for s in secrets} - {""},
         key=len,
@@ -87,8 +105,132 @@ def redact_text(text: str, secrets: Iterable[Secret | str] = ()) -> str:
     )
     for value in values:
         text = text.replace(value, REDACTED)
-    text = _CONNINFO_PASSWORD.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+    text = _CONNINFO_PASSWORD.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{REDACTED}", text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
     return _URL_PASSWORD.sub(lambda m: f"{m[1]}:{REDACTED}@", text)
+
+
+def _is_secret_key(key: str) -> bool:
+    return re.fullmatch(_SECRET_KEYS, key, flags=re.IGNORECASE) is not None
+
+
+def redact_url(url: str) -> str:
+    """A URL with the password of its userinfo and any ``password``/``token`` query value
+    replaced by ``***`` (urllib's parser; text it cannot parse falls back to
+    :func:`redact_text`)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:
+            return redact_text(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{hostport}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(_is_secret_key(k) for k, _ in pairs):
+                query = urlencode([(k, REDACTED if _is_secret_key(k) else v)
+                                   for k, v in pairs], safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # e.g. a port that is not a number
+        return redact_text(url)
+
+
+def redact_conninfo(conninfo: str) -> str:
+    """A libpq connection string (``key=value`` or a ``postgresql://`` URI) with its
+    ``password`` and ``sslpassword`` replaced by ``***``. Parsed by libpq itself (psycopg's
+    ``conninfo_to_dict``), so quoting and escapes are read exactly as the server reads them;
+    a string libpq cannot parse falls back to :func:`redact_text`. Returned unchanged when it
+    carries no secret; otherwise rebuilt in libpq's ``key=value`` form (a URI keeps its
+    form: :func:`redact_url`)."""
+    if "://" in conninfo.split("=", 1)[0]:
+        return redact_url(conninfo)
+    from psycopg import Error as PsycopgError
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(conninfo)
+        if not any(key in params for key in CONNINFO_SECRET_KEYS):
+            return conninfo
+        return make_conninfo("", **{k: REDACTED if k in CONNINFO_SECRET_KEYS else v
+                                    for k, v in params.items()})
+    except PsycopgError:
+        return redact_text(conninfo)
+
+
+# --------------------------------------------------------------------------- known secrets
+#
+# The values of every secret this process read (configuration, kubeconfig tokens) and the
+# environment variables they came from. Each boundary redacts what it knows as text enters;
+# these let the last points where text leaves (CLI output, TUI notifications, the audit log)
+# redact once more by value, and let every child process start without them.
+
+_KNOWN: set[str] = set()
+_ENV_NAMES: set[str] = set()
+# libpq reads a password from here; sfops never passes one that way, so no child needs it.
+_SECRET_ENV = frozenset({"PGPASSWORD"})
+
+
+def remember(secret: Secret | str | None, *, env: str | None = None) -> None:
+    """Record a secret value (and the environment variable it came from, if any)."""
+    if env:
+        _ENV_NAMES.add(env)
+    value = secret.reveal() if isinstance(secret, Secret) else secret
+    if value:
+        _KNOWN.add(value)
+
+
+def known_secrets() -> list[str]:
+    return list(_KNOWN)
+
+
+def forget_all() -> None:
+    """Tests only: start from no known secrets."""
+    _KNOWN.clear()
+    _ENV_NAMES.clear()
+
+
+def redact_known(text: str, secrets: Iterable[Secret | str] = ()) -> str:
+    """:func:`redact_text` with every known secret value too: the last redaction, where text
+    leaves the process."""
+    return redact_text(text, [*_KNOWN, *secrets])
+
+
+def scrub_known(text: str) -> str:
+    """Every known secret value replaced by ``***``, and nothing else touched (no pattern):
+    for whole documents leaving the process (CLI output, audit records), where a pattern
+    could mangle legitimate text."""
+    for value in sorted(_KNOWN, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """A JSON-ready value (dicts, lists, strings) with :func:`scrub_known` applied to every
+    string in it."""
+    if isinstance(value, str):
+        return scrub_known(value)
+    if isinstance(value, Mapping):
+        return {str(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process (``pg_ctl`` and the postmaster it starts, nginx,
+    the Kafka worker, a lock holder): this process's, without the variables a secret came
+    from (``*_env`` keys), ``PGPASSWORD``, and any variable whose value holds a known
+    secret. A password reaches a libpq tool through a 0600 passfile, never the environment."""
+    env = os.environ if base is None else base
+    known = [value for value in _KNOWN if value]
+    return {name: value for name, value in env.items()
+            if name not in _ENV_NAMES and name not in _SECRET_ENV
+            and not any(secret in value for secret in known)}
 
 
 def secrets_in(value: Any) -> list[Secret]:

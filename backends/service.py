@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from backends.resilience import BreakerState, CircuitBreaker, describe_error, with_timeout
+from backends.secrets import redact_known
 from backends.snapshot import Health, Snapshot
 
 # The default budget of one reachability probe. Short on purpose: a hung server (SIGSTOP, a
@@ -85,7 +86,9 @@ class BackendUnreachable(Exception):
     describes_itself = True  # shown as its message, without the class name
 
     def __init__(self, message: str, value: Any = None) -> None:
-        super().__init__(message)
+        # Redacted as it is made: the message quotes servers (which may echo credentials
+        # back) and URLs from the configuration.
+        super().__init__(redact_known(message))
         # What the backend could still say (PostgreSQL: every member marked down), for a
         # one-shot `status` that prints it; a refresh keeps the last good value instead.
         self.value = value

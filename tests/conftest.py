@@ -98,3 +98,14 @@ def lab() -> Iterator[LabHandle]:
     yield handle
     if handle.owned:
         ops.down(handle.lab)
+
+
+@pytest.fixture(autouse=True)
+def _no_known_secrets() -> Iterator[None]:
+    """Each test starts with no known secret values (backends.secrets.remember): one test's
+    configuration must not redact another's text."""
+    from backends.secrets import forget_all
+
+    forget_all()
+    yield
+    forget_all()

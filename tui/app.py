@@ -23,6 +23,7 @@ from rich.text import Text
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable
 
@@ -30,6 +31,7 @@ from backends.actions import Action, ActionRunner, RunResult, close_quietly
 from backends.audit import RUNNING, AuditLog, Unfinished
 from backends.config import SfopsConfig, redact_text
 from backends.resilience import Poller
+from backends.secrets import redact_known
 from backends.service import (
     Alert,
     BackendService,
@@ -102,6 +104,25 @@ class SfopsApp(App[None]):
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def notify(self, message: str, *, title: str = "",
+               severity: SeverityLevel = "information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Every notification (screens and widgets notify through the app) is redacted one
+        last time, by the value of every secret sfops read, before it reaches the screen."""
+        super().notify(redact_known(message), title=redact_known(title), severity=severity,
+                       timeout=timeout, markup=markup)
+
+    def _fatal_error(self) -> None:
+        """Textual's own version prints the crash's traceback *with every local variable*
+        (a revealed password, a passfile's text) to the terminal on exit: ours prints the
+        traceback without locals, redacted by known secret values, as plain text."""
+        import traceback
+
+        self.bell()
+        text = redact_known(traceback.format_exc())
+        self._exit_renderables.append(Text(text, style="red"))
+        self._close_messages_no_wait()
+
     def get_default_screen(self) -> Screen[None]:
         return OverviewScreen()
 
@@ -115,7 +136,7 @@ class SfopsApp(App[None]):
                 interval=interval,
                 timeout=max(5.0, interval * 3, service.contact_timeout + 1.0),
                 on_snapshot=self._snapshot_callback(service),
-                redact=lambda text: redact_text(text, secrets),
+                redact=lambda text: redact_known(text, secrets),
             )
         self.poller.start()
         # Recent actions follow the audit log, whoever writes it (a runbook, a colleague).

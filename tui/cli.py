@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import traceback
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, TextIO
 
+from backends.secrets import scrub_known
 from tui import exitcodes
 
 # Subcommand modules; each has register(subparsers). The backends' own commands
@@ -115,6 +120,42 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _RedactingStream:
+    """A text stream that replaces every known secret value (:mod:`backends.secrets`) before
+    writing: the last redaction of a command's output, whatever printed it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub_known(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def redacted_output() -> Iterator[None]:
+    """stdout and stderr of a command, redacted by known secret values until it returns.
+    (Not the TUI's: Textual writes to the terminal itself, and its notifications are
+    redacted by the app.)"""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout = _RedactingStream(out)
+    sys.stderr = _RedactingStream(err)
+    try:
+        yield
+    except (KeyboardInterrupt, BrokenPipeError, SystemExit):
+        raise
+    except Exception:
+        # A bug's traceback carries exception text too: printed here, redacted, rather than
+        # by the interpreter after the streams are restored.
+        traceback.print_exc(file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(argv)
@@ -128,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             from tui.commands.ui import run_tui
 
             return run_tui(args)
-        code = int(args.func(args))
-        sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit
+        with redacted_output():
+            code = int(args.func(args))
+            sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit
         return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

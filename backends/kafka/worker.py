@@ -58,6 +58,7 @@ from backends.kafka.model import (
     PartitionLag,
 )
 from backends.resilience import BackendTimeout, RetryPolicy, describe_error
+from backends.secrets import child_environment
 
 if TYPE_CHECKING:
     from backends.kafka.admin import KafkaAdmin
@@ -227,7 +228,7 @@ class AdminWorker:
     def _start(self) -> None:
         parent_sock, child_sock = socket.socketpair()
         stderr = tempfile.TemporaryFile()
-        env = dict(os.environ)
+        env = child_environment()  # no secret in a child's environment
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         try:

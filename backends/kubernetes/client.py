@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from backends.secrets import redact_text, remember
 from backends.service import BackendUnreachable
 
 T = TypeVar("T")
@@ -76,7 +77,7 @@ class Connection:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in a repr or a log
     verify: bool = True
     tls_server_name: str | None = None
     context: str | None = None
@@ -107,11 +108,15 @@ def connection_from_kubeconfig(path: Path | None, context: str | None) -> Connec
         )
     except Exception as exc:  # ConfigException, OSError, YAML errors: all "bad kubeconfig"
         where = str(path) if path is not None else "default kubeconfig"
-        raise KubeError(f"kubeconfig {where}: {exc}") from exc
+        # A YAML error quotes the line it stopped at, which may be a `token:` line.
+        raise KubeError(redact_text(f"kubeconfig {where}: {exc}")) from exc
     token = configuration.api_key.get("BearerToken") or configuration.api_key.get(
         "authorization")
     if token and not str(token).lower().startswith("bearer "):
         token = f"Bearer {token}"
+    if token:
+        # A known secret from here on: redacted by value wherever text leaves sfops.
+        remember(str(token).split(" ", 1)[-1])
     return Connection(
         host=str(configuration.host).rstrip("/"),
         ca_file=configuration.ssl_ca_cert,

@@ -52,6 +52,7 @@ from backends.kubernetes.objects import (
     utcnow,
 )
 from backends.resilience import CircuitBreaker
+from backends.secrets import redact_known
 from backends.service import (
     CONTACT_TIMEOUT,
     BackendSummary,
@@ -225,7 +226,10 @@ class KubernetesService:
             return self._assemble(self._workloads)
 
     def _assemble(self, workloads: Workloads) -> ClusterStatus:
-        errors = [f"{i.name}: {i.error}" for i in self.informers if i.error is not None]
+        # Redacted as they enter the status: an API server (or a proxy) may quote the
+        # credentials it was sent back in its error.
+        errors = [redact_known(f"{i.name}: {i.error}") for i in self.informers
+                  if i.error is not None]
         synced = all(i.synced.is_set() for i in self.informers)
         key = (id(workloads), self.nodes.version, *(b.version for b in self.budgets), synced)
         if not errors and self._assembled is not None and key == self._assembled_key:

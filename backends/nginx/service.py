@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from backends.config import SfopsConfig
+from backends.config import SfopsConfig, redact_text, redact_url
 from backends.executors import Executor, executor_from_config
 from backends.nginx.accesslog import LogTail, MemberTraffic, TrafficWindow, parse_line
 from backends.nginx.config import NginxConfig
@@ -50,6 +50,12 @@ PROBE_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.3, dea
 # the member the retry within one poll.)
 PROBE_RESET = 1.0
 HTTP_POLICY = RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.5, deadline=4.0)
+
+def _why(exc: BaseException) -> str:
+    """An HTTP error as text, redacted as it enters: httpx names the URL it failed on, with
+    the password of a ``user:password@`` URL from the config."""
+    return redact_text(describe_error(exc))
+
 
 class NginxUnreachable(BackendUnreachable):
     """nginx itself does not answer (its status endpoint / health location)."""
@@ -101,10 +107,10 @@ class NginxService:
             return response
 
         try:
-            response = await call_read(get, HTTP_POLICY, what=f"GET {url}",
+            response = await call_read(get, HTTP_POLICY, what=f"GET {redact_url(url)}",
                                        timeout=HTTP_TIMEOUT + 0.5, breaker=self.breaker)
         except Exception as exc:
-            raise NginxUnreachable(f"nginx at {url}: {describe_error(exc)}") from exc
+            raise NginxUnreachable(f"nginx at {redact_url(url)}: {_why(exc)}") from exc
         return parse_stub_status(response.text) if self.config.stub_status_url else None
 
     async def contact(self) -> None:
@@ -149,9 +155,9 @@ class NginxService:
             # checked at the same time) is what the operator reads, not a bare timeout.
             response = await self.client.get(url, timeout=self.contact_timeout * 0.75)
         except Exception as exc:
-            return f"nginx at {url}: {describe_error(exc)}"
+            return f"nginx at {redact_url(url)}: {_why(exc)}"
         if response.status_code >= 500:
-            return f"nginx at {url}: HTTP {response.status_code}"
+            return f"nginx at {redact_url(url)}: HTTP {response.status_code}"
         return None
 
     async def probe(self, url: str) -> ProbeResult:
@@ -162,12 +168,12 @@ class NginxService:
             return await self.client.get(url, timeout=PROBE_TIMEOUT)
 
         try:
-            response = await call_read(get, PROBE_POLICY, what=f"GET {url}",
+            response = await call_read(get, PROBE_POLICY, what=f"GET {redact_url(url)}",
                                        timeout=PROBE_TIMEOUT,
-                                       breaker=self._breaker(f"probe:{url}",
+                                       breaker=self._breaker(f"probe:{redact_url(url)}",
                                                              reset_timeout=PROBE_RESET))
         except Exception as exc:
-            return ProbeResult(False, None, None, describe_error(exc))
+            return ProbeResult(False, None, None, _why(exc))
         latency = (time.monotonic() - started) * 1000
         ok = 200 <= response.status_code < 300
         return ProbeResult(ok, response.status_code, latency,

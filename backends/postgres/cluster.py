@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backends.actions import Step
-from backends.config import SfopsConfig, redact_text
+from backends.config import SfopsConfig
 from backends.executors import Executor, executor_from_config
 from backends.postgres.config import PostgresConfig, PostgresMember
 from backends.postgres.connection import MemberConnection, PgError
@@ -37,11 +37,15 @@ from backends.postgres.probe import unreachable
 from backends.postgres.service import PostgresService
 from backends.postgres.state import PgState
 from backends.resilience import call_write
+from backends.secrets import redact_conninfo
 
 PROMOTE_WAIT_SECONDS = 60
 STREAM_WAIT_SECONDS = 60.0
+# A rejoin's primary_conninfo keeps user, passfile and TLS settings of the one it copies; it
+# never copies a secret (the probe has redacted them anyway): the password comes from the
+# passfile, an encrypted client key's passphrase must be configured by hand.
 _CONNINFO_DROP = ("host", "hostaddr", "port", "application_name", "target_session_attrs",
-                  "dbname", "password")
+                  "dbname", "password", "sslpassword")
 
 
 class PgActionError(Exception):
@@ -507,8 +511,8 @@ async def rejoin_plan(cluster: ClusterOps, name: str, primary: str,
     slot = slot_name_for(name)
     try:
         host = cluster.host(name)
-        conninfo = redact_text(await rejoin_conninfo(cluster, host, name, primary, statuses,
-                                                     stopped=is_stopped))
+        conninfo = redact_conninfo(await rejoin_conninfo(cluster, host, name, primary,
+                                                         statuses, stopped=is_stopped))
     except (PgActionError, HostError) as exc:
         return [f"{name}: the rejoin would stop before changing anything: {exc}"]
     target = cluster.member(primary)

@@ -115,7 +115,7 @@ class MemberStatus:
     wal_receiver: WalReceiver | None = None
     standbys: tuple[StandbyRow, ...] = ()
     slots: tuple[SlotRow, ...] = ()
-    primary_conninfo: str | None = None  # as configured (passwords redacted before display)
+    primary_conninfo: str | None = None  # as configured, password redacted by the probe
     primary_slot_name: str | None = None
     # Filled in by the cluster view (needs the primary's LSN):
     replication_lag_bytes: int | None = None

@@ -14,6 +14,7 @@ from backends.postgres.model import (
     WalReceiver,
     parse_lsn,
 )
+from backends.secrets import redact_conninfo
 
 # One round trip for the scalar facts. CASE keeps primary-only / standby-only functions from
 # running where they raise ("recovery is (not) in progress"): they are volatile, so they are
@@ -158,7 +159,10 @@ async def read_member(conn: MemberConnection) -> MemberStatus:
         wal_receiver=receiver,
         standbys=standbys,
         slots=slots,
-        primary_conninfo=row["primary_conninfo"] or None,
+        # Redacted as it enters: a standby made by `pg_basebackup -R` with a password carries
+        # `password=` here, and the snapshot goes to screens, JSON and logs. (A rejoin copies
+        # user, passfile and TLS settings from it, never the password: it needs nothing more.)
+        primary_conninfo=redact_conninfo(row["primary_conninfo"]) or None,
         primary_slot_name=row["primary_slot_name"] or None,
         poll_seconds=time.monotonic() - started,
     )

@@ -181,8 +181,8 @@ async def observe_once(service: BackendService, *, timeout: float,  # noqa: ASYN
     """One refresh under the liveness rule, as the TUI does, then the service is closed. A
     failed snapshot keeps what the backend could still say (PostgreSQL: every member marked
     down) as its value, for a one-shot status to print."""
-    from backends.config import redact_text
     from backends.resilience import describe_error, with_timeout
+    from backends.secrets import redact_known
     from backends.service import BackendUnreachable, observe, summary_of
     from backends.snapshot import Snapshot
 
@@ -191,11 +191,11 @@ async def observe_once(service: BackendService, *, timeout: float,  # noqa: ASYN
         value = await with_timeout(observe(service), timeout, f"{service.title} status")
         snapshot = Snapshot.success(value)
     except BackendUnreachable as exc:
-        snapshot = Snapshot.failure(redact_text(describe_error(exc), secrets), previous=None)
+        snapshot = Snapshot.failure(redact_known(describe_error(exc), secrets), previous=None)
         if exc.value is not None:
             snapshot = replace(snapshot, value=exc.value)
     except Exception as exc:
-        snapshot = Snapshot.failure(redact_text(describe_error(exc), secrets), previous=None)
+        snapshot = Snapshot.failure(redact_known(describe_error(exc), secrets), previous=None)
     finally:
         await _close(service)
     return snapshot, summary_of(service, snapshot)
