@@ -212,10 +212,24 @@ class Reader:
         value = self.string(name, default)
         if not isinstance(value, str):
             return value  # the default (None or a Path)
-        path = Path(value).expanduser()
+        path = self._expand(name, value)
+        if path is None:  # reported; the configuration is refused at the end
+            return default if default is not _MISSING else Path()
         if not path.is_absolute():
             path = self.file.parent / path  # relative to the config file, per the spec
         return path
+
+    def _expand(self, name: str, value: str) -> Path | None:
+        """``value`` as a path with ``~`` expanded; None (and a problem) when it cannot be one:
+        a NUL byte (no system call takes it) or ``~user`` with no such user."""
+        if "\x00" in value:
+            self.fail(name, "a path must not contain a NUL character")
+            return None
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # Path.expanduser: "Could not determine home directory"
+            self.fail(name, f'cannot expand "~" in "{value}": no such user or home directory')
+            return None
 
     def strings(self, name: str, default: Any = _MISSING) -> Any:
         value = self._get(name, default, "an array of strings")
@@ -228,7 +242,8 @@ class Reader:
 
     def paths(self, name: str) -> tuple[Path, ...]:
         values: tuple[str, ...] = self.strings(name, ())
-        resolved = (Path(v).expanduser() for v in values)
+        expanded = (self._expand(name, v) for v in values)
+        resolved = [p for p in expanded if p is not None]
         return tuple(p if p.is_absolute() else self.file.parent / p for p in resolved)
 
     def table(self, name: str, *, required: bool = False) -> Reader | None:
@@ -304,8 +319,10 @@ class Reader:
             self.fail(unknown, "unknown key")
 
 
+# ASCII digits, at most five: \d would take other scripts' digits and any length (int() of
+# 5,000 digits raises ValueError).
 HOST_PORT = re.compile(
-    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d+)$"
+    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})$"
 )
 
 

@@ -48,10 +48,12 @@ def _split(value: str) -> list[str]:
 
 
 def _number(text: str | None) -> float | None:
+    """A finite number, or None ("-", empty, not a number, inf, nan: unknown)."""
     try:
-        return float(text) if text not in (None, "", "-") else None
+        value = float(text) if text not in (None, "", "-") else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def parse_line(line: str) -> list[Attempt]:
@@ -59,7 +61,7 @@ def parse_line(line: str) -> list[Attempt]:
     locations) and for lines that are not valid JSON (a torn line, a foreign format)."""
     try:
         record: Any = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser
         return []
     if not isinstance(record, dict):
         return []
@@ -221,9 +223,11 @@ class LogTail:
 
 
 def parse_stat(output: str) -> FileState:
-    """``stat -c '%i %s'`` output → FileState."""
-    inode, size = output.split()
-    return FileState(int(inode), int(size))
+    """``stat -c '%i %s'`` output → FileState; ValueError naming the output otherwise."""
+    fields = output.split()
+    if len(fields) != 2 or not all(f.isascii() and f.isdigit() for f in fields):
+        raise ValueError(f"unexpected stat output {output[:80]!r} (expected 'INODE SIZE')")
+    return FileState(int(fields[0]), int(fields[1]))
 
 
 def traffic_for(stats: Mapping[str, MemberTraffic], address: str) -> MemberTraffic:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import psycopg
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -18,8 +19,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deploy.api.breaker import CircuitBreaker, CircuitOpenError
-from deploy.api.db import Database, DatabaseUnavailable, make_pool
+from deploy.api.db import (
+    Database,
+    DatabaseUnavailable,
+    ReservedConnection,
+    make_pool,
+    reserved_connector,
+)
 from deploy.api.events_out import EventPublisher, NullPublisher, Publisher
+from deploy.api.payload import InvalidInput, parse_event_payload, read_body
 from deploy.api.settings import Settings
 
 log = logging.getLogger("sfapi")
@@ -101,6 +109,7 @@ def create_app(
                 failure_threshold=settings.breaker_failures,
                 reset_timeout=settings.breaker_reset,
             ),
+            reserved=ReservedConnection(reserved_connector(settings)),
             timeout=settings.db_timeout,
         )
     if publisher is None:
@@ -120,6 +129,11 @@ def create_app(
             else NullPublisher()
         )
     db, out = database, publisher
+    # Slow requests hold a pooled connection for their whole duration: at most
+    # slow_concurrency of them at once (fewer than the pool), the rest refused at once.
+    slow_slots = asyncio.Semaphore(max(1, settings.slow_concurrency))
+    slow_stats = {"in_flight": 0, "served": 0, "refused": 0}
+    readiness_logged: list[str] = [""]  # the last readiness problem written to the log
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -143,6 +157,8 @@ def create_app(
             log.info("%s stopped: pool and producer closed", settings.worker_name)
 
     async def readiness() -> tuple[bool, str]:
+        """(ready, reason). Reasons are generic (the endpoints are public); the details go to
+        the log, once per change."""
         if lifecycle.shutting_down:
             return False, "shutting down"
         try:
@@ -150,7 +166,13 @@ def create_app(
         except CircuitOpenError:
             return False, "database circuit breaker open"
         except DatabaseUnavailable as exc:
-            return False, f"database: {exc}"
+            if readiness_logged[0] != str(exc):
+                readiness_logged[0] = str(exc)
+                log.warning("not ready: %s", exc)
+            return False, "database unavailable"
+        if readiness_logged[0]:
+            readiness_logged[0] = ""
+            log.info("ready again: the database answers")
         return True, "ok"
 
     async def live(request: Request) -> Response:
@@ -170,16 +192,20 @@ def create_app(
                 "reason": reason,
                 "shutting_down": lifecycle.shutting_down,
                 "in_flight": lifecycle.in_flight,
-                "database": {"target": settings.redacted_database(), **db.snapshot()},
+                # Counters and states only: no host, user, address or error text (this
+                # endpoint is public); those are in the server log.
+                "database": db.snapshot(),
                 "kafka": out.snapshot(),
+                "slow": {
+                    "enabled": settings.slow_enabled,
+                    "limit": settings.slow_concurrency if settings.slow_enabled else 0,
+                    **slow_stats,
+                },
             }
         )
 
     async def create_event(request: Request) -> Response:
-        try:
-            payload = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        payload = parse_event_payload(await read_body(request, settings.max_body_bytes))
         row = await db.insert_event(payload, settings.worker_name)
         # After the commit (autocommit INSERT returned), never before: the DB is the truth.
         published = out.publish(str(row.id), row.to_json())
@@ -217,31 +243,57 @@ def create_app(
             return JSONResponse({"error": "seconds must be a number"}, 400)
         if not 0 <= seconds <= MAX_SLOW_SECONDS:
             return JSONResponse({"error": f"seconds must be 0..{MAX_SLOW_SECONDS:g}"}, 400)
-        await db.sleep(seconds)
+        if slow_slots.locked():
+            slow_stats["refused"] += 1
+            return JSONResponse(
+                {"error": "too many slow requests"}, status_code=429, headers={"Retry-After": "1"}
+            )
+        async with slow_slots:  # free now, so this does not wait
+            slow_stats["in_flight"] += 1
+            try:
+                await db.sleep(seconds)
+            finally:
+                slow_stats["in_flight"] -= 1
+        slow_stats["served"] += 1
         return JSONResponse({"slept": seconds, "worker": settings.worker_name})
 
+    async def invalid_input(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidInput)
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    async def refused_value(request: Request, exc: Exception) -> Response:
+        # The database refused a value the validation let through: still the client's input.
+        log.info("%s %s: value refused by the database: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": "invalid input"}, status_code=422)
+
     async def database_unavailable(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "database unavailable", "detail": str(exc)}, status_code=503)
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": "database unavailable"}, status_code=503)
 
     async def circuit_open(request: Request, exc: Exception) -> Response:
         return JSONResponse(
-            {"error": "database unavailable", "detail": str(exc), "breaker": "open"},
+            {"error": "database unavailable", "breaker": "open"},
             status_code=503,
             headers={"Retry-After": str(max(1, round(settings.breaker_reset)))},
         )
 
+    routes = [
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+        Route("/health", health),
+        Route("/events", create_event, methods=["POST"]),
+        Route("/events", list_events, methods=["GET"]),
+        Route("/events/{event_id:int}", get_event, methods=["GET"]),
+    ]
+    if settings.slow_enabled:  # otherwise GET /slow is a plain 404
+        routes.append(Route("/slow", slow))
+
     app = Starlette(
-        routes=[
-            Route("/health/live", live),
-            Route("/health/ready", ready),
-            Route("/health", health),
-            Route("/events", create_event, methods=["POST"]),
-            Route("/events", list_events, methods=["GET"]),
-            Route("/events/{event_id:int}", get_event, methods=["GET"]),
-            Route("/slow", slow),
-        ],
+        routes=routes,
         middleware=[Middleware(ServedByMiddleware, settings.worker_name, lifecycle)],
         exception_handlers={
+            InvalidInput: invalid_input,
+            psycopg.DataError: refused_value,
             DatabaseUnavailable: database_unavailable,
             CircuitOpenError: circuit_open,
         },

@@ -9,7 +9,9 @@
 - every call goes through a circuit breaker, so a dead database costs callers a fast 503
   instead of a pool timeout each;
 - idempotent reads are retried with exponential backoff (tenacity); writes never are, since a
-  failed INSERT may have committed.
+  failed INSERT may have committed;
+- readiness has its own connection outside the pool (:class:`ReservedConnection`), so busy
+  request traffic never makes a healthy worker look unready.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ DOWNSTREAM_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database could not serve the call (message is safe to show a client)."""
+    """The database could not serve the call. The message names the underlying error (host,
+    user, server text): for the server log only, never for a client."""
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,21 @@ class EventRow:
         }
 
 
-def make_pool(settings: Settings) -> AsyncConnectionPool:
+def _connection_kwargs(settings: Settings, purpose: str = "") -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "autocommit": True,  # every call is one statement; no idle-in-transaction
-        "application_name": f"streamforge-api/{settings.worker_name}"[:63],
+        "application_name": f"streamforge-api/{settings.worker_name}{purpose}"[:63],
     }
     if settings.database_password is not None:
         # Passed as a separate keyword, never spliced into a string we log.
         kwargs["password"] = settings.database_password
+    return kwargs
+
+
+def make_pool(settings: Settings) -> AsyncConnectionPool:
     return AsyncConnectionPool(
         settings.database_url,
-        kwargs=kwargs,
+        kwargs=_connection_kwargs(settings),
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         open=False,
@@ -94,10 +101,97 @@ def make_pool(settings: Settings) -> AsyncConnectionPool:
     )
 
 
+def reserved_connector(settings: Settings) -> Callable[[], Awaitable[Any]]:
+    """How the readiness connection is made: same target and password as the pool."""
+    kwargs = _connection_kwargs(settings, "/ready")
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(settings.database_url, **kwargs)
+
+    return connect
+
+
+class ReservedConnection:
+    """One connection kept outside the pool, for readiness only.
+
+    Readiness used to borrow from the request pool: a handful of slow requests per worker
+    held every pooled connection, the ping timed out, and every replica turned unready at
+    once although the database was fine. This connection answers "is a read-write primary
+    reachable" whatever the request traffic does.
+
+    Checks are serialised (one query on one connection at a time). A reused connection that
+    fails, or that finds its server in recovery (an old primary restarted as a standby), is
+    replaced by a fresh one within the same check, so a failover costs no false "unready";
+    libpq's ``target_session_attrs=read-write`` then finds the new primary. Any failure or
+    cancellation discards the connection: it may be mid-query.
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
+        self._connect = connect
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def in_recovery(self) -> bool:
+        """``pg_is_in_recovery()`` of the server the reserved connection reaches."""
+        async with self._lock:
+            reused = self._usable()
+            try:
+                recovering = await self._query()
+                if not (recovering and reused):
+                    return recovering
+            except psycopg.OperationalError:
+                if not reused:
+                    await self._discard()
+                    raise
+            except BaseException:
+                await self._discard()
+                raise
+            await self._discard()  # stale: try once on a fresh connection
+            try:
+                return await self._query()
+            except BaseException:
+                await self._discard()
+                raise
+
+    def _usable(self) -> bool:
+        conn = self._conn
+        return conn is not None and not conn.closed and not getattr(conn, "broken", False)
+
+    async def _query(self) -> bool:
+        if not self._usable():
+            self._conn = None
+            self._conn = await self._connect()
+        cur = await self._conn.execute("SELECT 1, pg_is_in_recovery()")
+        row = await cur.fetchone()
+        if row is None:
+            raise psycopg.OperationalError("readiness query returned no row")
+        return bool(row[1])
+
+    async def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception as exc:  # already broken: nothing left to release
+                log.debug("closing the readiness connection: %s", exc)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._discard()
+
+
 class Database:
-    def __init__(self, pool: Any, breaker: CircuitBreaker, *, timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        breaker: CircuitBreaker,
+        *,
+        reserved: ReservedConnection,
+        timeout: float = 3.0,
+    ) -> None:
         self.pool = pool
         self.breaker = breaker
+        self.reserved = reserved
         self.timeout = timeout
         self.last_error: str | None = None
 
@@ -106,7 +200,37 @@ class Database:
         await self.pool.open(wait=False)
 
     async def close(self, wait_seconds: float = 5.0) -> None:
+        await self.reserved.close()
         await self.pool.close(timeout=wait_seconds)
+
+    @asynccontextmanager
+    async def _guarded(self, call_seconds: float) -> AsyncIterator[None]:
+        """A database call under the breaker and a deadline. Raises DatabaseUnavailable.
+
+        Outcomes: an outage (connection, pool or statement timeout, read-only server) is a
+        failure; an answer from the server, even an error such as a constraint violation, is a
+        success; a refused value (``DataError``: input jsonb cannot store), a cancellation or
+        any other exception says nothing about the database and only frees a half-open probe.
+        """
+        self.breaker.allow()  # CircuitOpenError propagates: callers map it to 503
+        try:
+            async with asyncio.timeout(call_seconds):
+                yield
+        except DOWNSTREAM_ERRORS as exc:
+            self.breaker.record_failure()
+            self.last_error = f"{type(exc).__name__}: {exc}".strip()[:300]
+            raise DatabaseUnavailable(self.last_error) from exc
+        except psycopg.DataError:
+            self.breaker.release()
+            raise
+        except psycopg.Error:
+            self.breaker.record_success()  # the database answered: it is up
+            raise
+        except BaseException:  # CancelledError included
+            self.breaker.release()
+            raise
+        else:
+            self.breaker.record_success()
 
     @asynccontextmanager
     async def _connection(
@@ -117,39 +241,23 @@ class Database:
         ``getconn_seconds`` bounds waiting for a connection, ``call_seconds`` the whole call; both
         count as a downstream failure (the timeout sits inside the breaker's accounting).
         """
-        self.breaker.allow()  # CircuitOpenError propagates: callers map it to 503
         getconn_seconds = self.timeout if getconn_seconds is None else getconn_seconds
         call_seconds = self.timeout * 2 if call_seconds is None else call_seconds
-        try:
-            async with (
-                asyncio.timeout(call_seconds),
-                self.pool.connection(timeout=getconn_seconds) as conn,
-            ):
-                try:
-                    yield conn
-                except psycopg.errors.ReadOnlySqlTransaction:
-                    await conn.close()  # on a standby: never hand this connection out again
-                    raise
-        except DOWNSTREAM_ERRORS as exc:
-            self.breaker.record_failure()
-            self.last_error = f"{type(exc).__name__}: {exc}".strip()[:300]
-            raise DatabaseUnavailable(self.last_error) from exc
-        except asyncio.CancelledError:
-            self.breaker.release()
-            raise
-        except BaseException:
-            # The database answered (e.g. a constraint error): it is up.
-            self.breaker.record_success()
-            raise
-        else:
-            self.breaker.record_success()
+        async with (
+            self._guarded(call_seconds),
+            self.pool.connection(timeout=getconn_seconds) as conn,
+        ):
+            try:
+                yield conn
+            except psycopg.errors.ReadOnlySqlTransaction:
+                await conn.close()  # on a standby: never hand this connection out again
+                raise
 
     async def ping(self, within_seconds: float) -> None:
-        """Ready means: a pooled connection to a read-write primary answers SELECT 1 in time."""
-        async with self._connection(within_seconds, call_seconds=within_seconds) as conn:
-            cur = await conn.execute("SELECT 1, pg_is_in_recovery()")
-            row = await cur.fetchone()
-            if row is None or row[1]:
+        """Ready means: the reserved (not pooled) connection reaches a read-write primary and
+        it answers SELECT 1 in time."""
+        async with self._guarded(within_seconds):
+            if await self.reserved.in_recovery():
                 raise psycopg.errors.ReadOnlySqlTransaction("connected server is in recovery")
 
     async def insert_event(self, payload: Any, served_by: str) -> EventRow:
@@ -224,4 +332,5 @@ class Database:
             }
         except Exception:  # a fake pool in tests, or a closed pool
             stats = {}
-        return {"pool": stats, "breaker": self.breaker.snapshot(), "last_error": self.last_error}
+        # last_error stays out: it carries hosts, users and server text (logged instead).
+        return {"pool": stats, "breaker": self.breaker.snapshot()}

@@ -141,9 +141,12 @@ class EventPublisher:
 
     def _on_error(self, err: Any) -> None:
         # Client-level errors (all brokers down, ...). librdkafka keeps retrying by itself;
-        # the per-message delivery reports drive the breaker.
+        # the per-message delivery reports drive the breaker. Logged once per new message.
+        text = str(err)[:300]
         with self._lock:
-            self.last_error = str(err)[:300]
+            changed, self.last_error = text != self.last_error, text
+        if changed:
+            log.warning("kafka client error: %s", text)
 
     def close(self, timeout: float) -> None:
         """Blocking: flush what is queued (bounded), then stop the poll thread."""
@@ -157,13 +160,11 @@ class EventPublisher:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             counts = dict(self.counts)
-            last_error = self.last_error
+        # No broker addresses or error text (the /health endpoint is public): those are in
+        # the log; a failure is visible here as a count and a breaker state.
         return {
             "state": "enabled",
-            "topic": self.topic,
-            "bootstrap": self.bootstrap,
             "breaker": self.breaker.snapshot(),
             "counts": counts,
             "in_queue": len(self._producer),
-            "last_error": last_error,
         }

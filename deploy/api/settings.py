@@ -42,6 +42,13 @@ class Settings:
     breaker_failures: int = 5
     breaker_reset: float = 3.0
     kafka_delivery_timeout: float = 10.0
+    # GET /slow (pg_sleep on a pooled connection) is a test hook for graceful-shutdown tests:
+    # off unless enabled, and never more than slow_concurrency at once, fewer than pool_max,
+    # so slow requests can never take every pooled connection.
+    slow_enabled: bool = False
+    slow_concurrency: int = 2
+    # Request bodies above this are refused with 413 before they are parsed.
+    max_body_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,18 +87,42 @@ class Settings:
             db_timeout=_number(env, "SFAPI_DB_TIMEOUT", 3.0),
             breaker_failures=int(_number(env, "SFAPI_BREAKER_FAILURES", 5)),
             breaker_reset=_number(env, "SFAPI_BREAKER_RESET", 3.0),
+            slow_enabled=_flag(env, "SFAPI_SLOW_ENABLED"),
+            slow_concurrency=int(_number(env, "SFAPI_SLOW_CONCURRENCY", 2)),
+            max_body_bytes=int(_number(env, "SFAPI_MAX_BODY_BYTES", 64 * 1024)),
         )
         if not 0 <= settings.pool_min <= settings.pool_max or settings.pool_max < 1:
             raise SettingsError(
                 f"SFAPI_POOL_MIN={settings.pool_min} / SFAPI_POOL_MAX={settings.pool_max}: "
                 "need 0 <= min <= max and max >= 1"
             )
+        if settings.slow_enabled and not 1 <= settings.slow_concurrency < settings.pool_max:
+            raise SettingsError(
+                f"SFAPI_SLOW_CONCURRENCY={settings.slow_concurrency}: need 1 <= it < "
+                f"SFAPI_POOL_MAX ({settings.pool_max}), so slow requests never hold every "
+                "pooled connection"
+            )
+        if settings.max_body_bytes < 1:
+            raise SettingsError(f"SFAPI_MAX_BODY_BYTES={settings.max_body_bytes}: must be >= 1")
         return settings
 
     def redacted_database(self) -> str:
         """The database target for logs and /health: no password, whatever was configured."""
         parsed = psycopg.conninfo.conninfo_to_dict(self.database_url)
         return " ".join(f"{k}={parsed[k]}" for k in _LOGGABLE_CONNINFO_KEYS if k in parsed)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

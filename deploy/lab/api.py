@@ -13,6 +13,7 @@ from deploy.lab.core import Component, Lab
 
 WORKERS = {"api-1": 1, "api-2": 2, "api-3": 3}  # name -> port offset
 SHUTDOWN_GRACE_SECONDS = 10
+SLOW_CONCURRENCY = 2  # of a pool of 5 (the service's default SFAPI_POOL_MAX)
 
 
 class ApiWorker(Component):
@@ -47,6 +48,10 @@ class ApiWorker(Component):
             "SFAPI_DATABASE_URL": postgres.conninfo_for_app(lab),
             "SFAPI_DATABASE_PASSWORD_FILE": str(postgres.secret_path(lab, "streamforge")),
             "SFAPI_SHUTDOWN_GRACE": str(SHUTDOWN_GRACE_SECONDS),
+            # The graceful-shutdown and load tests call /slow on the workers directly (nginx
+            # never routes it); at most SLOW_CONCURRENCY at once per worker, below the pool.
+            "SFAPI_SLOW_ENABLED": "1",
+            "SFAPI_SLOW_CONCURRENCY": str(SLOW_CONCURRENCY),
             "PYTHONUNBUFFERED": "1",
         }
         kafka = _kafka_bootstrap(lab)

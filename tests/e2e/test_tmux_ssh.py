@@ -65,11 +65,20 @@ def test_overview_over_ssh_shows_nginx_then_a_failing_member(stack, session):
 def test_dropped_ssh_mid_drain_runs_on_headless_and_is_audited(stack, session):
     before = len(audit_records(stack))
     url = f"http://127.0.0.1:{stack.port(0)}"
-    # Slow requests in flight keep nginx's old workers (and so the drain) busy for a while.
-    slow = [
-        threading.Thread(target=lambda: httpx.get(f"{url}/slow?seconds=6", timeout=30))
-        for _ in range(6)
-    ]
+    # Requests in flight keep nginx's old workers (and so the drain) busy for a while. nginx
+    # never routes the API's /slow, so these are slow clients instead: each trickles its
+    # body over ~6 s, and nginx holds the request in the worker that accepted it.
+    def trickled_post() -> None:
+        def body():
+            yield b'{"pad": "'
+            for _ in range(12):
+                time.sleep(0.5)
+                yield b"x" * 16
+            yield b'"}'
+
+        httpx.post(f"{url}/events", content=body(), timeout=30)
+
+    slow = [threading.Thread(target=trickled_post) for _ in range(6)]
     tmux = session()
     tmux.wait_for("Load balancer", timeout=40)
     tmux.send("1")
@@ -91,7 +100,8 @@ def test_dropped_ssh_mid_drain_runs_on_headless_and_is_audited(stack, session):
     deadline = time.monotonic() + 90
     records: list[dict] = []
     while time.monotonic() < deadline:
-        records = audit_records(stack)[before:]
+        # The final record, not the 'started' intent record written before the change.
+        records = [r for r in audit_records(stack)[before:] if r.get("event") != "started"]
         if records:
             break
         time.sleep(0.5)
