@@ -255,13 +255,13 @@ def status_text(status: ClusterStatus, summary: BackendSummary,
     characters in cluster text (names, messages) are replaced: it must not drive the
     terminal."""
     now = now or datetime.now(UTC)
-    lines = [f"API server {redact_text(status.host)}  namespaces "
-             f"{', '.join(status.namespaces)}"]
+    lines = [f"API server {safe_text(redact_text(status.host), CELL)}  namespaces "
+             f"{safe_text(', '.join(status.namespaces))}"]
     if not status.synced:
-        lines.append(f"syncing: {', '.join(status.syncing)}")
+        lines.append(safe_text(f"syncing: {', '.join(status.syncing)}"))
     lines += text_table(COLUMNS, (cells for _, cells in cluster_rows(status, now)),
                         max_width=STATUS_MAX_WIDTH).splitlines()
-    lines += [budget_line(budget) for budget in status.budgets]
+    lines += [safe_text(budget_line(budget)) for budget in status.budgets]
     return "\n".join(safe_text(line, None) for line in lines)
 
 

@@ -64,7 +64,7 @@ def panel_body(summary: BackendSummary, *, stale_for: float | None = None,
         body.append(_clip(f"{when}: {summary.error or 'no contact'}", width) + "\n",
                     style="yellow")
     for figure in summary.figures:
-        body.append(f"{figure.label:<18.18}", style="dim")
+        body.append(f"{safe_text(figure.label, 18):<18.18}", style="dim")
         if summary.last_known:
             body.append(Text(safe_text(figure.value, CELL), style="dim italic"))
         else:
