@@ -31,7 +31,9 @@ def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> Kube
     if not namespaces:
         table.fail("namespaces", "must list at least one namespace")
     for namespace in namespaces:
-        table.identifier("namespaces", namespace, pattern=DNS_LABEL, rule=DNS_LABEL_RULE)
+        if namespace != "*":  # "*" (or "all"): every namespace
+            table.identifier("namespaces", namespace, pattern=DNS_LABEL,
+                             rule=f'{DNS_LABEL_RULE} or "*"')
     lease_namespace = table.string("lease_namespace", None)
     table.identifier("lease_namespace", lease_namespace, pattern=DNS_LABEL, rule=DNS_LABEL_RULE)
     config = KubernetesConfig(
