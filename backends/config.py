@@ -3,10 +3,16 @@
 Every problem is reported as ``<file>: <dotted.key>: <what is wrong>`` and all problems in a
 file are collected before raising, so a user fixes a broken file in one pass. Unknown keys are
 errors: a typo such as ``refresh_intreval`` must not silently fall back to a default.
+
+Names a section gives (members, executors: the sub-tables of :meth:`Reader.subtables`) are
+identifiers — they become table keys, audit targets, lock names, palette titles, file names —
+so they must match :data:`IDENTIFIER_RULE`: ``[postgres.members."pg 1"]: name must match
+[A-Za-z0-9._-]{1,63}``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -43,6 +49,20 @@ __all__ = [
     "redact_url",
     "redacted",
 ]
+
+IDENTIFIER_RULE = "[A-Za-z0-9._-]{1,63}"
+IDENTIFIER = re.compile(IDENTIFIER_RULE)
+# A Kubernetes namespace (or other object name that is a DNS-1123 label).
+DNS_LABEL_RULE = "a DNS-1123 label ([a-z0-9-]{1,63}, starting and ending alphanumeric)"
+DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_key(part: str) -> str:
+    """One part of a dotted key as TOML writes it: bare, or quoted with escapes (so a key
+    holding a control character is shown escaped, never raw)."""
+    return part if _BARE_KEY.fullmatch(part) else json.dumps(part)
+
 
 class ConfigError(Exception):
     """One or more configuration problems; ``problems`` holds one line per problem."""
@@ -140,15 +160,17 @@ def _type_name(value: object) -> str:
 class Reader:
     """A view of one TOML table that records problems and rejects unknown keys."""
 
-    def __init__(self, file: Path, prefix: str, data: Mapping[str, Any], problems: list[str]):
+    def __init__(self, file: Path, prefix: str, data: Mapping[str, Any], problems: list[str],
+                 *, name: str = ""):
         self.file = file
         self.prefix = prefix
         self.data = data
         self.problems = problems
         self.seen: set[str] = set()
+        self._name = name  # this table's own key (the last part of ``prefix``, unquoted)
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
+        return f"{self.prefix}.{toml_key(name)}" if self.prefix else toml_key(name)
 
     def fail(self, name: str, what: str) -> None:
         self.problems.append(f"{self.file}: {self.key(name)}: {what}")
@@ -256,10 +278,11 @@ class Reader:
         if not isinstance(value, dict):
             self.fail(name, f"expected a table, got {_type_name(value)}")
             return None
-        return Reader(self.file, self.key(name), value, self.problems)
+        return Reader(self.file, self.key(name), value, self.problems, name=name)
 
     def subtables(self, name: str, *, required: bool = False) -> list[Reader]:
-        """The named sub-tables of ``name`` (e.g. ``[nginx.members.api-1]``), in file order."""
+        """The named sub-tables of ``name`` (e.g. ``[nginx.members.api-1]``), in file order.
+        Their names are identifiers (:meth:`check_name`)."""
         outer = self.table(name, required=required)
         if outer is None:
             return []
@@ -267,6 +290,7 @@ class Reader:
         for child in outer.data:
             reader = outer.table(child)
             if reader is not None:
+                reader.check_name()
                 readers.append(reader)
         if required and not outer.data:
             self.fail(name, "must define at least one entry")
@@ -312,7 +336,20 @@ class Reader:
 
     @property
     def name(self) -> str:
-        return self.prefix.rsplit(".", 1)[-1]
+        return self._name
+
+    def check_name(self) -> None:
+        """This table's own name must be an identifier (:data:`IDENTIFIER_RULE`)."""
+        if IDENTIFIER.fullmatch(self._name) is None:
+            self.problems.append(f"{self.file}: [{self.prefix}]: name must match "
+                                 f"{IDENTIFIER_RULE}")
+
+    def identifier(self, name: str, value: str | None, *,
+                   pattern: re.Pattern[str] = IDENTIFIER, rule: str = IDENTIFIER_RULE) -> None:
+        """A string value that names something (a namespace, an upstream) must match
+        ``pattern``; the error quotes the value escaped (json), never raw."""
+        if value and pattern.fullmatch(value) is None:
+            self.fail(name, f"{json.dumps(value)} must match {rule}")
 
     def finish(self) -> None:
         for unknown in sorted(set(self.data) - self.seen):

@@ -4,6 +4,10 @@ Polling: each backend has its own poll job (backends.resilience.Poller) on the a
 loop; a job re-arms only after its poll finished, each poll is bounded by a timeout, and the
 adapters do blocking work off the loop — so a hung backend never freezes the keyboard or
 another panel. Widgets are updated by diff from immutable snapshots.
+
+Outside text never drives the terminal: renderers, titles and the palette pass it through
+:func:`backends.safetext.safe_text`, and every notification — the app's or a screen's —
+goes through :meth:`SfopsApp.notify`, which makes it safe and never parses markup.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -32,6 +36,7 @@ from backends.audit import RUNNING, AuditLog, Unfinished
 from backends.config import SfopsConfig, redact_text
 from backends.resilience import Poller
 from backends.secrets import redact_known
+from backends.safetext import CELL, LINE, TEXT, safe_text
 from backends.service import (
     Alert,
     BackendService,
@@ -43,6 +48,7 @@ from backends.service import (
 from backends.snapshot import Health, Snapshot
 from tui.alerts import AlertTracker
 from tui.modals import ConfirmActionScreen, HelpScreen, ProgressScreen, QuitGuardScreen
+from tui.palette import SafeSystemCommands
 from tui.render.overview import alert_rows, recent_action_rows
 from tui.screens import palette_actions, preload, screen_for, screen_key_help
 from tui.screens.base import BackendScreen
@@ -56,6 +62,8 @@ PANEL_KEYS = 9  # panels 1-9 open with their digit
 class SfopsApp(App[None]):
     TITLE = "sfops"
     CSS_PATH = "sfops.tcss"
+    # Textual's provider parses titles as markup; target names in titles are outside text.
+    COMMANDS: ClassVar[set[Any]] = {SafeSystemCommands}
     BINDINGS = [
         Binding("q", "request_quit", "Quit"),
         Binding("question_mark", "help", "Help"),
@@ -99,19 +107,11 @@ class SfopsApp(App[None]):
             self.bind(str(index), f"open_index({index})", description=f"Panel {index}",
                       show=False)
         preload([service.name for service in self.services])
-        self.sub_title = (str(config_path) if config_path else "") + (
+        self.sub_title = (safe_text(config_path, LINE) if config_path else "") + (
             "  [READ-ONLY]" if self.read_only else ""
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def notify(self, message: str, *, title: str = "",
-               severity: SeverityLevel = "information", timeout: float | None = None,
-               markup: bool = True) -> None:
-        """Every notification (screens and widgets notify through the app) is redacted one
-        last time, by the value of every secret sfops read, before it reaches the screen."""
-        super().notify(redact_known(message), title=redact_known(title), severity=severity,
-                       timeout=timeout, markup=markup)
-
     def _fatal_error(self) -> None:
         """Textual's own version prints the crash's traceback *with every local variable*
         (a revealed password, a passfile's text) to the terminal on exit: ours prints the
@@ -155,6 +155,15 @@ class SfopsApp(App[None]):
     def on_resize(self) -> None:
         # 80x24 is the design size: smaller panels there, roomier ones on taller terminals.
         self.set_class(self.size.height < 30, "-compact")
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification (screens' too: Widget.notify calls this) is outside text until
+        proven otherwise: redacted one last time by the value of every secret sfops read,
+        made safe, never parsed as markup (``markup`` is ignored)."""
+        super().notify(safe_text(redact_known(message), TEXT, lines=True),
+                       title=safe_text(redact_known(title), LINE),
+                       severity=severity, timeout=timeout, markup=False)
 
     def _measure_lag(self) -> None:
         now = time.monotonic()
@@ -294,14 +303,17 @@ class SfopsApp(App[None]):
         yield from super().get_system_commands(screen)
         for index, service in enumerate(self.services, 1):
             yield SystemCommand(
-                f"Open {service.title}",
-                f"drill down into {service.name} (key {index})",
+                safe_text(f"Open {service.title}", CELL),
+                safe_text(f"drill down into {service.name} (key {index})", LINE),
                 partial(self.open_backend, service.name),
             )
         if self.read_only:
             return  # read-only: no mutating entry exists at all
         for title, help_line, build in palette_actions(self):
-            yield SystemCommand(title, help_line, partial(self.start_action, build))
+            # Titles name targets (from the cluster, the config): plain text, shown as such
+            # by SafeSystemCommands.
+            yield SystemCommand(safe_text(title, CELL), safe_text(help_line, LINE),
+                                partial(self.start_action, build))
 
     # -- actions -----------------------------------------------------------------------------
     def start_action(self, build: Callable[[], Action]) -> None:

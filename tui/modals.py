@@ -1,4 +1,8 @@
-"""Modal screens: action confirmation (with the preflight), action progress, quit guard, help."""
+"""Modal screens: action confirmation (with the preflight), action progress, quit guard, help.
+
+Everything an action says — its description (the target's name), check names and details,
+step messages, errors — may carry outside text: it is shown as ``Text`` (never markup) after
+:func:`~backends.safetext.safe_text`."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static
 
 from backends.actions import Action, CheckResult, CheckStatus, RunResult, Step, refusing
+from backends.safetext import TEXT, safe_text
 
 CHECK_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "bold red"}
 CHECK_MARK = {CheckStatus.PASS: "✔ pass", CheckStatus.WARN: "! warn", CheckStatus.FAIL: "✖ FAIL"}
@@ -23,9 +28,9 @@ def checks_text(checks: Sequence[CheckResult]) -> Text:
     text = Text()
     for check in checks:
         text.append(f"{CHECK_MARK[check.status]:<7}", style=CHECK_STYLE[check.status])
-        text.append(check.name, style="bold")
+        text.append(safe_text(check.name), style="bold")
         if check.detail:
-            text.append(f"  {check.detail}")
+            text.append(f"  {safe_text(check.detail, TEXT)}")
         text.append("\n")
     if not checks:
         text.append("(no checks)", style="dim")
@@ -50,7 +55,8 @@ class ConfirmActionScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         phrase = self.action_obj.confirmation_phrase
         with Vertical(id="dialog"):
-            yield Label(Text(self.action_obj.describe(), style="bold"), markup=False, id="what")
+            yield Label(Text(safe_text(self.action_obj.describe()), style="bold"), markup=False,
+                        id="what")
             yield Label("Preflight checks:", markup=False)
             with VerticalScroll(id="checks"):
                 yield Static(checks_text(self.checks), markup=False)
@@ -66,8 +72,8 @@ class ConfirmActionScreen(ModalScreen[bool]):
                     markup=False,
                 )
             elif phrase:
-                yield Label(Text(f"Type {phrase!r} to confirm:"), markup=False)
-                yield Input(placeholder=phrase, id="phrase")
+                yield Label(Text(f"Type {safe_text(repr(phrase))} to confirm:"), markup=False)
+                yield Input(placeholder=safe_text(phrase), id="phrase")
             with Horizontal(id="buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
                 yield Button(
@@ -117,7 +123,8 @@ class ProgressScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(Text(f"Running: {self.action_obj.describe()}", style="bold"), markup=False)
+            yield Label(Text(f"Running: {safe_text(self.action_obj.describe())}", style="bold"),
+                        markup=False)
             yield ProgressBar(total=1.0, show_eta=False, id="bar")
             with VerticalScroll(id="steps"):
                 yield Static(self.lines, markup=False, id="log")
@@ -128,7 +135,7 @@ class ProgressScreen(ModalScreen[None]):
             )
 
     def add_step(self, step: Step) -> None:
-        self.lines.append(f"• {step.message}\n")
+        self.lines.append(f"• {safe_text(step.message, TEXT)}\n")
         self.query_one("#log", Static).update(self.lines)
         bar = self.query_one("#bar", ProgressBar)
         if step.fraction is not None:
@@ -140,7 +147,7 @@ class ProgressScreen(ModalScreen[None]):
         style = "bold green" if result.ok else "bold red"
         summary = Text(f"{result.outcome.value} in {result.duration_s:.1f}s", style=style)
         if result.error:
-            summary.append(f": {result.error}", style="")
+            summary.append(f": {safe_text(result.error)}", style="")
         if result.verify:
             self.lines.append("verify:\n", style="bold")
             self.lines.append_text(checks_text(result.verify))
@@ -167,7 +174,9 @@ class QuitGuardScreen(ModalScreen[str]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(
-                Text(f"An action is in progress: {self.description}", style="bold"), markup=False
+                Text(f"An action is in progress: {safe_text(self.description, TEXT)}",
+                     style="bold"),
+                markup=False,
             )
             yield Label(
                 "Quit after it finishes (its outcome goes to the audit log), or stay.",

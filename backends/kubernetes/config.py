@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.config import ExecutorConfig, Reader
+from backends.config import DNS_LABEL, DNS_LABEL_RULE, ExecutorConfig, Reader
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,19 @@ def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> Kube
     namespaces = table.strings("namespaces", ("default",))
     if not namespaces:
         table.fail("namespaces", "must list at least one namespace")
+    for namespace in namespaces:
+        if namespace != "*":  # "*" (or "all"): every namespace
+            table.identifier("namespaces", namespace, pattern=DNS_LABEL,
+                             rule=f'{DNS_LABEL_RULE} or "*"')
+    lease_namespace = table.string("lease_namespace", None)
+    table.identifier("lease_namespace", lease_namespace, pattern=DNS_LABEL, rule=DNS_LABEL_RULE)
     config = KubernetesConfig(
         kubeconfig=table.path("kubeconfig", None),
         context=table.string("context", None),
         namespaces=namespaces,
         readonly_kubeconfig=table.path("readonly_kubeconfig", None),
         operator_kubeconfig=table.path("operator_kubeconfig", None),
-        lease_namespace=table.string("lease_namespace", None),
+        lease_namespace=lease_namespace,
     )
     table.finish()
     return config

@@ -48,6 +48,8 @@ def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> Ngin
         check_url(member, "health_url", health_url)
         member.finish()
         members[member.name] = NginxMember(member.name, address, health_url)
+    upstream_name = table.string("upstream_name")
+    table.identifier("upstream_name", upstream_name)
     stub_status_url = table.string("stub_status_url", None)
     check_url(table, "stub_status_url", stub_status_url)
     url = table.string("url", None)
@@ -58,7 +60,7 @@ def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> Ngin
         prefix=table.path("prefix", None),
         config_file=table.path("config_file"),
         pid_file=table.path("pid_file", None),
-        upstream_name=table.string("upstream_name"),
+        upstream_name=upstream_name,
         upstream_file=table.path("upstream_file"),
         access_log=table.path("access_log", None),
         stub_status_url=stub_status_url,

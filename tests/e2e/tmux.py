@@ -48,11 +48,14 @@ class TmuxSession:
                        capture_output=True)
 
 
-def ssh_sfops_command(lab_dir: Path, port: int, *sfops_args: str) -> list[str]:
-    """`ssh -t` to the lab's sshd as its operator user, running this checkout's sfops."""
+def ssh_sfops_command(lab_dir: Path, port: int, *sfops_args: str,
+                      config: Path | None = None) -> list[str]:
+    """`ssh -t` to the lab's sshd as its operator user, running this checkout's sfops (on
+    the lab's configuration unless ``config`` names another, readable by that user)."""
     ssh_dir = lab_dir / "ssh"
     sfops = Path(sys.executable).parent / "sfops"
-    remote = shlex.join([str(sfops), "--config", str(lab_dir / "sfops.toml"), *sfops_args])
+    config = config or lab_dir / "sfops.toml"
+    remote = shlex.join([str(sfops), "--config", str(config), *sfops_args])
     return [
         "ssh", "-t",
         "-i", str(ssh_dir / "id_ed25519"),

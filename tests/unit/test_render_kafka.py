@@ -138,9 +138,9 @@ def test_status_text_is_plain_and_strips_control_characters():
     summary = summarize_status(status)
     text = status_text(status, summary, {"partitions": False})
     assert "metadata controller (not the KRaft quorum leader): 1" in text
-    assert "g [31m" in text and "partitions 1: online 1" in text
-    assert evil not in text and "t ]0;pwned" not in text  # partitions only on request
+    assert "g\\x1b[31m" in text and "partitions 1: online 1" in text
+    assert evil not in text and "t\\x1b]0;pwned" not in text  # partitions only on request
     with_partitions = status_text(status, summary, {"partitions": True})
-    assert "t ]0;pwned -0" in with_partitions
+    assert "t\\x1b]0;pwned\\x07-0" in with_partitions
     for shown in (text, with_partitions):
         assert "\x1b" not in shown and "\x07" not in shown

@@ -9,6 +9,7 @@ from rich.text import Text
 from backends.nginx.accesslog import MemberTraffic
 from backends.nginx.model import MemberState, MemberStatus, NginxStatus, ProbeResult, StubStatus
 from backends.nginx.upstream import ServerEntry
+from backends.safetext import safe_text
 from backends.snapshot import Health
 from tui.render.nginx import COLUMNS, header, member_rows
 
@@ -82,7 +83,7 @@ def test_outside_text_is_never_markup(evil: str) -> None:
         evil, evil, MemberState.FAILING, None,
         ProbeResult(False, None, None, f"ConnectError: {evil}"), MemberTraffic())
     [row] = member_rows(status(hostile, problems=(evil,)))
-    expected = "".join(ch if ch.isprintable() else " " for ch in evil)
+    expected = safe_text(evil)
     assert row.cells[0].plain == expected
     assert expected in row.cells[3].plain
     for cell in row.cells:

@@ -39,6 +39,7 @@ from backends.actions import (
 )
 from backends.audit import AuditLog
 from backends.config import ConfigError, SfopsConfig, load
+from backends.safetext import TEXT, safe_text
 from tui import exitcodes
 
 BuildAction = Callable[[SfopsConfig, ActionRunner, AsyncExitStack], Awaitable[Action]]
@@ -70,8 +71,13 @@ def load_config(args: argparse.Namespace, err: TextIO | None = None) -> SfopsCon
     try:
         return load(args.config)
     except ConfigError as exc:
-        print(f"sfops: configuration error:\n{exc}", file=err or sys.stderr)
+        print(config_error(exc), file=err or sys.stderr)
         return None
+
+
+def config_error(exc: ConfigError) -> str:
+    """A configuration error as printed: its lines may quote values from the file."""
+    return f"sfops: configuration error:\n{safe_text(str(exc), None, lines=True)}"
 
 
 def read_only(args: argparse.Namespace, config: SfopsConfig) -> bool:
@@ -85,15 +91,9 @@ def make_runner(args: argparse.Namespace, config: SfopsConfig) -> ActionRunner:
                         secrets=config.secrets(), locks=manager_for(config))
 
 
-def printable(text: str, *, keep_newlines: bool = False) -> str:
-    """Outside text (server errors, names) must not drive the terminal (escape sequences)."""
-    return "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n") else "?"
-                   for ch in text)
-
-
 def check_line(check: CheckResult) -> str:
     detail = f" — {check.detail}" if check.detail else ""
-    return printable(f"  [{CHECK_MARK[check.status]}] {check.name}{detail}")
+    return safe_text(f"  [{CHECK_MARK[check.status]}] {check.name}{detail}", TEXT)
 
 
 def result_json(result: RunResult) -> dict[str, Any]:
@@ -171,20 +171,20 @@ async def run_action(
 
     def progress(step: Step) -> None:
         fraction = f"[{step.fraction * 100:3.0f}%] " if step.fraction is not None else ""
-        print(printable(f"  {fraction}{step.message}"), file=err, flush=True)
+        print(safe_text(f"  {fraction}{step.message}", TEXT), file=err, flush=True)
 
     warn_unfinished(runner.audit, err)
     async with AsyncExitStack() as stack:
         try:
             action = await build(config, runner, stack)
         except ReadOnlyError as exc:
-            print(f"sfops: {exc}", file=err)
+            print(f"sfops: {safe_text(str(exc), TEXT)}", file=err)
             return exitcodes.READ_ONLY
         except ConfigError as exc:
-            print(f"sfops: configuration error:\n{exc}", file=err)
+            print(config_error(exc), file=err)
             return exitcodes.USAGE
         except ValueError as exc:  # a target or parameter the backend cannot accept
-            print(f"sfops: {printable(str(exc))}", file=err)
+            print(f"sfops: {safe_text(str(exc), TEXT)}", file=err)
             return exitcodes.USAGE
         try:
             return await _run_built(action, args, runner, stdin, out, err, progress)
@@ -205,7 +205,7 @@ def warn_unfinished(audit: AuditLog, err: TextIO) -> None:
               f"{exc.strerror or exc}", file=err)
         return
     for line in warnings(items):
-        print(printable(f"sfops: warning: {line}"), file=err)
+        print(safe_text(f"sfops: warning: {line}", TEXT), file=err)
 
 
 async def _run_built(action: Action, args: argparse.Namespace, runner: ActionRunner,
@@ -213,7 +213,7 @@ async def _run_built(action: Action, args: argparse.Namespace, runner: ActionRun
                      progress: Callable[[Step], None]) -> int:
     want_json = bool(getattr(args, "json", False))
     force = bool(getattr(args, "force", False))
-    print(printable(action.describe()), file=err)
+    print(safe_text(action.describe(), TEXT), file=err)
     if getattr(args, "dry_run", False):
         return await _dry_run(action, runner, force, want_json, out, err)
     if getattr(args, "yes", False):
@@ -249,7 +249,7 @@ async def _dry_run(action: Action, runner: ActionRunner, force: bool, want_json:
     if want_json:
         print(json.dumps({"action": action.name, "target": action.target, "dry_run": True,
                           "would_refuse": refused, "preflight": [c.to_json() for c in checks],
-                          "plan": plan}, ensure_ascii=False), file=out)
+                          "plan": plan}), file=out)
     else:
         print("Preflight:", file=err)
         for check in checks:
@@ -259,13 +259,13 @@ async def _dry_run(action: Action, runner: ActionRunner, force: bool, want_json:
         else:
             print("Dry run: would change:", file=out)
             for line in plan:
-                print(f"  {printable(line, keep_newlines=True)}", file=out)
+                print(f"  {safe_text(line, None, lines=True)}", file=out)
     return exitcodes.REFUSED if refused else exitcodes.OK
 
 
 def _report(result: RunResult, want_json: bool, out: TextIO, err: TextIO) -> int:
     if want_json:
-        print(json.dumps(result_json(result), ensure_ascii=False), file=out)
+        print(json.dumps(result_json(result)), file=out)
     else:
         if result.outcome is Outcome.REFUSED or not result.ok:
             for check in result.preflight:
@@ -277,7 +277,7 @@ def _report(result: RunResult, want_json: bool, out: TextIO, err: TextIO) -> int
         line += f" in {result.duration_s:.1f} s"
         if result.error:
             line += f" — {result.error}"
-        print(printable(line), file=out if result.ok else err)
+        print(safe_text(line, TEXT), file=out if result.ok else err)
     return OUTCOME_EXIT[result.outcome]
 
 
@@ -293,7 +293,7 @@ def run_action_command(
         ActionRunner(AuditLog(config.sfops.audit_log),
                      read_only=read_only(args, config)).check_allowed(action_cls)
     except ReadOnlyError as exc:
-        print(f"sfops: {exc}", file=sys.stderr)
+        print(f"sfops: {safe_text(str(exc), TEXT)}", file=sys.stderr)
         return exitcodes.READ_ONLY
     try:
         return asyncio.run(run_action(args, config, build))

@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from backends.safetext import CELL, LINE, TEXT, safe_text
 from tui import exitcodes
 
 
@@ -39,15 +40,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         view = log.view(limit=args.n if args.n > 0 else None)
     except OSError as exc:
-        print(f"sfops: cannot read {log.path}: {exc.strerror or exc}", file=sys.stderr)
+        print(safe_text(f"sfops: cannot read {log.path}: {exc.strerror or exc}", TEXT),
+              file=sys.stderr)
         return exitcodes.USAGE
     records = view.actions
     if args.json:
         for record in records:
-            print(json.dumps(record, ensure_ascii=False))
+            print(json.dumps(record))  # ensure_ascii: control and bidi characters escaped
         return exitcodes.OK
     if not records and not view.unfinished:
-        print(f"no actions recorded in {log.path}")
+        print(safe_text(f"no actions recorded in {log.path}", TEXT))
         return exitcodes.OK
     rows: list[tuple[str, ...]] = [
         ("TIME", "USER", "ACTION", "TARGET", "OUTCOME", "SECONDS", "ERROR")
@@ -64,46 +66,43 @@ def run(args: argparse.Namespace) -> int:
 def _print_unfinished(unfinished: list[Any]) -> None:
     """Under the table: every action without an outcome nobody has dealt with, what to check."""
     from backends.intent import warning
-    from tui.commands._action import printable
 
     open_items = [u for u in unfinished if not u.resolved]
     if not open_items:
         return
     print()
     for item in open_items:
-        print(printable(f"{item.state.upper()}: {warning(item)}"))
+        print(safe_text(f"{item.state.upper()}: {warning(item)}", TEXT))
 
 
 def _ack(log: Any, started_id: str) -> int:
     from backends.actions import ActionRunner
-    from tui.commands._action import printable
 
     who = ActionRunner(log)  # the user and host an action would be recorded with
     try:
         log.acknowledge(started_id, user=who.user, host=who.host)
     except KeyError:
-        print(printable(f"sfops: no unfinished action with record id {started_id!r} in "
-                        f"{log.path}"), file=sys.stderr)
+        print(safe_text(f"sfops: no unfinished action with record id {started_id!r} in "
+                        f"{log.path}", TEXT), file=sys.stderr)
         return exitcodes.USAGE
     except OSError as exc:
-        print(f"sfops: cannot write {log.path}: {exc.strerror or exc}", file=sys.stderr)
+        print(safe_text(f"sfops: cannot write {log.path}: {exc.strerror or exc}", TEXT),
+              file=sys.stderr)
         return exitcodes.USAGE
-    print(printable(f"acknowledged {started_id}: sfops no longer warns about it"))
+    print(safe_text(f"acknowledged {started_id}: sfops no longer warns about it", TEXT))
     return exitcodes.OK
 
 
 def _row(record: dict[str, Any]) -> tuple[str, ...]:
-    from tui.commands._action import printable
-
     forced = " (forced)" if record.get("forced") else ""
     done = " (resolved)" if record.get("resolved") else ""
     duration = record.get("duration_s")
     # Control characters from a hostile target name must not drive the terminal.
-    return tuple(
-        printable(str(v)) for v in (
+    cells = tuple(
+        safe_text(v, CELL) for v in (
             record.get("ts", "?"), record.get("user", "?"), record.get("action", "?"),
             record.get("target", "?"), f"{record.get('outcome', '?')}{forced}{done}",
             f"{duration:.1f}" if isinstance(duration, int | float) else "?",
-            record.get("error") or "",
         )
     )
+    return (*cells, safe_text(record.get("error") or "", LINE))

@@ -18,8 +18,9 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
+from backends.safetext import LINE, TEXT, safe_text
 from tui import exitcodes
-from tui.commands._action import add_action_flags, load_config, printable, run_action_command
+from tui.commands._action import add_action_flags, config_error, load_config, run_action_command
 
 if TYPE_CHECKING:
     from backends.actions import Action, ActionRunner
@@ -146,7 +147,7 @@ def run_status(backend: Backend, args: argparse.Namespace) -> int:
     try:
         service = backend.service_for(backend.configured(config, options))
     except ConfigError as exc:
-        print(f"sfops: configuration error:\n{exc}", file=sys.stderr)
+        print(config_error(exc), file=sys.stderr)
         return exitcodes.USAGE
     snapshot, summary = asyncio.run(observe_once(
         service, timeout=args.timeout, secrets=config.secrets()))
@@ -166,14 +167,31 @@ def run_status(backend: Backend, args: argparse.Namespace) -> int:
 
 
 def print_document(data: Any, output: str, out: TextIO) -> None:
-    """JSON on one line, or YAML (the same data: what JSON can carry)."""
+    """JSON on one line, or YAML (the same data: what JSON can carry).
+
+    JSON keeps every string as the server sent it, escaped by JSON itself: ``ensure_ascii``
+    (the default) writes every control, C1, format and bidi character as ``\\uXXXX``
+    (without it, C1 controls such as CSI U+009B and bidi overrides would reach the terminal
+    raw). YAML is for people: its strings go through :func:`safe_text` (no length cap), as
+    PyYAML with ``allow_unicode`` writes format and bidi characters raw."""
     if output == "json":
-        print(json.dumps(data, ensure_ascii=False, default=str), file=out)
+        print(json.dumps(data, default=str), file=out)
         return
     import yaml
 
-    print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False,
-                         allow_unicode=True), end="", file=out)
+    print(yaml.safe_dump(safe_document(json.loads(json.dumps(data, default=str))),
+                         sort_keys=False, allow_unicode=True), end="", file=out)
+
+
+def safe_document(data: Any) -> Any:
+    """Every string of a JSON-like document (keys too) through :func:`safe_text`."""
+    if isinstance(data, str):
+        return safe_text(data, None, lines=True)
+    if isinstance(data, dict):
+        return {safe_document(k): safe_document(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [safe_document(v) for v in data]
+    return data
 
 
 async def observe_once(service: BackendService, *, timeout: float,  # noqa: ASYNC109
@@ -233,8 +251,8 @@ def status_document(backend: Backend, value: Any, error: str | None, summary: Ba
 def print_status(backend: Backend, value: Any, summary: BackendSummary,
                  options: Mapping[str, Any], out: TextIO) -> None:
     figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
-    print(printable(f"{backend.title}: {summary.health.value.upper()}  {figures}".rstrip()),
-          file=out)
+    print(safe_text(f"{backend.title}: {summary.health.value.upper()}  {figures}".rstrip(),
+                    TEXT), file=out)
     if value is not None:
         text = _status_text(backend, value, summary, options)
         if text:
@@ -248,7 +266,7 @@ def print_status(backend: Backend, value: Any, summary: BackendSummary,
         print("ok        nothing is wrong right now", file=out)
     for alert in alerts:
         label = "DOWN" if alert.unreachable else alert.severity.name.lower()
-        print(f"{label:<8}  {printable(alert.message)}", file=out)
+        print(f"{label:<8}  {safe_text(alert.message, LINE)}", file=out)
 
 
 def _status_text(backend: Backend, value: Any, summary: BackendSummary,
@@ -259,8 +277,8 @@ def _status_text(backend: Backend, value: Any, summary: BackendSummary,
 
     render = optional_module(f"tui.render.{backend.name}")
     custom = getattr(render, "status_text", None)
-    if custom is not None:
-        return str(custom(value, summary, options))
+    if custom is not None:  # each status_text makes its outside text safe; this is the net
+        return safe_text(str(custom(value, summary, options)), None, lines=True)
     if backend.rows is None:
         return ""
     from tui.render.cells import text_table

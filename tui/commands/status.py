@@ -13,6 +13,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from backends.safetext import CELL, LINE, TEXT, safe_text
 from tui import exitcodes
 
 if TYPE_CHECKING:
@@ -50,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = asyncio.run(poll_all(config, timeout=args.timeout))
     except ConfigError as exc:
-        print(f"sfops: configuration error:\n{exc}", file=sys.stderr)
+        from tui.commands._action import config_error
+
+        print(config_error(exc), file=sys.stderr)
         return exitcodes.USAGE
     if not results:
-        print(f"sfops: {config.path}: no backend is configured", file=sys.stderr)
+        print(f"sfops: {safe_text(config.path, None)}: no backend is configured", file=sys.stderr)
         return exitcodes.USAGE
     code = exit_code(results)
     if args.output == "table":
@@ -130,13 +133,11 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
 
 
 def print_table(results: list[Result], out: TextIO) -> None:
-    from tui.commands._action import printable
-
     rows = [("BACKEND", "HEALTH", "FIGURES")]
     for _, _, _, summary in results:
         figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
-        rows.append((summary.title, summary.health.value.upper(),
-                     printable(figures or (summary.error or ""))))
+        rows.append((safe_text(summary.title, CELL), summary.health.value.upper(),
+                     safe_text(figures or (summary.error or ""), TEXT)))
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
         print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]}".rstrip(), file=out)
@@ -148,6 +149,6 @@ def print_table(results: list[Result], out: TextIO) -> None:
     if not alerts:
         print("ok        nothing is wrong right now", file=out)
     for alert in alerts:
-        message = printable(f"{alert.source}: {alert.message}")
+        message = safe_text(f"{alert.source}: {alert.message}", LINE)
         label = "DOWN" if alert.unreachable else alert.severity.name.lower()
         print(f"{label:<8}  {message}", file=out)

@@ -17,7 +17,9 @@ def run_tui(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
     except ConfigError as exc:
-        print(f"sfops: {exc}", file=sys.stderr)
+        from backends.safetext import safe_text
+
+        print(f"sfops: {safe_text(str(exc), None, lines=True)}", file=sys.stderr)
         return exitcodes.USAGE
     read_only = bool(args.read_only or config.sfops.read_only)
     from backends.locks import manager_for

@@ -1,9 +1,10 @@
 """The cell, age and health-style helpers every renderer shares.
 
 Outside text (names, server errors, event messages) goes into ``Text`` as plain text, never
-markup, with control characters replaced: an ESC in a pod name must not drive the terminal.
-Every table cell is made by :func:`plain` (or, for a cell assembled from parts, has its outside
-parts passed through :func:`clean`).
+markup, through :func:`backends.safetext.safe_text` (control and format characters shown as
+escapes such as ``\\x1b``, length capped with "…"): an ESC in a pod name must not drive the
+terminal. Every table cell is made by :func:`plain` (or, for a cell assembled from parts, has
+its outside parts passed through :func:`safe_text`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 
+from backends.safetext import CELL, LINE, TEXT, safe_text
 from backends.service import since_text
 from backends.snapshot import Health
 
-__all__ = ["HEALTH_BADGE", "HEALTH_CELL_STYLE", "HEALTH_STYLE", "age_text", "badge", "clean",
-           "plain", "since_text"]
+__all__ = ["CELL", "HEALTH_BADGE", "HEALTH_CELL_STYLE", "HEALTH_STYLE", "LINE", "TEXT",
+           "age_text", "badge", "message", "plain", "safe_text", "since_text"]
 
 HEALTH_STYLE = {
     Health.OK: "bold green",
@@ -68,22 +70,22 @@ def age_text(seconds: float | None, *, compact: bool = False) -> str:
     return f"{seconds / size:.0f}{unit} ago"
 
 
-def clean(text: str) -> str:
-    """Control characters (ESC, BEL, newlines) replaced by spaces."""
-    return "".join(ch if ch.isprintable() else " " for ch in text)
+def plain(text: str, style: str = "", limit: int = CELL) -> Text:
+    """One table cell: never markup, never a control character, one line, never wrapped."""
+    return Text(safe_text(text, limit), style=style, no_wrap=True, overflow="ellipsis")
 
 
-def plain(text: str, style: str = "") -> Text:
-    """One table cell: never markup, never a control character, never wrapped."""
-    return Text(clean(text), style=style, no_wrap=True, overflow="ellipsis")
+def message(text: str, style: str = "", limit: int = LINE) -> Text:
+    """A one-line message from outside (an error, an event message) as plain ``Text``."""
+    return Text(safe_text(text, limit), style=style)
 
 
 def text_table(columns: Sequence[str], rows: Iterable[Sequence[str | Text]], *,
                max_width: int | None = None) -> str:
-    """Rows as an aligned plain-text table (the CLI's ``status`` output): control characters
-    replaced, cells longer than ``max_width`` cut with "…"."""
-    table = [list(columns)] + [[clean(c.plain if isinstance(c, Text) else c) for c in row]
-                               for row in rows]
+    """Rows as an aligned plain-text table (the CLI's ``status`` output): every cell through
+    :func:`safe_text`, cells longer than ``max_width`` cut with "…"."""
+    table = [list(columns)] + [[safe_text(c.plain if isinstance(c, Text) else c, CELL)
+                                for c in row] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     if max_width is not None:
         widths = [min(max_width, w) for w in widths]

@@ -3,7 +3,8 @@ and the plain text of ``sfops kafka status``.
 
 Topic and consumer-group names come from the cluster; group ids may contain anything
 (``[@click=app.quit]``, an ESC), so every cell is built as plain ``Text`` — never parsed as
-markup — and the plain text has its control characters replaced.
+markup — and all of it goes through :func:`~backends.safetext.safe_text` (escapes shown,
+length capped).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from backends.kafka.model import (
     leader_balance,
 )
 from backends.service import BackendSummary
-from tui.render.cells import clean, plain
+from tui.render.cells import CELL, plain, safe_text
 
 Row = tuple[str, Sequence[Text]]
 
@@ -139,7 +140,7 @@ def cluster_text(status: KafkaStatus) -> Text:
     c = status.counts
     text = Text()
     text.append("cluster ")
-    text.append(status.cluster_id or "?", style="bold")
+    text.append(safe_text(status.cluster_id or "?", CELL), style="bold")
     text.append(f"   {CONTROLLER_LABEL}: {status.controller_id}\n", style=DIM)
     text.append(f"partitions {c.total}: online {c.online}, ")
     text.append(f"offline {c.offline}", style=BAD if c.offline else "")
@@ -161,11 +162,12 @@ def cluster_text(status: KafkaStatus) -> Text:
     text.append(f", replica skew {status.replica_skew}")
     for g in status.groups:
         text.append("\ngroup ")
-        text.append(clean(g.group_id))
-        text.append(f": {g.error or g.state}, {g.members} member(s), lag {g.total_lag}")
+        text.append(safe_text(g.group_id, CELL))
+        text.append(safe_text(f": {g.error or g.state}, {g.members} member(s), "
+                              f"lag {g.total_lag}"))
     for problem in status.problems:
         text.append("\n")
-        text.append(problem, style=WARN)
+        text.append(safe_text(problem), style=WARN)
     return text
 
 
@@ -185,7 +187,7 @@ def status_text(status: KafkaStatus, summary: BackendSummary,
     counts = status.counts
     balance = leader_balance(status)
     lines = [
-        f"Kafka cluster {clean(status.cluster_id or '?')}  "
+        f"Kafka cluster {safe_text(status.cluster_id or '?', CELL)}  "
         f"{CONTROLLER_LABEL}: {status.controller_id}",
         f"partitions {counts.total}: online {counts.online}, offline {counts.offline}, "
         f"under-replicated {counts.under_replicated}, under-min-ISR {counts.under_min_isr}, "
@@ -197,16 +199,18 @@ def status_text(status: KafkaStatus, summary: BackendSummary,
         f"{'BROKER':>6}  {'ADDRESS':<22} {'RACK':<8} {'STATE':<12} {'LEADERS':>7} "
         f"{'REPLICAS':>8} {'PREFERRED':>9}",
     ]
-    lines += [f"{b.broker_id:>6}  {clean(b.address):<22} {clean(b.rack or '-'):<8} "
+    lines += [f"{b.broker_id:>6}  {safe_text(b.address, CELL):<22} "
+              f"{safe_text(b.rack or '-', CELL):<8} "
               f"{_state_word(b):<12} {b.leaders:>7} {b.replicas:>8} {b.preferred:>9}"
               for b in status.brokers]
     if status.groups:
         lines += ["", f"{'GROUP':<32} {'STATE':<20} {'MEMBERS':>7} {'LAG':>10}"]
-        lines += [f"{clean(g.group_id):<32} {clean(g.error or g.state):<20} {g.members:>7} "
+        lines += [f"{safe_text(g.group_id, CELL):<32} {safe_text(g.error or g.state):<20} "
+                  f"{g.members:>7} "
                   f"{g.total_lag:>10}" for g in status.groups]
     if options.get("partitions"):
         lines += ["", f"{'PARTITION':<40} {'LEADER':>6}  {'REPLICAS':<12} {'ISR':<12} MIN-ISR"]
-        lines += [f"{clean(p.name):<40} {p.leader:>6}  {_ids(p.replicas):<12} "
+        lines += [f"{safe_text(p.name, CELL):<40} {p.leader:>6}  {_ids(p.replicas):<12} "
                   f"{_ids(p.isr):<12} {p.min_isr if p.min_isr else '?'}"
                   for p in status.partitions()]
     return "\n".join(lines)

@@ -3,7 +3,9 @@ warnings -> rows of ``rich.text.Text`` cells.
 
 Pod names, images, event messages and reasons come from the cluster: they are only ever put
 into ``Text`` as plain strings (``Text(value)`` / ``append``), never parsed as markup, so a
-message containing ``[@click=app.quit]`` is shown, not run.
+message containing ``[@click=app.quit]`` is shown, not run — and always through
+:func:`~backends.safetext.safe_text`, so an ESC in an event message is shown as ``\\x1b``
+and a 300-character message is cut.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from rich.text import Text
 
 from backends.config import redact_text
 from backends.kubernetes.model import ClusterStatus, DeploymentStatus, NodeStatus, PodStatus
-from backends.kubernetes.objects import TIMES, ProbeOutcome, RolloutState
+from backends.kubernetes.objects import TIMES, BudgetInfo, ProbeOutcome, RolloutState
 from backends.service import BackendSummary
-from tui.render.cells import HEALTH_CELL_STYLE, age_text, clean, plain, text_table
+from tui.render.cells import CELL, HEALTH_CELL_STYLE, age_text, plain, safe_text, text_table
 
 COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "NODE / IMAGE", "PROBES", "AGE")
 # Fixed column widths for the TUI table. DataTable re-measures a whole column whenever a cell
@@ -65,7 +67,7 @@ def rollout_text(d: DeploymentStatus) -> Text:
             text.append(f"←{d.previous_revision}", style="dim")
     if d.rollout.state is not RolloutState.COMPLETE:
         text.append(" ")
-        text.append(clean(d.rollout.message))
+        text.append(safe_text(d.rollout.message))
     return text
 
 
@@ -79,7 +81,7 @@ def deployment_cells(d: DeploymentStatus, now: datetime, *, show_namespace: bool
     ready = Text(f"{info.ready}/{info.desired}", style=HEALTH_CELL_STYLE[d.health])
     counts = Text(f"upd {info.updated} avl {info.available}", style="dim")
     return [
-        Text.assemble(("▸ ", "bold"), (clean(name), "bold")),
+        Text.assemble(("▸ ", "bold"), (safe_text(name, CELL), "bold")),
         ready,
         rollout_text(d),
         Text(str(sum(p.info.restarts for p in d.pods)) if d.pods else "", style="dim"),
@@ -96,7 +98,7 @@ def probes_text(p: PodStatus) -> Text:
         text.append(f"{PROBE_LETTER[probe.kind.value]}{mark} ", style=style)
     failure = p.probe_failure
     if failure:
-        text.append(clean(failure), style="red")  # plain text: may come from the cluster
+        text.append(safe_text(failure), style="red")  # plain text: may come from the cluster
     if not p.probes:
         text.append("none", style="dim")
     return text
@@ -119,9 +121,9 @@ def pod_cells(p: PodStatus, now: datetime, *, indent: str = "  └ ") -> list[Te
     restarts = Text(str(info.restarts), style="yellow" if info.restarts else "dim")
     if info.last_restart_reason:
         restarts.append(" ")
-        restarts.append(clean(info.last_restart_reason), style="dim")
+        restarts.append(safe_text(info.last_restart_reason, CELL), style="dim")
     return [
-        Text.assemble((indent, "dim"), (clean(info.name), "")),
+        Text.assemble((indent, "dim"), (safe_text(info.name, CELL), "")),
         Text(f"{info.ready_containers}/{info.total_containers}", style=ready_style),
         pod_status_text(p),
         restarts,
@@ -147,7 +149,7 @@ def node_cells(n: NodeStatus, now: datetime) -> list[Text]:
     else:
         state = Text("schedulable", style="green")
     return [
-        Text.assemble(("■ ", "bold"), (clean(info.name), "bold")),
+        Text.assemble(("■ ", "bold"), (safe_text(info.name, CELL), "bold")),
         ready,
         state,
         Text(""),
@@ -221,21 +223,19 @@ def detail_text(status: ClusterStatus, now: datetime, *, warnings: int = 3) -> T
     """Budgets and the newest warnings, under the table."""
     text = Text()
     if not status.synced:
-        text.append(f"syncing: {', '.join(status.syncing)}\n", style="yellow")
+        text.append(safe_text(f"syncing: {', '.join(status.syncing)}") + "\n", style="yellow")
     for error in status.watch_errors[:2]:
         text.append("watch: ", style="red")
-        text.append(error)
+        text.append(safe_text(error))
         text.append("\n")
     for budget in status.budgets:
         style = "yellow" if budget.disruptions_allowed == 0 else "dim"
-        text.append(f"PDB {budget.key}: {budget.spec_text}, allows "
-                    f"{budget.disruptions_allowed} ({budget.current_healthy}/"
-                    f"{budget.expected_pods} healthy)\n", style=style)
+        text.append(safe_text(budget_line(budget)) + "\n", style=style)
     for event in status.warnings[:warnings]:
         text.append(f"{age(event.last, now):>4} ", style="dim")
-        text.append(event.reason, style="yellow")
-        text.append(f" {event.object_kind.lower()}/{event.object_name}: ")
-        text.append(event.message)
+        text.append(safe_text(event.reason, CELL), style="yellow")
+        text.append(safe_text(f" {event.object_kind.lower()}/{event.object_name}: ", CELL))
+        text.append(safe_text(event.message))
         if event.count > 1:
             text.append(f" ({TIMES}{event.count})", style="dim")
         text.append("\n")
@@ -255,14 +255,16 @@ def status_text(status: ClusterStatus, summary: BackendSummary,
     characters in cluster text (names, messages) are replaced: it must not drive the
     terminal."""
     now = now or datetime.now(UTC)
-    lines = [f"API server {redact_text(status.host)}  namespaces "
-             f"{', '.join(status.namespaces)}"]
+    lines = [f"API server {safe_text(redact_text(status.host), CELL)}  namespaces "
+             f"{safe_text(', '.join(status.namespaces))}"]
     if not status.synced:
-        lines.append(f"syncing: {', '.join(status.syncing)}")
+        lines.append(safe_text(f"syncing: {', '.join(status.syncing)}"))
     lines += text_table(COLUMNS, (cells for _, cells in cluster_rows(status, now)),
                         max_width=STATUS_MAX_WIDTH).splitlines()
-    for budget in status.budgets:
-        lines.append(f"PDB {budget.key}: {budget.spec_text}, allows "
-                     f"{budget.disruptions_allowed} ({budget.current_healthy}/"
-                     f"{budget.expected_pods} healthy)")
-    return "\n".join(clean(line) for line in lines)
+    lines += [safe_text(budget_line(budget)) for budget in status.budgets]
+    return "\n".join(safe_text(line, None) for line in lines)
+
+
+def budget_line(budget: BudgetInfo) -> str:
+    return (f"PDB {budget.key}: {budget.spec_text}, allows {budget.disruptions_allowed} "
+            f"({budget.current_healthy}/{budget.expected_pods} healthy)")

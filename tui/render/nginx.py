@@ -17,7 +17,7 @@ from rich.text import Text
 from backends.nginx.model import MemberState, MemberStatus, NginxStatus
 from backends.service import BackendSummary
 from backends.snapshot import Health
-from tui.render.cells import age_text, clean, plain, text_table
+from tui.render.cells import LINE, age_text, plain, safe_text, text_table
 
 COLUMNS = ("member", "state", "weight", "probe", "req/s", "5xx/s", "p50/p95 ms", "last req")
 
@@ -56,7 +56,7 @@ def probe_cell(member: MemberStatus) -> Text:
     if probe.ok:
         latency = f" {probe.latency_ms:.0f}ms" if probe.latency_ms is not None else ""
         return plain(f"{probe.status_code}{latency}", "green")
-    return plain(probe.error or f"HTTP {probe.status_code}", "red")
+    return plain(probe.error or f"HTTP {probe.status_code}", "red", limit=LINE)
 
 
 def member_row(member: MemberStatus, now: float) -> MemberRow:
@@ -106,7 +106,7 @@ def header(status: NginxStatus) -> Text:
     line.append(f"  window {status.log_window_s:.0f}s", style="dim")
     for problem in status.problems:
         line.append("  ")
-        line.append_text(plain(problem, "yellow"))
+        line.append_text(plain(problem, "yellow", limit=LINE))
     return line
 
 
@@ -118,5 +118,5 @@ def status_text(status: NginxStatus, summary: BackendSummary,
                 options: Mapping[str, Any]) -> str:
     """`sfops nginx status` under its health line: the upstream line and one row per member,
     as the screen shows them (alerts follow in the generic "What is wrong now")."""
-    return "\n".join([clean(header(status).plain),
+    return "\n".join([safe_text(header(status).plain, None),
                       text_table(COLUMNS, (row.cells for row in member_rows(status)))])

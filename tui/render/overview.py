@@ -16,7 +16,16 @@ from rich.text import Text
 from backends.resilience import BreakerState
 from backends.service import Alert, BackendSummary, Severity
 from backends.snapshot import Health
-from tui.render.cells import HEALTH_STYLE, age_text, badge, clean, plain, since_text
+from tui.render.cells import (
+    CELL,
+    HEALTH_STYLE,
+    LINE,
+    age_text,
+    badge,
+    plain,
+    safe_text,
+    since_text,
+)
 
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
 SEVERITY_LABEL = {Severity.INFO: "info", Severity.WARNING: "warn", Severity.CRITICAL: "CRIT"}
@@ -32,7 +41,7 @@ def panel_title(
     """"PostgreSQL ● OK · now" — the age is the time since the last successful contact; after
     a failed one, how old the last known figures are — and the circuit breaker when it is not
     closed."""
-    title = Text(f"{summary.title} ", style="bold")
+    title = Text(f"{safe_text(summary.title, CELL)} ", style="bold")
     title.append_text(badge(summary.health))
     if summary.last_known or summary.error:
         pass  # how old the last known figures are heads the body: the title has no room
@@ -55,12 +64,12 @@ def panel_body(summary: BackendSummary, *, stale_for: float | None = None,
         body.append(_clip(f"{when}: {summary.error or 'no contact'}", width) + "\n",
                     style="yellow")
     for figure in summary.figures:
-        body.append(f"{figure.label:<18.18}", style="dim")
+        body.append(f"{safe_text(figure.label, 18):<18.18}", style="dim")
         if summary.last_known:
-            body.append(Text(clean(figure.value), style="dim italic"))
+            body.append(Text(safe_text(figure.value, CELL), style="dim italic"))
         else:
             style = HEALTH_STYLE[figure.health] if figure.health is not Health.OK else ""
-            body.append(Text(clean(figure.value), style=style))
+            body.append(Text(safe_text(figure.value, CELL), style=style))
         body.append("\n")
     if summary.error and not summary.last_known:
         body.append(Text(_clip(f"poll: {summary.error}", width), style="red"))
@@ -68,8 +77,7 @@ def panel_body(summary: BackendSummary, *, stale_for: float | None = None,
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(clean(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return safe_text(" ".join(safe_text(text).split()), width)
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,7 @@ def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list
                 cells=(
                     plain(SEVERITY_LABEL[alert.severity], SEVERITY_STYLE[alert.severity]),
                     plain(alert.source),
-                    plain(" ".join(alert.message.split())),
+                    plain(alert.message, limit=LINE),
                     plain(since_text(first, now), "dim"),
                 ),
             )

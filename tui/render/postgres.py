@@ -20,7 +20,7 @@ from backends.postgres.model import (
     format_bytes,
     format_lsn,
 )
-from tui.render.cells import clean, plain, text_table
+from tui.render.cells import CELL, LINE, plain, safe_text, text_table
 
 if TYPE_CHECKING:
     from backends.service import BackendSummary
@@ -63,7 +63,7 @@ def member_state(member: MemberStatus) -> Text:
     """What is going on with the member, in words (unreachable error included)."""
     if not member.reachable:
         text = Text("down: ", style="bold red")
-        text.append(clean(member.error or "no answer"))
+        text.append(safe_text(member.error or "no answer"))
         if member.fenced:
             text.append(" [fenced]", style="yellow")
         return text
@@ -73,10 +73,11 @@ def member_state(member: MemberStatus) -> Text:
         if receiver is None:
             parts.append(("no wal receiver", "yellow"))
         else:
-            parts.append((receiver.status, "green" if receiver.status == "streaming"
-                          else "yellow"))
+            parts.append((safe_text(receiver.status, CELL),
+                          "green" if receiver.status == "streaming" else "yellow"))
             if receiver.sender_host:
-                parts.append((f"from {receiver.sender_host}:{receiver.sender_port}", "dim"))
+                parts.append((safe_text(f"from {receiver.sender_host}:{receiver.sender_port}",
+                                        CELL), "dim"))
         if member.replay_paused:
             parts.append(("replay paused", "yellow"))
     elif member.is_primary:
@@ -162,7 +163,7 @@ def warning_row(warning: ClusterWarning) -> Row:
     return warning.key, [
         plain(LEVEL_LABEL[warning.level], style=LEVEL_STYLE[warning.level]),
         _t(warning.member or "*"),
-        plain(warning.message),
+        plain(warning.message, limit=LINE),
     ]
 
 
@@ -176,7 +177,7 @@ def worst_warning(status: PostgresStatus) -> Text:
         return Text("no warnings", style="green")
     warning = status.warnings[0]  # sorted worst first
     text = Text(f"{LEVEL_LABEL[warning.level]} ", style=LEVEL_STYLE[warning.level])
-    text.append(warning.message)
+    text.append(safe_text(warning.message))
     return text
 
 
@@ -211,9 +212,9 @@ def status_text(status: PostgresStatus, summary: BackendSummary,
     sections = [plain_table(MEMBER_COLUMNS, member_rows(status))]
     for member in status.members:
         if member.standbys:
-            sections.append(f"replication from {clean(member.name)}:\n"
+            sections.append(f"replication from {safe_text(member.name, CELL)}:\n"
                             + plain_table(STANDBY_COLUMNS, standby_rows(member)))
-    slots = [(key, [Text(member.name), *cells])
+    slots = [(key, [plain(member.name), *cells])
              for member in status.members for key, cells in slot_rows(member)]
     if slots:
         sections.append("slots:\n" + plain_table(("member", *SLOT_COLUMNS), slots))

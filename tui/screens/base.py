@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from backends.snapshot import Snapshot
-from tui.render.cells import age_text, clean
+from tui.render.cells import CELL, age_text, safe_text
 from tui.screens import ScreenAction
 from tui.tablediff import add_columns, sync_table
 
@@ -58,7 +58,8 @@ class BackendScreen(Screen[None]):
         return cast("ScreenHost", self.app)
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(self.title_text, style="bold"), markup=False, id="screen-title")
+        yield Static(Text(safe_text(self.title_text, CELL), style="bold"), markup=False,
+                     id="screen-title")
         yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
         table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
         yield table
@@ -86,7 +87,7 @@ class BackendScreen(Screen[None]):
     def refresh_data(self) -> None:
         """Render the snapshot shown (again, e.g. after the filter changed)."""
         snapshot = self.snapshot
-        title = Text(self.title_text, style="bold")
+        title = Text(safe_text(self.title_text, CELL), style="bold")
         if snapshot is None:
             title.append("  waiting for the first poll…", style="dim")
             self.query_one("#screen-title", Static).update(title)
@@ -95,7 +96,7 @@ class BackendScreen(Screen[None]):
             # No contact: the rows below are the last known state, never "now".
             title.append("  ✖ UNREACHABLE", style="bold red")
             title.append(f"  last known {age_text(snapshot.stale_for())}", style="yellow")
-            title.append(f"  {' '.join(clean(snapshot.error).split())}", style="red")
+            title.append(f"  {safe_text(snapshot.error)}", style="red")
         else:
             title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
         self.query_one("#screen-title", Static).update(title)

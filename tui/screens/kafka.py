@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from backends.snapshot import Snapshot
+from tui.render.cells import CELL, safe_text
 from tui.render.kafka import (
     BROKER_COLUMNS,
     GROUP_COLUMNS,
@@ -67,7 +68,7 @@ class KafkaScreen(BackendScreen):
                     if p.offline or p.under_replicated or p.under_min_isr]
         for p in problems[:MAX_PROBLEM_PARTITIONS]:
             text.append("\n  ")
-            text.append(p.name)
+            text.append(safe_text(p.name, CELL))
             text.append(f"  leader {p.leader}  replicas {list(p.replicas)}  isr {list(p.isr)}  ")
             text.append_text(partition_state(p))
         if len(problems) > MAX_PROBLEM_PARTITIONS:
@@ -108,7 +109,7 @@ class KafkaPartitionsScreen(BackendScreen):
     def __init__(self, topic: str) -> None:
         super().__init__()
         self.topic = topic
-        # Shown through Text(...) by BackendScreen: a topic name is never markup.
+        # Shown through Text(safe_text(...)) by BackendScreen: a topic name is never markup.
         self.title_text = f"Kafka — topic {topic}"  # type: ignore[misc]
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
@@ -137,7 +138,8 @@ class KafkaGroupsScreen(BackendScreen):
         if status is None:
             return text
         for group in status.groups:
-            text.append(f"{group.group_id}  (partition  committed  latest  lag)\n", style="bold")
+            text.append(f"{safe_text(group.group_id, CELL)}  (partition  committed  latest  lag)\n",
+                        style="bold")
             for _, cells in group_lag_rows(group)[:MAX_PROBLEM_PARTITIONS]:
                 text.append("  ")
                 text.append_text(Text("  ").join(cells))

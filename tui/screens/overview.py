@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 
 from backends.service import BackendService, BackendSummary
 from backends.snapshot import Health, Snapshot
+from tui.render.cells import CELL, safe_text
 from tui.render.overview import panel_body, panel_title
 from tui.tablediff import add_columns
 
@@ -38,7 +39,7 @@ class BackendPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(
-            Text(f"{self.index} {self.service.title}", style="bold"),
+            Text(f"{self.index} {safe_text(self.service.title, CELL)}", style="bold"),
             markup=False,
             classes="panel-title",
         )

@@ -10,6 +10,7 @@ from typing import Any
 from rich.text import Text
 
 from backends.snapshot import Snapshot
+from tui.render.cells import CELL, safe_text
 from tui.render.postgres import (
     MEMBER_COLUMNS,
     member_rows,
@@ -21,7 +22,7 @@ from tui.screens.base import BackendScreen
 
 
 def _section(title: str, rows: Sequence[tuple[str, Sequence[Text]]]) -> Text:
-    text = Text(f"{title}\n", style="bold")
+    text = Text(f"{safe_text(title, CELL)}\n", style="bold")
     for _, cells in rows:
         text.append_text(Text("  ").join(cells))
         text.append("\n")
