@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from backends.actions import CheckResult, CheckStatus
+from backends.audit import INTERRUPTED, process_identity, process_state
 from backends.config import ExecutorConfig, LocalExecutorConfig, SshExecutorConfig
 from backends.secrets import child_environment
 
@@ -285,7 +286,7 @@ class LeaseLocks:
             spec = dict(lease.get("spec") or {})
             annotations = dict((lease.get("metadata") or {}).get("annotations") or {})
             ours = annotations.get(ANNOTATION + "token") == holder.token
-            if not ours and not lease_expired(spec, self.clock()):
+            if not ours and not lease_expired(spec, self.clock()) and not holder_gone(lease):
                 raise _lease_busy(where, lease)
             try:
                 replaced = await _request(client, "PUT", self.path(name),
@@ -352,12 +353,28 @@ class LeaseLocks:
                        if not k.startswith(ANNOTATION)}
         annotations.update({ANNOTATION + "token": holder.token,
                             ANNOTATION + "action": holder.action,
-                            ANNOTATION + "pid": str(holder.pid)})
+                            ANNOTATION + "pid": str(holder.pid),
+                            ANNOTATION + "process": json.dumps(process_identity(holder.pid))})
         metadata.update(labels=labels, annotations=annotations)
         spec.update(holderIdentity=holder.identity, leaseDurationSeconds=self.duration,
                     acquireTime=now, renewTime=now, leaseTransitions=transitions)
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
                 "spec": spec}
+
+
+def holder_gone(lease: dict[str, Any]) -> bool:
+    """The Lease's holder was an sfops process on this machine, in this boot, that no longer
+    runs (SIGKILL, OOM kill, a closed terminal): provably dead, so its Lease is free now
+    rather than after its expiry. A holder on another machine — or one whose process cannot
+    be judged — is waited out (:func:`lease_expired`)."""
+    annotations = dict((lease.get("metadata") or {}).get("annotations") or {})
+    try:
+        process = json.loads(annotations.get(ANNOTATION + "process") or "{}")
+    except ValueError:
+        return False
+    if not isinstance(process, dict) or not process.get("node") or not process.get("boot_id"):
+        return False
+    return process_state(process) == INTERRUPTED
 
 
 def _lease_busy(where: str, lease: dict[str, Any]) -> LockBusy:

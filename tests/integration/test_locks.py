@@ -253,28 +253,56 @@ def lease(lab: Any, name: str) -> dict[str, Any] | None:
     return data
 
 
-@pytest.mark.k8s
-def test_lease_left_by_a_killed_sfops_expires_and_the_next_action_proceeds(
-        lab: Any, k8s_config: Path) -> None:
-    node = "kwok-node-0"
-    name = "sfops-k8s-node-kwok-node-0"
-    # Waits at "Proceed?" holding the Lease (stdin stays open, nobody answers).
-    waiting = start(k8s_config, "k8s", "cordon", node, stdin=subprocess.PIPE)
+def hold_then_kill(lab: Any, config: Path, node: str, name: str,
+                   elsewhere: bool = False) -> int:
+    """An sfops holding ``node``'s Lease at "Proceed?" (stdin open, nobody answers), then
+    SIGKILLed: no release, no audit record. ``elsewhere``: its Lease first says it ran on
+    another machine (as a Lease taken from an operator's laptop would), so its death cannot
+    be seen from here. Returns its pid."""
+    from deploy.lab import k8s
+
+    waiting = start(config, "k8s", "cordon", node, stdin=subprocess.PIPE)
     try:
         held = wait_until(
             lambda: (d := lease(lab, name)) and d["spec"].get("holderIdentity")
             and d["metadata"]["annotations"].get("sfops.streamforge.io/pid") == str(waiting.pid)
             and d, 60, "the waiting sfops holds the Lease")
         assert held["spec"]["leaseDurationSeconds"] == 15
-        waiting.kill()  # SIGKILL: no release, no audit record
+        if elsewhere:
+            process = json.loads(held["metadata"]["annotations"]["sfops.streamforge.io/process"])
+            process["node"] = "operator-laptop"
+            k8s.kubectl(lab.lab, "-n", k8s.NAMESPACE, "annotate", "--overwrite", "lease", name,
+                        f"sfops.streamforge.io/process={json.dumps(process)}")
+        waiting.kill()
         waiting.communicate(timeout=10)
     finally:
         if waiting.poll() is None:
             waiting.kill()
+    return waiting.pid
+
+
+@pytest.mark.k8s
+def test_lease_of_a_killed_sfops_on_this_machine_is_taken_at_once(
+        lab: Any, k8s_config: Path) -> None:
+    """Its holder ran here, in this boot, and is gone: provably dead, nothing to wait for."""
+    node, name = "kwok-node-0", "sfops-k8s-node-kwok-node-0"
+    hold_then_kill(lab, k8s_config, node, name)
+    code, data, err = finish(start(k8s_config, "k8s", "cordon", node, "--yes", "--json"))
+    assert code == 0, (data, err)
+    assert data["outcome"] == "succeeded" and lock_check(data)["status"] == "pass"
+    released = lease(lab, name)
+    assert released is not None and not released["spec"].get("holderIdentity")
+
+
+@pytest.mark.k8s
+def test_lease_left_by_a_killed_sfops_elsewhere_expires_and_the_next_action_proceeds(
+        lab: Any, k8s_config: Path) -> None:
+    node, name = "kwok-node-0", "sfops-k8s-node-kwok-node-0"
+    pid = hold_then_kill(lab, k8s_config, node, name, elsewhere=True)
     killed_at = time.monotonic()
     code, data, err = finish(start(k8s_config, "k8s", "cordon", node, "--yes", "--json"))
     assert code == 3, (data, err)
-    assert "held by " in data["error"] and f"pid {waiting.pid}" in data["error"], data
+    assert "held by " in data["error"] and f"pid {pid}" in data["error"], data
     print(f"while the Lease is valid: {data['error']}")
 
     def proceeds() -> Any:
@@ -288,5 +316,3 @@ def test_lease_left_by_a_killed_sfops_expires_and_the_next_action_proceeds(
     assert data["outcome"] == "succeeded" and lock_check(data)["status"] == "pass"
     released = lease(lab, name)
     assert released is not None and not released["spec"].get("holderIdentity")
-    done = finish(start(k8s_config, "k8s", "uncordon", node, "--yes", "--json"))
-    assert done[0] == 0, done

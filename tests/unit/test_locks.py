@@ -592,3 +592,30 @@ async def test_dry_run_of_a_busy_target_refuses_even_forced(tmp_path: Path) -> N
     assert code == 0 and action.preflights == 1
     assert not AuditLog(tmp_path / "audit.jsonl").path.exists() or not (
         AuditLog(tmp_path / "audit.jsonl").read())  # a dry run records nothing
+
+
+async def test_lease_of_a_dead_sfops_on_this_machine_is_taken_at_once() -> None:
+    """Its holder ran here, in this boot, and is gone: provably dead, no expiry to wait."""
+    api = FakeLeaseApi()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    first = await leases(api).acquire(KEY, Holder("alice", "h", "pg.failover pg-2",
+                                                  pid=dead.pid))
+    first._released = True  # the holder "died": no release, no renewals
+    if first._task is not None:
+        first._task.cancel()
+    taken = await leases(api).acquire(KEY, holder("bob", "h9"))
+    assert api.leases[LEASE_PATH]["spec"]["holderIdentity"] == "bob@h9"
+    await taken.release()
+
+
+async def test_lease_of_a_holder_on_another_machine_waits_for_its_expiry() -> None:
+    api = FakeLeaseApi()
+    first = await leases(api).acquire(KEY, holder("alice", "h2"))
+    annotations = api.leases[LEASE_PATH]["metadata"]["annotations"]
+    process = json.loads(annotations["sfops.streamforge.io/process"])
+    annotations["sfops.streamforge.io/process"] = json.dumps(
+        {**process, "node": "another-machine", "pid": 999999})
+    with pytest.raises(LockBusy, match="held by alice@h2"):
+        await leases(api).acquire(KEY, holder("bob", "h9"))
+    await first.release()
