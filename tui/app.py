@@ -35,8 +35,8 @@ from backends.actions import Action, ActionRunner, RunResult, close_quietly
 from backends.audit import RUNNING, AuditLog, Unfinished
 from backends.config import SfopsConfig, redact_text
 from backends.resilience import Poller
-from backends.secrets import redact_known
 from backends.safetext import CELL, LINE, TEXT, safe_text
+from backends.secrets import redact_known
 from backends.service import (
     Alert,
     BackendService,

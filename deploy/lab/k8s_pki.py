@@ -14,6 +14,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+from deploy.lab import tls
 from deploy.lab.core import Lab, LabError, run, write_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,70 +122,18 @@ def _certificates(lab: Lab) -> list[tuple[str, str, list[str] | None]]:
     ]
 
 
-def _openssl(*args: str) -> None:
-    run(["openssl", *args], what=f"openssl {args[0]}")
-
-
 def ensure_pki(lab: Lab) -> None:
     """Lab CA, one certificate per client/server, and the service-account key (idempotent)."""
-    pki(lab, "x").parent.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    if not pki(lab, "ca.crt").exists():
-        _openssl(
-            "req",
-            "-x509",
-            *ec,
-            "-keyout",
-            str(pki(lab, "ca.key")),
-            "-out",
-            str(pki(lab, "ca.crt")),
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=sfops-lab-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        )
+    directory = pki(lab, "x").parent
+    tls.ensure_ca(directory, "sfops-lab-ca")
     if not pki(lab, "sa.key").exists():
-        _openssl(
-            "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(pki(lab, "sa.key"))
-        )
-        _openssl("ec", "-in", str(pki(lab, "sa.key")), "-pubout", "-out", str(pki(lab, "sa.pub")))
+        run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+             str(pki(lab, "sa.key"))], what="openssl ecparam")
+        run(["openssl", "ec", "-in", str(pki(lab, "sa.key")), "-pubout", "-out",
+             str(pki(lab, "sa.pub"))], what="openssl ec")
     for stem, subject, sans in _certificates(lab):
-        crt, key, csr, ext = (pki(lab, f"{stem}.{s}") for s in ("crt", "key", "csr", "ext"))
-        if crt.exists():
-            continue
-        usage = "serverAuth,clientAuth" if sans else "clientAuth"
-        lines = [
-            "basicConstraints=critical,CA:FALSE",
-            "keyUsage=critical,digitalSignature,keyEncipherment",
-            f"extendedKeyUsage={usage}",
-        ]
-        if sans:
-            lines.append("subjectAltName=" + ",".join(sans))
-        ext.write_text("\n".join(lines) + "\n")
-        _openssl("req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", subject)
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(pki(lab, "ca.crt")),
-            "-CAkey",
-            str(pki(lab, "ca.key")),
-            "-CAcreateserial",
-            "-out",
-            str(crt),
-            "-days",
-            "3650",
-            "-extfile",
-            str(ext),
-        )
-        csr.unlink()
-    for path in pki(lab, "x").parent.glob("*.key"):
+        tls.issue(directory, stem, subject, sans)
+    for path in directory.glob("*.key"):
         path.chmod(0o600)
 
 
