@@ -86,6 +86,9 @@ def summary(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def full_lab(lab: Any) -> Iterator[Any]:
     lab.ensure("pg", "k8s")
+    assert k8s.audit_log(lab.lab).exists(), (
+        "the lab's API server writes no audit log (started before deploy/lab/k8s.py turned it "
+        "on): `sfops lab stop kube-apiserver`, then `sfops lab start kube-apiserver`")
     yield lab
 
 
@@ -110,7 +113,8 @@ def test_read_only_cli_reads_as_the_read_only_account_and_never_mutates(
     since = now_utc()
     for args in (("k8s", "status", "--json"), ("status", "-o", "json")):
         done = _sfops(full_lab, config_path, "--read-only", *args)
-        assert done.returncode in (0, 1), (args, done.stderr)
+        # Healthy or not (the lab's config may name backends that are down now): it ran.
+        assert done.returncode in (0, 1, 5), (args, done.stderr)
         assert json.loads(done.stdout)
     # A mutating command in read-only mode is refused before any request.
     refused = _sfops(full_lab, config_path, "--read-only", "k8s", "restart", k8s.DEPLOYMENT,
