@@ -131,6 +131,11 @@ class SfopsConfig:
             return self.sections.get(name)
         raise AttributeError(f"{type(self).__name__} has no section or attribute {name!r}")
 
+    def as_read_only(self) -> SfopsConfig:
+        """A copy in read-only mode (``sfops --read-only``): every service built from it uses
+        the read-only identities, and no action or operator identity is ever loaded."""
+        return replace(self, sfops=replace(self.sfops, read_only=True))
+
     def with_section(self, name: str, value: Any) -> SfopsConfig:
         """A copy with one section replaced (e.g. a CLI option adjusting it)."""
         return replace(self, sections=MappingProxyType({**self.sections, name: value}))

@@ -944,6 +944,8 @@ def manager_for(config: SfopsConfig) -> LockManager:
     namespace = lease_namespace(config)
     if namespace is None:
         return LockManager(local=local)
+    if config.sfops.read_only:
+        return LockManager(local=local)  # nothing is acted on; never load the operator identity
     section = config.kubernetes
     connection: list[Connection] = []
 
@@ -951,7 +953,9 @@ def manager_for(config: SfopsConfig) -> LockManager:
         from backends.kubernetes.client import KubeClient, connection_from_kubeconfig
 
         if not connection:
-            connection.append(connection_from_kubeconfig(section.kubeconfig, section.context))
+            # The operator identity: Leases are taken by actions (create/update).
+            kubeconfig = getattr(section, "operator_kubeconfig", None) or section.kubeconfig
+            connection.append(connection_from_kubeconfig(kubeconfig, section.context))
         return KubeClient(connection[0], timeout=REQUEST_TIMEOUT)
 
     return LockManager(local=local, lease=_LazyLease(client, namespace))

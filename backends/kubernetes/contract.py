@@ -164,9 +164,17 @@ def _nodes(config: SfopsConfig, status: Any) -> list[str]:
 
 
 def _service(context: ActionContext) -> Any:
-    """The Kubernetes service: its client and breaker. In the TUI the app's live one (shared:
+    """The Kubernetes service: its clients and breaker. In the TUI the app's live one (shared:
     an action never closes it); in the CLI one the CLI context builds and closes on exit."""
     return context.service("kubernetes")
+
+
+def _operator(context: ActionContext, action_cls: Any) -> tuple[Any, Any]:
+    """(operator client, breaker) for an action of ``action_cls``: refused first in read-only
+    mode, so the operator identity is never loaded there."""
+    context.runner.check_allowed(action_cls)
+    service = _service(context)
+    return service.operator_client(), service.breaker
 
 
 def _check_timeout(params: Mapping[str, Any], default: float) -> float:
@@ -188,10 +196,10 @@ def _rollout(cls: str, extra: Extra | None = None) -> BuildAction:
         kwargs: dict[str, Any] = {} if extra is None else extra(context, namespace, name,
                                                                  params)
         timeout = _check_timeout(params, DEFAULT_ROLLOUT_TIMEOUT)
-        service = _service(context)
-        action: Action = context.runner.build(load(ROLLOUT + cls), service.client, namespace,
-                                              name, timeout=timeout, breaker=service.breaker,
-                                              **kwargs)
+        action_cls = load(ROLLOUT + cls)
+        client, breaker = _operator(context, action_cls)
+        action: Action = context.runner.build(action_cls, client, namespace, name,
+                                              timeout=timeout, breaker=breaker, **kwargs)
         return action
 
     return build
@@ -259,9 +267,10 @@ def _node(cls: str, drain: bool = False) -> BuildAction:
             if grace is not None and int(grace) < 0:
                 raise ValueError("--grace-period must be >= 0")
             kwargs["grace_period"] = None if grace is None else int(grace)
-        service = _service(context)
-        action: Action = context.runner.build(load(NODES + cls), service.client, node,
-                                              breaker=service.breaker, **kwargs)
+        action_cls = load(NODES + cls)
+        client, breaker = _operator(context, action_cls)
+        action: Action = context.runner.build(action_cls, client, node, breaker=breaker,
+                                              **kwargs)
         return action
 
     return build

@@ -50,6 +50,12 @@ class Resource:
     prefix: str  # "/api/v1" or "/apis/apps/v1"
     namespaced: bool = True
 
+    @property
+    def group(self) -> str:
+        """The API group as RBAC names it: "" for the core group, else "apps", "policy"."""
+        parts = self.prefix.strip("/").split("/")
+        return "" if parts[0] == "api" else parts[1]
+
     def path(self, namespace: str | None) -> str:
         if self.namespaced and namespace:
             return f"{self.prefix}/namespaces/{namespace}/{self.name}"
@@ -62,6 +68,9 @@ PODS = Resource("pods", "/api/v1")
 NODES = Resource("nodes", "/api/v1", namespaced=False)
 BUDGETS = Resource("poddisruptionbudgets", "/apis/policy/v1")
 EVENTS = Resource("events", "/api/v1")
+# Everything sfops reads: the read-only ClusterRole (deploy/k8s/rbac-sfops.yaml) grants
+# exactly these (a unit test holds the two together). The actions read nothing else.
+READ_RESOURCES = (DEPLOYMENTS, REPLICASETS, PODS, NODES, BUDGETS, EVENTS)
 
 # A watch that the server closes within this long, having sent nothing, is reopened after a
 # backoff delay (growing while it repeats), so a proxy that cuts every stream is no hot loop.

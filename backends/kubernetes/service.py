@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from backends.config import SfopsConfig
 from backends.kubernetes.client import (
+    Connection,
     KubeApiError,
     KubeClient,
     KubeError,
@@ -77,9 +79,15 @@ class KubernetesService:
     contact_timeout = CONTACT_TIMEOUT
 
     def __init__(self, config: KubernetesConfig, client: KubeClient, *,
-                 request_timeout: float = 10.0) -> None:
+                 request_timeout: float = 10.0, read_only: bool = False,
+                 operator_connection: Callable[[], Connection] | None = None) -> None:
         self.config = config
+        # Every read (informers, /readyz) goes through ``client``: the read-only identity
+        # where one is configured. Actions get :meth:`operator_client`.
         self.client = client
+        self.read_only = read_only
+        self._operator_connection = operator_connection
+        self._operator_client: KubeClient | None = None
         self.request_timeout = request_timeout
         self.breaker: CircuitBreaker | None = CircuitBreaker(
             "kubernetes", failure_threshold=3, reset_timeout=10.0,
@@ -268,9 +276,28 @@ class KubernetesService:
             )
         return summary
 
+    def operator_client(self) -> KubeClient:
+        """The client actions change things with: the operator identity
+        (``operator_kubeconfig``, else ``kubeconfig``), read on first use. Read-only mode
+        never loads it: it raises :class:`~backends.actions.ReadOnlyError`."""
+        if self.read_only:
+            from backends.actions import ReadOnlyError
+
+            raise ReadOnlyError("kubernetes: sfops is in read-only mode; the operator "
+                                "identity is not loaded")
+        if self._operator_connection is None:
+            return self.client  # one identity for all (no separate one configured)
+        if self._operator_client is None:
+            self._operator_client = KubeClient(self._operator_connection(),
+                                               timeout=self.client.timeout)
+        return self._operator_client
+
     async def close(self) -> None:
         await asyncio.gather(*(i.stop() for i in self.informers), return_exceptions=True)
         await self.client.close()
+        operator, self._operator_client = self._operator_client, None
+        if operator is not None:
+            await operator.close()
 
 
 def _values(informers: Sequence[Informer[Any]]) -> list[Any]:
@@ -287,19 +314,44 @@ def make_client(config: KubernetesConfig, *, kubeconfig: Any = None,
     return KubeClient(connection)
 
 
+def readonly_kubeconfig(section: KubernetesConfig) -> Path | None:
+    """What every read uses, in every mode: the read-only identity when one is configured
+    (least privilege: even a bug in a front end could not change anything, the API server
+    would refuse it), else ``kubeconfig`` (None: the default kubeconfig)."""
+    return section.readonly_kubeconfig or section.kubeconfig
+
+
+def operator_kubeconfig(section: KubernetesConfig) -> Path | None:
+    """What actions (and their Leases) use: ``operator_kubeconfig``, else ``kubeconfig``."""
+    return section.operator_kubeconfig or section.kubeconfig
+
+
 def build_service(config: SfopsConfig, *, context: str | None = None
                   ) -> KubernetesService | None:
     section = config.kubernetes
     if section is None:
         return None
-    # A read-only session uses the read-only identity when one is configured, so even a bug
-    # in a front end could not change anything (the API server would refuse it).
-    readonly_kubeconfig = getattr(section, "readonly_kubeconfig", None)
-    kubeconfig = readonly_kubeconfig if config.sfops.read_only and readonly_kubeconfig else None
+    chosen_context = context or section.context
+    reads = readonly_kubeconfig(section)
     try:
-        client = make_client(section, kubeconfig=kubeconfig, context=context)
+        client = make_client(section, kubeconfig=reads, context=chosen_context)
     except KubeError as exc:
         from backends.config import ConfigError
 
         raise ConfigError(f"{config.path}: kubernetes: {exc}") from exc
-    return KubernetesService(section, client)
+    acts = operator_kubeconfig(section)
+    operator: Callable[[], Connection] | None = None
+    if acts != reads:
+        path = acts
+
+        def operator() -> Connection:
+            try:
+                return connection_from_kubeconfig(path, chosen_context)
+            except KubeError as exc:
+                from backends.config import ConfigError
+
+                raise ConfigError(f"{config.path}: kubernetes: operator_kubeconfig: {exc}"
+                                  ) from exc
+
+    return KubernetesService(section, client, read_only=config.sfops.read_only,
+                             operator_connection=operator)

@@ -117,6 +117,11 @@ class PgCluster:
         self.service = service or PostgresService(self.pg, state=self.state,
                                                   secrets=config.secrets())
         self._executors: dict[str, Executor] = {}
+        # What changes something connects as the operator identity, in read-write sessions
+        # of its own; the poll's connections (``service``) are read-only, maybe a
+        # non-superuser, and serve this cluster's reads.
+        self._operator: dict[str, MemberConnection] = {}
+        self._secrets = config.secrets()
         self.system_identifier: str | None = None  # of the cluster, once a member answered
 
     @property
@@ -135,7 +140,13 @@ class PgCluster:
             raise PgActionError(f"unknown member {name!r} (configured: {known})") from None
 
     def conn(self, name: str) -> MemberConnection:
-        return self.service.connection(name)
+        """``name``'s connection as the operator identity (opened at its first statement)."""
+        connection = self._operator.get(name)
+        if connection is None:
+            connection = MemberConnection(self.pg, self.member(name), secrets=self._secrets,
+                                          identity=self.pg.operator_identity, read_only=False)
+            self._operator[name] = connection
+        return connection
 
     def host(self, name: str) -> MemberHost:
         member = self.member(name)
@@ -165,7 +176,7 @@ class PgCluster:
         """Only whether ``name`` answers, and as a primary or a standby: one statement on a
         connection of its own (never queued behind a poll of a hung member), within
         ``seconds`` (default: connecting plus the contact budget). For re-checks."""
-        conn = self.conn(name)
+        conn = self.service.connection(name)
         try:
             in_recovery = await conn.probe_recovery(seconds)
         except PgError as exc:
@@ -199,7 +210,9 @@ class PgCluster:
         """Release what this cluster opened: its executors (SSH connections) and, when it
         built it, its service. A shared service stays open. Safe to call more than once."""
         executors, self._executors = list(self._executors.values()), {}
+        operator, self._operator = list(self._operator.values()), {}
         closing = [executor.close() for executor in executors]
+        closing += [connection.close() for connection in operator]
         if self._owns_service:
             self._owns_service = False
             closing.append(self.service.close())
@@ -226,15 +239,19 @@ class PgCluster:
         return make_conninfo(**params)
 
     def superuser_conninfo(self, name: str) -> str:
+        """pg_rewind's source: the operator identity (it needs a superuser, or a role with
+        the pg_rewind grants)."""
         member = self.member(name)
-        return make_conninfo(host=member.host, port=str(member.port), user=self.pg.user,
+        return make_conninfo(host=member.host, port=str(member.port),
+                             user=self.pg.operator_identity.user,
                              dbname=self.pg.dbname,
                              connect_timeout=str(max(1, int(self.pg.connect_timeout))))
 
     def passfile_text(self, name: str) -> str:
         member = self.member(name)
-        password = self.pg.password.reveal() if self.pg.password is not None else ""
-        return passfile_line(member.host, member.port, self.pg.user, password)
+        identity = self.pg.operator_identity
+        password = identity.password.reveal() if identity.password is not None else ""
+        return passfile_line(member.host, member.port, identity.user, password)
 
 
 # --------------------------------------------------------------------------- procedures

@@ -20,7 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from backends.config import Secret, redact_text
-from backends.postgres.config import PostgresConfig, PostgresMember
+from backends.postgres.config import PgIdentity, PostgresConfig, PostgresMember
 from backends.resilience import BackendTimeout
 
 # As backends.service.CONTACT_TIMEOUT (not imported: connection.py sits below the service
@@ -30,7 +30,8 @@ CONTACT_TIMEOUT = 2.0
 T = TypeVar("T")
 Row = dict[str, Any]
 
-APPLICATION_NAME = "sfops"
+APPLICATION_NAME = "sfops"  # polls (pg_stat_activity tells them from the actions)
+OPERATOR_APPLICATION_NAME = "sfops-operator"  # actions
 
 
 class PgError(Exception):
@@ -48,7 +49,12 @@ def _error_text(exc: BaseException) -> str:
 
 
 class MemberConnection:
-    """A lazily opened, reused autocommit connection to one member."""
+    """A lazily opened, reused autocommit connection to one member.
+
+    By default the poll's: as ``[postgres]``'s read-only identity, in a session whose
+    transactions are read-only (``default_transaction_read_only=on`` from the first
+    statement, sent by libpq at connect): a poll cannot write even through a superuser role.
+    Actions pass ``identity=config.operator_identity, read_only=False``."""
 
     def __init__(
         self,
@@ -56,13 +62,18 @@ class MemberConnection:
         member: PostgresMember,
         *,
         secrets: Sequence[Secret | str] = (),
+        identity: PgIdentity | None = None,
+        read_only: bool = True,
     ) -> None:
         self.config = config
         self.member = member
         self.name = member.name
+        self.identity = identity if identity is not None else config.readonly_identity
+        self.read_only = read_only
         self._secrets: list[Secret | str] = list(secrets)
-        if config.password is not None:
-            self._secrets.append(config.password)
+        for password in (config.password, self.identity.password):
+            if password is not None:
+                self._secrets.append(password)
         self._conn: psycopg.AsyncConnection[Row] | None = None
         self._lock = asyncio.Lock()
 
@@ -83,19 +94,23 @@ class MemberConnection:
         return redact_text(text, self._secrets)
 
     def _kwargs(self) -> dict[str, Any]:
+        options = f"-c statement_timeout={int(self.config.statement_timeout * 1000)}"
+        if self.read_only:
+            options += " -c default_transaction_read_only=on"
         kwargs: dict[str, Any] = {
             "host": self.member.host,
             "port": self.member.port,
             "dbname": self.config.dbname,
-            "user": self.config.user,
+            "user": self.identity.user,
             "connect_timeout": max(1, math.ceil(self.config.connect_timeout)),
-            "application_name": APPLICATION_NAME,
-            "options": f"-c statement_timeout={int(self.config.statement_timeout * 1000)}",
+            "application_name": APPLICATION_NAME if self.read_only
+            else OPERATOR_APPLICATION_NAME,
+            "options": options,
             "autocommit": True,
             "row_factory": dict_row,
         }
-        if self.config.password is not None:
-            kwargs["password"] = self.config.password.reveal()
+        if self.identity.password is not None:
+            kwargs["password"] = self.identity.password.reveal()
         return kwargs
 
     async def _connection(self) -> psycopg.AsyncConnection[Row]:

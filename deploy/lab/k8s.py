@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-from deploy.lab.core import Component, Lab
+from deploy.lab.core import Component, Lab, write_atomic
 from deploy.lab.k8s_cluster import (
     DEPLOYMENT,
     apply_nodes,
@@ -58,6 +59,24 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 OFF_ETCD_CLIENT, OFF_ETCD_PEER, OFF_ETCD_METRICS = 40, 41, 42
 OFF_CONTROLLER_MANAGER, OFF_SCHEDULER, OFF_KWOK = 46, 47, 48
+
+
+# Metadata (user, verb, resource, status; never a body) for every request, once it answered.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+"""
+
+
+def audit_policy(lab: Lab) -> Path:
+    return lab.path("k8s", "audit-policy.yaml")
+
+
+def audit_log(lab: Lab) -> Path:
+    """The API server's audit log: one JSON event per line (rotated at 20 MB, one backup)."""
+    return lab.path("k8s", "audit.log")
 
 
 # -- components --------------------------------------------------------------------------------
@@ -115,9 +134,18 @@ class KubeApiserver(Component):
     def ports(self, lab: Lab) -> list[int]:
         return [lab.port(OFF_APISERVER)]
 
+    def prepare(self, lab: Lab) -> None:
+        write_atomic(audit_policy(lab), AUDIT_POLICY)
+
     def argv(self, lab: Lab) -> list[str]:
         return [
             str(bin_dir() / "kube-apiserver"),
+            # Who asked for what (user, verb, resource; no bodies): tests read it to show
+            # that read-only sfops only reads, and as whom.
+            f"--audit-policy-file={audit_policy(lab)}",
+            f"--audit-log-path={audit_log(lab)}",
+            "--audit-log-maxsize=20",
+            "--audit-log-maxbackup=1",
             f"--etcd-servers=https://127.0.0.1:{lab.port(OFF_ETCD_CLIENT)}",
             f"--etcd-cafile={pki(lab, 'ca.crt')}",
             f"--etcd-certfile={pki(lab, 'apiserver-etcd-client.crt')}",
@@ -277,6 +305,7 @@ __all__ = [
     "DEPLOYMENT",
     "NAMESPACE",
     "admin_kubeconfig",
+    "audit_log",
     "kubectl",
     "operator_kubeconfig",
     "readonly_kubeconfig",

@@ -10,6 +10,8 @@ results. ``record_unhealthy_event`` writes the Warning event a failing probe wou
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import secrets
 import time
 from typing import Any
@@ -208,12 +210,22 @@ def wait_scale(lab: Lab, timeout: float) -> None:
         time.sleep(5)
 
 
+OPERATOR_USER = "sfops-lab"  # the lab's operator (runs sfops over SSH in the e2e tests)
+
+
 def service_account_token(lab: Lab, account: str, namespace: str = NAMESPACE) -> str:
     """A bound token from the TokenRequest API (what `kubectl create token` calls)."""
     return kubectl(lab, "-n", namespace, "create", "token", account, "--duration=48h").strip()
 
 
 def write_role_kubeconfigs(lab: Lab) -> None:
+    """The read-only and operator identities sfops uses (0600). Owned by the lab's operator
+    user when it exists, as the PostgreSQL secrets are, so sfops run over SSH as that user can
+    read them; the admin kubeconfig stays root's."""
+    try:
+        owner: int | None = pwd.getpwnam(OPERATOR_USER).pw_uid
+    except KeyError:
+        owner = None
     for account, path in (
         ("sfops", readonly_kubeconfig(lab)),
         ("sfops-operator", operator_kubeconfig(lab)),
@@ -222,6 +234,8 @@ def write_role_kubeconfigs(lab: Lab) -> None:
         write_atomic(
             path, kubeconfig_text(lab, f"{NAMESPACE}-{account}", {"token": token}), mode=0o600
         )
+        if owner is not None:
+            os.chown(path, owner, -1)
 
 
 # -- test hooks --------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from deploy.lab.core import Component, Lab, LabError, pid_alive, run, write_atom
 PG_BIN = Path(os.environ.get("SFOPS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SCRIPTS = Path(__file__).resolve().parent.parent / "postgres"
 OS_USER = "postgres"
-ROLES = ("replicator", "streamforge", "sfops")  # password files in <lab>/secrets/pg-<role>
+# Password files in <lab>/secrets/pg-<role>.
+ROLES = ("replicator", "streamforge", "sfops", "sfops_monitor")
 MEMBERS = {"pg-1": 10, "pg-2": 11}  # name -> port offset
 # Not part of the lab's stack (the product runs a primary and one replica): a third member a
 # test seeds from the primary when it needs two candidates (tests/integration/test_locks.py).
@@ -207,6 +208,7 @@ class PrimaryMember(PostgresMember):
                 "REPLICATION_PASSWORD_FILE": str(secret_path(lab, "replicator")),
                 "APP_PASSWORD_FILE": str(secret_path(lab, "streamforge")),
                 "SFOPS_PASSWORD_FILE": str(secret_path(lab, "sfops")),
+                "SFOPS_MONITOR_PASSWORD_FILE": str(secret_path(lab, "sfops_monitor")),
                 # A slot for each member, so either can stream from the other after a
                 # switchover; a member never uses its own.
                 "REPLICA_SLOTS": " ".join(n.replace("-", "_") for n in MEMBERS),
@@ -274,6 +276,12 @@ def sfops_config(lab: Lab) -> dict[str, Any]:
             "dbname": "streamforge",
             "user": "sfops",
             "password_file": str(secret_path(lab, "sfops")),
+            # Polls: a non-superuser with pg_monitor, read-only sessions; actions: the
+            # superuser "sfops" (promote, CHECKPOINT, slots, pg_rewind's source).
+            "readonly_user": "sfops_monitor",
+            "readonly_password_file": str(secret_path(lab, "sfops_monitor")),
+            "operator_user": "sfops",
+            "operator_password_file": str(secret_path(lab, "sfops")),
             "connect_timeout": 3.0,
             "statement_timeout": 5.0,
             "max_lag_on_failover": 1048576,

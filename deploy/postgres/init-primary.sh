@@ -11,7 +11,10 @@
 #   PGDATA                            data directory (pg_hba.conf is appended there)
 #   REPLICATION_PASSWORD_FILE         password of role "replicator"
 #   APP_PASSWORD_FILE                 password of role "streamforge" (the API service)
-#   SFOPS_PASSWORD_FILE               password of role "sfops" (the control plane); optional
+#   SFOPS_PASSWORD_FILE               password of role "sfops" (the control plane's actions);
+#                                     optional
+#   SFOPS_MONITOR_PASSWORD_FILE       password of role "sfops_monitor" (the control plane's
+#                                     polls: pg_monitor, read-only sessions); optional
 #   REPLICA_SLOTS                     space-separated physical slot names (default "pg_2")
 #   HBA_ADDRESS                       address allowed to connect (default 127.0.0.1/32;
 #                                     compose uses the service network, e.g. samenet)
@@ -30,19 +33,30 @@ psql_super() { psql -v ON_ERROR_STOP=1 --no-psqlrc -q -d postgres "$@"; }
 psql_super \
   -v repl_pw="$(read_secret "$REPLICATION_PASSWORD_FILE")" \
   -v app_pw="$(read_secret "$APP_PASSWORD_FILE")" \
-  -v sfops_pw="$( [ -n "${SFOPS_PASSWORD_FILE:-}" ] && read_secret "$SFOPS_PASSWORD_FILE" )" <<'SQL'
+  -v sfops_pw="$( [ -n "${SFOPS_PASSWORD_FILE:-}" ] && read_secret "$SFOPS_PASSWORD_FILE" )" \
+  -v monitor_pw="$( [ -n "${SFOPS_MONITOR_PASSWORD_FILE:-}" ] && read_secret "$SFOPS_MONITOR_PASSWORD_FILE" )" <<'SQL'
 SELECT format('CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD %L', :'repl_pw')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator') \gexec
 SELECT format('ALTER ROLE replicator WITH REPLICATION LOGIN PASSWORD %L', :'repl_pw') \gexec
 SELECT format('CREATE ROLE streamforge WITH LOGIN PASSWORD %L', :'app_pw')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'streamforge') \gexec
 SELECT format('ALTER ROLE streamforge WITH LOGIN PASSWORD %L', :'app_pw') \gexec
--- sfops needs pg_promote, pg_wal_replay_pause/resume, CHECKPOINT and pg_monitor; in the lab
--- it is a superuser (see deploy/README.md for a least-privilege variant).
+-- sfops's actions need pg_promote, pg_wal_replay_resume, CHECKPOINT, slots and pg_rewind's
+-- source: the operator role "sfops" is a superuser. Its polls use "sfops_monitor" below.
 SELECT format('CREATE ROLE sfops WITH SUPERUSER LOGIN PASSWORD %L', :'sfops_pw')
  WHERE :'sfops_pw' <> '' AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sfops') \gexec
 SELECT format('ALTER ROLE sfops WITH SUPERUSER LOGIN PASSWORD %L', :'sfops_pw')
  WHERE :'sfops_pw' <> '' \gexec
+-- What sfops polls with: no superuser, pg_monitor (pg_stat_replication, pg_stat_wal_receiver,
+-- pg_ls_waldir(), superuser-only settings such as primary_conninfo), and every transaction
+-- read-only unless it says otherwise (sfops also asks for that when it connects).
+SELECT format('CREATE ROLE sfops_monitor WITH LOGIN NOSUPERUSER PASSWORD %L', :'monitor_pw')
+ WHERE :'monitor_pw' <> '' AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sfops_monitor') \gexec
+SELECT format('ALTER ROLE sfops_monitor WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD %L', :'monitor_pw')
+ WHERE :'monitor_pw' <> '' \gexec
+SELECT 'GRANT pg_monitor TO sfops_monitor' WHERE :'monitor_pw' <> '' \gexec
+SELECT 'ALTER ROLE sfops_monitor SET default_transaction_read_only = on'
+ WHERE :'monitor_pw' <> '' \gexec
 SELECT 'CREATE DATABASE streamforge OWNER streamforge'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'streamforge') \gexec
 SQL

@@ -311,17 +311,24 @@ def can(
     return bool(answer.status.allowed)
 
 
-# What the sfops panels read: (resource, API group, namespaced)
+# What sfops reads (backends/kubernetes/informer.py): (resource, API group, namespaced)
 SHOWN = [
     ("pods", "", True),
     ("events", "", True),
-    ("services", "", True),
-    ("endpoints", "", True),
     ("deployments", "apps", True),
     ("replicasets", "apps", True),
     ("poddisruptionbudgets", "policy", True),
-    ("endpointslices", "discovery.k8s.io", True),
     ("nodes", "", False),
+]
+# What sfops never reads, so the read-only account cannot either.
+NOT_SHOWN = [
+    ("configmaps", "", True),
+    ("secrets", "", True),
+    ("services", "", True),
+    ("endpoints", "", True),
+    ("statefulsets", "apps", True),
+    ("daemonsets", "apps", True),
+    ("endpointslices", "discovery.k8s.io", True),
     ("namespaces", "", False),
 ]
 
@@ -333,7 +340,10 @@ def test_readonly_service_account_reads_what_sfops_shows_and_nothing_more(
         ns = NS if namespaced else None
         for verb in ("get", "list", "watch"):
             assert can(readonly, verb, resource, group=group, namespace=ns), (verb, resource)
-    assert not can(readonly, "get", "secrets")
+            assert can(readonly, verb, resource, group=group, namespace=None), (verb, resource)
+    for resource, group, namespaced in NOT_SHOWN:
+        for ns in (NS if namespaced else None, None):
+            assert not can(readonly, "list", resource, group=group, namespace=ns), resource
     assert not can(readonly, "patch", "deployments", group="apps")
     assert not can(readonly, "patch", "deployments", group="apps", subresource="scale")
     assert not can(readonly, "create", "pods", subresource="eviction")

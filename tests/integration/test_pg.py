@@ -492,8 +492,11 @@ def test_wrong_password_gives_a_clear_error_without_the_secret(fresh: Any,
     wrong = "Wr0ng-s3cret-" + os.urandom(4).hex()
     (tmp_path / "pw").write_text(wrong + "\n")
     real = lab_postgres.secret_path(fresh.lab, "sfops").read_text().strip()
-    text = fresh.config_path.read_text().replace(
-        str(lab_postgres.secret_path(fresh.lab, "sfops")), str(tmp_path / "pw"))
+    real_monitor = lab_postgres.secret_path(fresh.lab, "sfops_monitor").read_text().strip()
+    # Both identities: the polls' (the monitor role) and the actions' (the operator role).
+    text = fresh.config_path.read_text()
+    for role in ("sfops_monitor", "sfops"):
+        text = text.replace(str(lab_postgres.secret_path(fresh.lab, role)), str(tmp_path / "pw"))
     config = tmp_path / "sfops.toml"
     config.write_text(text)
     for args in (("pg", "status", "--json"), ("pg", "status")):
@@ -501,7 +504,7 @@ def test_wrong_password_gives_a_clear_error_without_the_secret(fresh: Any,
         output = done.stdout + done.stderr
         assert done.returncode == 5, output
         assert "password authentication failed" in output
-        assert wrong not in output and real not in output
+        assert wrong not in output and real not in output and real_monitor not in output
         if "--json" in args:
             # No member answers: unreachable, and still every member, each marked down.
             data = json.loads(done.stdout)

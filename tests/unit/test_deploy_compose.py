@@ -377,12 +377,16 @@ def test_compose_helper_scripts_are_valid_bash() -> None:
 def test_sfops_compose_config_is_valid(tmp_path: Path) -> None:
     config_module = pytest.importorskip("backends.config")
     text = (DEPLOY / "compose" / "sfops.toml").read_text()
-    secret = tmp_path / "pg_sfops_password"
+    secret = tmp_path / "pg_sfops_monitor_password"
     secret.write_text("not-a-real-password\n")
     config = config_module.parse(
-        text.replace("/run/secrets/pg_sfops_password", str(secret)), tmp_path / "sfops.toml"
+        text.replace("/run/secrets/pg_sfops_monitor_password", str(secret)),
+        tmp_path / "sfops.toml",
     )
     assert config.sfops.read_only
+    # Read-only in a container: the monitoring role, never the superuser's password.
+    assert config.postgres.user == "sfops_monitor"
+    assert config.postgres.operator_user is None
     assert {m.address for m in config.nginx.members.values()} == {f"{a}:8000" for a in API_SERVICES}
     assert {m.host for m in config.postgres.members.values()} == {"pg-1", "pg-2"}
 

@@ -66,3 +66,21 @@ def test_pdb_selects_the_api_pods() -> None:
     (deployment,) = documents("deployment.yaml")
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_readonly_role_reads_exactly_what_sfops_lists_and_watches() -> None:
+    from backends.kubernetes.informer import READ_RESOURCES
+
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in documents("rbac-sfops.yaml")}
+    role = by_name[("ClusterRole", "sfops-readonly")]
+    granted = {(group, resource) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"]}
+    assert granted == {(r.group, r.name) for r in READ_RESOURCES}
+    assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in role["rules"])
+    assert not any("*" in str(rule) for rule in role["rules"])
+    assert ("", "configmaps") not in granted and ("", "secrets") not in granted
+    # The read-only ServiceAccount gets nothing else.
+    bound = [d for d in by_name.values() if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+             and any(s["name"] == "sfops" for s in d["subjects"])]
+    assert [b["roleRef"]["name"] for b in bound] == ["sfops-readonly"]
+

@@ -70,7 +70,8 @@ class Context:
 
     def service(self, backend: str) -> Any:
         assert backend == "kubernetes"
-        return SimpleNamespace(client=self.api, breaker=self.breaker)
+        return SimpleNamespace(client=self.api, breaker=self.breaker,
+                               operator_client=lambda: self.api)
 
     def status(self, backend: str) -> Any:
         return self.last
@@ -300,6 +301,9 @@ class FakeService:
     def __init__(self, api: FakeApi) -> None:
         self.client, self.breaker = api, None
         self.closed = 0
+
+    def operator_client(self) -> FakeApi:
+        return self.client
 
     async def close(self) -> None:
         self.closed += 1

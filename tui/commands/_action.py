@@ -67,12 +67,14 @@ def add_action_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace, err: TextIO | None = None) -> SfopsConfig | None:
-    """The configuration, or None after printing the error (callers exit USAGE)."""
+    """The configuration, or None after printing the error (callers exit USAGE). The
+    ``--read-only`` flag is the file's ``read_only = true``: the same identities follow."""
     try:
-        return load(args.config)
+        config = load(args.config)
     except ConfigError as exc:
         print(config_error(exc), file=err or sys.stderr)
         return None
+    return config.as_read_only() if getattr(args, "read_only", False) else config
 
 
 def config_error(exc: ConfigError) -> str:

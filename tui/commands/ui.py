@@ -21,7 +21,9 @@ def run_tui(args: argparse.Namespace) -> int:
 
         print(f"sfops: {safe_text(str(exc), None, lines=True)}", file=sys.stderr)
         return exitcodes.USAGE
-    read_only = bool(args.read_only or config.sfops.read_only)
+    if args.read_only:
+        config = config.as_read_only()  # the read-only identities, as read_only = true
+    read_only = config.sfops.read_only
     from backends.locks import manager_for
 
     runner = ActionRunner(
