@@ -269,13 +269,11 @@ def _pid_start(pid: int) -> int | None:
         return None
 
 
-DEFAULT_ENV = "default"  # backends.environments.DEFAULT_ENV (no import: audit stays a leaf)
-
-
 class AuditLog:
     """One audit log file. Several environments may share it: with ``env`` set, every record
-    written carries ``"env"`` and reading sees only that environment's records (a record
-    without ``env``, written before environments existed, is the ``default`` one's)."""
+    written carries ``"env"`` and reading sees only that environment's records — and those
+    without ``env`` (written before records carried one: which environment they were about
+    is unknown, so every environment sees them, an interrupted action included)."""
 
     def __init__(self, path: str | os.PathLike[str], env: str | None = None) -> None:
         self.path = Path(path)
@@ -362,13 +360,14 @@ class AuditLog:
         return list(records)
 
     def _mine(self, record: Mapping[str, Any]) -> bool:
-        return self.env is None or record_env(record) == self.env
+        env = record_env(record)
+        return self.env is None or env is None or env == self.env
 
 
-def record_env(record: Mapping[str, Any]) -> str:
-    """The environment a record belongs to (``default`` for one written without)."""
+def record_env(record: Mapping[str, Any]) -> str | None:
+    """The environment a record belongs to (None: written before records carried one)."""
     env = record.get("env")
-    return env if isinstance(env, str) and env else DEFAULT_ENV
+    return env if isinstance(env, str) and env else None
 
 
 def _with_env(data: dict[str, Any], env: str) -> dict[str, Any]:

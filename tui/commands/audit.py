@@ -108,7 +108,7 @@ def _row(record: dict[str, Any]) -> tuple[str, ...]:
     # Control characters from a hostile target name must not drive the terminal.
     cells = tuple(
         safe_text(v, CELL) for v in (
-            record.get("ts", "?"), record_env(record), record.get("user", "?"),
+            record.get("ts", "?"), record_env(record) or "-", record.get("user", "?"),
             record.get("action", "?"),
             record.get("target", "?"), f"{record.get('outcome', '?')}{forced}{done}",
             f"{duration:.1f}" if isinstance(duration, int | float) else "?",
