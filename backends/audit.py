@@ -270,8 +270,14 @@ def _pid_start(pid: int) -> int | None:
 
 
 class AuditLog:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    """One audit log file. Several environments may share it: with ``env`` set, every record
+    written carries ``"env"`` and reading sees only that environment's records — and those
+    without ``env`` (written before records carried one: which environment they were about
+    is unknown, so every environment sees them, an interrupted action included)."""
+
+    def __init__(self, path: str | os.PathLike[str], env: str | None = None) -> None:
         self.path = Path(path)
+        self.env = env
         self._lock = threading.Lock()
 
     def append(self, record: AuditRecord | StartedRecord | Mapping[str, Any]) -> None:
@@ -282,6 +288,8 @@ class AuditLog:
         # Parameters and details are redacted by the runner; this is the last redaction, by
         # the value of every secret this process read, before the record reaches the disk.
         data = redact_value(json.loads(json.dumps(data, default=str)))
+        if self.env is not None and "env" not in data:
+            data = _with_env(data, self.env)
         line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
             created = not self.path.exists()
@@ -308,10 +316,13 @@ class AuditLog:
     def acknowledge(self, started_id: str, *, user: str, host: str) -> dict[str, Any]:
         """Record that an operator checked an interrupted action: it is no longer warned
         about (it still reads as interrupted). KeyError when no such unfinished action."""
-        if not any(u.id == started_id for u in self.unfinished(include_resolved=True)):
+        found = [u for u in self.unfinished(include_resolved=True) if u.id == started_id]
+        if not found:
             raise KeyError(started_id)
         record = {"ts": now_iso(), "id": new_id(), "event": ACKNOWLEDGED,
                   "started_id": started_id, "user": user, "host": host}
+        if "env" in found[0].record:  # read with the action it acknowledges
+            record["env"] = found[0].record["env"]
         self.append(record)
         return record
 
@@ -344,9 +355,25 @@ class AuditLog:
                     value = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(value, dict):
+                if isinstance(value, dict) and self._mine(value):
                     records.append(value)
         return list(records)
+
+    def _mine(self, record: Mapping[str, Any]) -> bool:
+        env = record_env(record)
+        return self.env is None or env is None or env == self.env
+
+
+def record_env(record: Mapping[str, Any]) -> str | None:
+    """The environment a record belongs to (None: written before records carried one)."""
+    env = record.get("env")
+    return env if isinstance(env, str) and env else None
+
+
+def _with_env(data: dict[str, Any], env: str) -> dict[str, Any]:
+    """``env`` right after the record's ts, id and event (the log reads naturally)."""
+    head: dict[str, Any] = {k: data[k] for k in ("ts", "id", "event") if k in data}
+    return {**head, "env": env, **{k: v for k, v in data.items() if k not in head}}
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,6 +4,9 @@ Every problem is reported as ``<file>: <dotted.key>: <what is wrong>`` and all p
 file are collected before raising, so a user fixes a broken file in one pass. Unknown keys are
 errors: a typo such as ``refresh_intreval`` must not silently fall back to a default.
 
+Several environments (production, staging) may share one file: :mod:`backends.environments`
+says how they are written, merged and chosen; :func:`parse` parses the chosen one.
+
 Names a section gives (members, executors: the sub-tables of :meth:`Reader.subtables`) are
 identifiers — they become table keys, audit targets, lock names, palette titles, file names —
 so they must match :data:`IDENTIFIER_RULE`: ``[postgres.members."pg 1"]: name must match
@@ -22,6 +25,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from backends.environments import (
+    DEFAULT_ENV,
+    ENV_KEYS,
+    Environment,
+    choose,
+    declared,
+    environment_settings,
+    merge,
+)
 from backends.secrets import (
     REDACTED,
     Secret,
@@ -33,8 +45,10 @@ from backends.secrets import (
 )
 
 __all__ = [
+    "DEFAULT_ENV",
     "REDACTED",
     "ConfigError",
+    "Environment",
     "ExecutorConfig",
     "LocalExecutorConfig",
     "Reader",
@@ -43,6 +57,7 @@ __all__ = [
     "SfopsSettings",
     "SshExecutorConfig",
     "default_config_path",
+    "default_env",
     "load",
     "parse",
     "redact_text",
@@ -88,6 +103,10 @@ class SfopsSettings:
     audit_log: Path = field(default_factory=lambda: _state_home() / "audit.jsonl")
     state_dir: Path = field(default_factory=lambda: _state_home())
     read_only: bool = False
+    # Where the last-fallback lock files live (backends.locks.LocalFlockLocks): the state_dir
+    # shared by every environment of the file, so two environments naming one target still
+    # exclude each other. None: state_dir.
+    lock_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,11 @@ class SfopsConfig:
     sfops: SfopsSettings
     executors: Mapping[str, ExecutorConfig]
     sections: Mapping[str, Any] = field(default_factory=dict)
+    # The environment this configuration is (backends.environments), and every environment
+    # the file declares, in file order (empty for a file without [environments]).
+    env: str = DEFAULT_ENV
+    environments: Mapping[str, Environment] = field(default_factory=dict)
+    colour: str = "neutral"
 
     def __getattr__(self, name: str) -> Any:
         # Only for names that are not fields: a backend's section by its name.
@@ -143,6 +167,12 @@ class SfopsConfig:
     def secrets(self) -> list[Secret]:
         """Every secret value in the configuration, for :func:`redact_text`."""
         return secrets_in(dict(self.sections))
+
+    @property
+    def has_environments(self) -> bool:
+        """Whether the file declares named environments (else it is the implicit
+        ``default``, and the TUI shows no environment badge)."""
+        return bool(self.environments)
 
 
 # --------------------------------------------------------------------------- reading
@@ -175,7 +205,11 @@ class Reader:
         self._name = name  # this table's own key (the last part of ``prefix``, unquoted)
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}.{toml_key(name)}" if self.prefix else toml_key(name)
+        # A table merged from shared defaults and an environment knows where each key was
+        # written (backends.environments.MergedTable): the message names that line.
+        origins: Mapping[str, str] | None = getattr(self.data, "origins", None)
+        prefix = origins.get(name, self.prefix) if origins is not None else self.prefix
+        return f"{prefix}.{toml_key(name)}" if prefix else toml_key(name)
 
     def fail(self, name: str, what: str) -> None:
         self.problems.append(f"{self.file}: {self.key(name)}: {what}")
@@ -452,8 +486,11 @@ def default_config_path() -> Path:
     return Path(base) / "sfops" / "sfops.toml"
 
 
-def parse(text: str, path: Path) -> SfopsConfig:
-    """Validate TOML ``text`` as if read from ``path`` (used for messages and relative paths)."""
+def parse(text: str, path: Path, env: str | None = None) -> SfopsConfig:
+    """Validate TOML ``text`` as if read from ``path`` (used for messages and relative paths).
+
+    ``env`` chooses one of the file's ``[environments]`` (None: its ``default_env``, else its
+    only one); a file without ``[environments]`` is the one environment ``default``."""
     path = path.expanduser().absolute()
     try:
         data = tomllib.loads(text)
@@ -461,8 +498,40 @@ def parse(text: str, path: Path) -> SfopsConfig:
         # tomllib's message already carries "(at line N, column M)".
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
     problems: list[str] = []
+    if "environments" not in data:
+        if "default_env" in data:
+            problems.append(f"{path}: default_env: only with [environments]")
+        if env is not None and env != DEFAULT_ENV:
+            raise ConfigError(f"{path}: unknown environment {json.dumps(env)}: the file "
+                              f"declares no [environments] (its one environment is "
+                              f'"{DEFAULT_ENV}")')
+        return _parse_root(path, data, problems)
+    environments, tables, default_name = declared(Reader(path, "", data, problems))
+    if problems:
+        raise ConfigError(problems)
+    try:
+        name = choose(env, default_name, environments)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    own = tables[name]
+    shared = {k: v for k, v in data.items() if k not in ("environments", "default_env")}
+    prefix = f"environments.{toml_key(name)}"
+    merged = merge(shared, {k: v for k, v in own.items() if k not in ENV_KEYS}, "", prefix)
+    config = _parse_root(path, merged, problems, env=name, environments=environments,
+                         own=own)
+    return config
+
+
+def _parse_root(path: Path, data: Mapping[str, Any], problems: list[str], *,
+                env: str = DEFAULT_ENV, environments: Mapping[str, Environment] | None = None,
+                own: Mapping[str, Any] | None = None) -> SfopsConfig:
+    """One environment's data (a whole file, or shared defaults with the environment's own
+    table merged over them) → the configuration; raises when anything is wrong."""
     root = Reader(path, "", data, problems)
     settings = _settings(root)
+    if own is not None:
+        settings = environment_settings(settings, env, own,
+                                        lambda what: problems.append(f"{path}: {what}"))
     executors = _executors(root)
     from backends.registry import section_parsers
 
@@ -471,16 +540,28 @@ def parse(text: str, path: Path) -> SfopsConfig:
         section = parse_section(root, executors)
         if section is not None:
             sections[name] = section
+    described = (environments or {}).get(env)
     config = SfopsConfig(path=path, sfops=settings, executors=MappingProxyType(executors),
-                         sections=MappingProxyType(sections))
+                         sections=MappingProxyType(sections), env=env,
+                         environments=MappingProxyType(dict(environments or {})),
+                         colour=described.colour if described else "neutral")
     root.finish()
     if problems:
+        if own is not None:
+            problems.append(f"{path}: (environment {json.dumps(env)}: its table "
+                            f"[environments.{toml_key(env)}] merged over the shared sections)")
         raise ConfigError(problems)
     return config
 
 
-def load(path: str | os.PathLike[str] | None = None) -> SfopsConfig:
-    """Read and validate the configuration file; raises :class:`ConfigError`."""
+def default_env() -> str | None:
+    """``$SFOPS_ENV`` (None when unset or empty)."""
+    return os.environ.get("SFOPS_ENV") or None
+
+
+def load(path: str | os.PathLike[str] | None = None, env: str | None = None) -> SfopsConfig:
+    """Read and validate the configuration file; raises :class:`ConfigError`. ``env``: the
+    environment (None: ``$SFOPS_ENV``, else the file's default, see :func:`parse`)."""
     file = Path(path) if path is not None else default_config_path()
     file = file.expanduser().absolute()
     try:
@@ -489,6 +570,6 @@ def load(path: str | os.PathLike[str] | None = None) -> SfopsConfig:
         raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{file}: not UTF-8 text") from None
-    return parse(text, file)
+    return parse(text, file, env if env is not None else default_env())
 
 

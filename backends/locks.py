@@ -939,8 +939,9 @@ def lease_namespace(config: SfopsConfig) -> str | None:
 def manager_for(config: SfopsConfig) -> LockManager:
     """The locks of this configuration: a Lease per key where ``[kubernetes]`` is configured
     (its client is made on first use: declaring locks never loads the kubernetes package),
-    host flocks for host-bound keys, the state directory as the last fallback."""
-    local = LocalFlockLocks(config.sfops.state_dir)
+    host flocks for host-bound keys, the state directory as the last fallback (the one every
+    environment of the file shares: the keys name targets, not environments)."""
+    local = LocalFlockLocks(config.sfops.lock_dir or config.sfops.state_dir)
     namespace = lease_namespace(config)
     if namespace is None:
         return LockManager(local=local)

@@ -5,6 +5,11 @@ loop; a job re-arms only after its poll finished, each poll is bounded by a time
 adapters do blocking work off the loop — so a hung backend never freezes the keyboard or
 another panel. Widgets are updated by diff from immutable snapshots.
 
+Environments (tui/environments.py): the one on screen is named in the header (and on every
+backend screen and confirmation) in its colour; ``E`` or the palette switches to another once
+no action is running — the current polls stop, their services close, the other environment's
+start, and the screens are built again (read-only bindings included).
+
 Outside text never drives the terminal: renderers, titles and the palette pass it through
 :func:`backends.safetext.safe_text`, and every notification — the app's or a screen's —
 goes through :meth:`SfopsApp.notify`, which makes it safe and never parses markup.
@@ -27,13 +32,14 @@ from rich.text import Text
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.content import Content
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable
 
 from backends.actions import Action, ActionRunner, RunResult, close_quietly
 from backends.audit import RUNNING, AuditLog, Unfinished
-from backends.config import SfopsConfig, redact_text
+from backends.config import ConfigError, SfopsConfig, redact_text
 from backends.resilience import Poller
 from backends.safetext import CELL, LINE, TEXT, safe_text
 from backends.secrets import redact_known
@@ -47,6 +53,14 @@ from backends.service import (
 )
 from backends.snapshot import Health, Snapshot
 from tui.alerts import AlertTracker
+from tui.environments import (
+    BADGE_STYLE,
+    EnvironmentOpener,
+    EnvironmentPicker,
+    Session,
+    badge,
+    env_class,
+)
 from tui.modals import ConfirmActionScreen, HelpScreen, ProgressScreen, QuitGuardScreen
 from tui.palette import SafeSystemCommands
 from tui.render.overview import alert_rows, recent_action_rows
@@ -68,6 +82,7 @@ class SfopsApp(App[None]):
         Binding("q", "request_quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("r", "refresh_now", "Refresh"),
+        Binding("E", "pick_environment", "Env", show=False),
     ]
 
     def __init__(
@@ -77,6 +92,7 @@ class SfopsApp(App[None]):
         *,
         runner: ActionRunner,
         config_path: Path | None = None,
+        opener: EnvironmentOpener | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -88,6 +104,9 @@ class SfopsApp(App[None]):
         self.summaries: dict[str, BackendSummary] = {}
         self.alerts = AlertTracker()
         self.poller = Poller()
+        self.opener = opener  # None: switching environments is not offered
+        self.switching: str | None = None  # the environment being switched to
+        self._config_path = config_path
         # Target key (the action's lock keys) → the action that has it, from before its
         # preflight to its end: a second action on the same target is refused at once.
         self.busy: dict[str, Action] = {}
@@ -103,13 +122,39 @@ class SfopsApp(App[None]):
         self._notified_unfinished: set[str] = set()
         self._audit_running = False  # an action's process was alive: re-judge each refresh
         self._lag_expected = 0.0
+        self._bind_panels()
+        self._show_environment()
+
+    def _bind_panels(self) -> None:
         for index in range(1, min(len(self.services), PANEL_KEYS) + 1):
             self.bind(str(index), f"open_index({index})", description=f"Panel {index}",
                       show=False)
         preload([service.name for service in self.services])
+
+    def _show_environment(self) -> None:
+        """Title, sub-title and colour class of the environment on screen."""
+        config_path = self._config_path
         self.sub_title = (safe_text(config_path, LINE) if config_path else "") + (
             "  [READ-ONLY]" if self.read_only else ""
         )
+        self.title = f"sfops · {self.config.env}" if self.config.has_environments else "sfops"
+        for colour in BADGE_STYLE:
+            self.set_class(self.config.has_environments and colour == self.config.colour,
+                           env_class(colour))
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header: the environment's name as a coloured badge after "sfops"."""
+        content = super().format_title(title, sub_title)
+        env = self.config.env
+        if not self.config.has_environments or not title.endswith(env):
+            return content
+        start = len(title) - len(env)
+        style = BADGE_STYLE.get(self.config.colour, BADGE_STYLE["neutral"])
+        return content.stylize(style, start, start + len(env))
+
+    def environment_badge(self) -> Text | None:
+        """The environment as a badge for a screen's title line (None: no environments)."""
+        return badge(self.config)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _fatal_error(self) -> None:
@@ -128,7 +173,20 @@ class SfopsApp(App[None]):
 
     def on_mount(self) -> None:
         interval = self.config.sfops.refresh_interval
+        self._start_polls()
+        # Recent actions follow the audit log, whoever writes it (a runbook, a colleague).
+        self.set_interval(interval, self.load_recent_actions)
+        self._lag_expected = time.monotonic() + 0.1
+        self.set_interval(0.1, self._measure_lag)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
+            loop.add_signal_handler(signal.SIGTERM, self.on_terminate)
+
+    def _start_polls(self) -> None:
+        interval = self.config.sfops.refresh_interval
         secrets = self.config.secrets()
+        self.poller = Poller()
         for service in self.services:
             self.poller.add(
                 service.name,
@@ -139,18 +197,15 @@ class SfopsApp(App[None]):
                 redact=lambda text: redact_known(text, secrets),
             )
         self.poller.start()
-        # Recent actions follow the audit log, whoever writes it (a runbook, a colleague).
-        self.set_interval(interval, self.load_recent_actions)
-        self._lag_expected = time.monotonic() + 0.1
-        self.set_interval(0.1, self._measure_lag)
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
-            loop.add_signal_handler(signal.SIGTERM, self.on_terminate)
 
-    async def on_unmount(self) -> None:
+    async def _stop_polls(self) -> None:
+        """Stop every poll (each job's task ends; no snapshot arrives after this) and close
+        the services."""
         await self.poller.stop()
         await asyncio.gather(*(s.close() for s in self.services), return_exceptions=True)
+
+    async def on_unmount(self) -> None:
+        await self._stop_polls()
 
     def on_resize(self) -> None:
         # 80x24 is the design size: smaller panels there, roomier ones on taller terminals.
@@ -243,9 +298,10 @@ class SfopsApp(App[None]):
 
     @work(thread=True, exclusive=True, group="recent")
     def load_recent_actions(self, force: bool = False) -> None:
+        audit = self.audit  # the environment's log when this read began
         # A stat per refresh; the file is read only when it changed (size, time or inode).
         try:
-            stat = os.stat(self.audit.path)
+            stat = os.stat(audit.path)
             signature: tuple[int, ...] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         except OSError:
             signature = None
@@ -254,15 +310,18 @@ class SfopsApp(App[None]):
             return
         self._audit_signature = signature
         try:
-            view = self.audit.view(limit=5)
+            view = audit.view(limit=5)
             records, unfinished = view.actions, view.unfinished
         except Exception:  # an unreadable audit log must not break the overview
             records, unfinished = [], []
         self._audit_running = any(u.state == RUNNING for u in unfinished)
-        self.call_from_thread(self._show_recent, records, unfinished)
+        self.call_from_thread(self._show_recent, records, unfinished, audit)
 
     def _show_recent(self, records: list[dict[str, Any]],
-                     unfinished: Sequence[Unfinished] = ()) -> None:
+                     unfinished: Sequence[Unfinished] = (), audit: AuditLog | None = None,
+                     ) -> None:
+        if audit is not None and audit is not self.audit:
+            return  # read before a switch of environment: another environment's actions
         overview = self.get_screen_stack_overview()
         if overview is not None:
             sync_table(overview.query_one("#recent", DataTable), recent_action_rows(records))
@@ -299,8 +358,94 @@ class SfopsApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_text(self)))
 
+    # -- environments ------------------------------------------------------------------------
+    def action_pick_environment(self) -> None:
+        if self.opener is None or len(self.config.environments) < 2:
+            self.notify("only one environment is configured (see [environments] in the "
+                        "README)", severity="warning", markup=False)
+            return
+
+        def chosen(name: str | None) -> None:
+            if name is not None and name != self.config.env:
+                self.switch_environment(name)
+
+        self.push_screen(EnvironmentPicker(list(self.config.environments.values()),
+                                           self.config.env), chosen)
+
+    def switch_refusal(self) -> str | None:
+        """Why no switch can start now (None: it can). Actions are never left behind: a
+        switch waits for nobody and is refused while one runs or awaits confirmation."""
+        if self.switching is not None:
+            return f"already switching to {self.switching}"
+        if self.busy or self.running:
+            names = sorted({a.describe() for a in [*self.busy.values(), *self.running]})
+            return ("an action is in progress (" + "; ".join(names) + "): switch once it "
+                    "has finished")
+        if self.quit_when_done or self.headless:
+            return "quitting"
+        return None
+
+    @work(exclusive=False, group="switch")  # never cancelled half-way
+    async def switch_environment(self, name: str) -> None:
+        """Stop this environment's polls and services, start the other's, build the screens
+        again. Its configuration is read off the event loop; if it is broken, nothing
+        changes (the error is shown)."""
+        if self.opener is None:
+            return
+        if (refusal := self.switch_refusal()) is not None:
+            self.notify(f"not switching to {name}: {refusal}", severity="warning",
+                        markup=False)
+            return
+        self.switching = name
+        try:
+            try:
+                config = await asyncio.to_thread(self.opener.load, name)
+            except ConfigError as exc:
+                self.notify(str(exc), title=f"cannot switch to {name}", severity="error",
+                            markup=False, timeout=15)
+                return
+            session = self.opener.session(config)
+            await self._stop_polls()
+            await self._start_session(session)
+        finally:
+            self.switching = None
+        self.notify(f"environment: {config.env}" + (" (read-only)" if self.read_only else ""),
+                    markup=False, timeout=4)
+
+    async def _start_session(self, session: Session) -> None:
+        self.config, self.services, self.runner = (session.config, list(session.services),
+                                                   session.runner)
+        self.read_only = session.runner.read_only
+        self.audit = session.runner.audit
+        self.snapshots, self.summaries = {}, {}
+        self.alerts = AlertTracker()
+        self.unfinished_alerts = []
+        self._audit_signature = None
+        self._audit_running = False
+        self._bind_panels()
+        self._show_environment()
+        # Every screen was built for the old services (panels, read-only bindings): back to
+        # the overview, composed again.
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
+        overview = self.get_screen_stack_overview()
+        if overview is not None:
+            await overview.rebuild()
+        self._start_polls()
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        if self.opener is not None:
+            for env in self.config.environments.values():
+                if env.name == self.config.env:
+                    continue
+                mode = ", read-only" if env.read_only else ""
+                yield SystemCommand(
+                    safe_text(f"Switch environment: {env.name}", CELL),
+                    safe_text(f"stop polling {self.config.env}, open {env.name} "
+                              f"({env.colour}{mode}; key E)", LINE),
+                    partial(self.switch_environment, env.name),
+                )
         for index, service in enumerate(self.services, 1):
             yield SystemCommand(
                 safe_text(f"Open {service.title}", CELL),
@@ -323,6 +468,10 @@ class SfopsApp(App[None]):
         if self.quit_when_done or self.headless:
             self.notify("quitting once the running actions finish: no new action",
                         severity="warning", markup=False)
+            return
+        if self.switching is not None:
+            self.notify(f"switching to {self.switching}: no new action", severity="warning",
+                        markup=False)
             return
         try:
             action = build()
@@ -354,7 +503,8 @@ class SfopsApp(App[None]):
                                       self.config.secrets())
                 self.notify(message, severity="error", markup=False)
                 return
-            confirmed = await self.push_screen_wait(ConfirmActionScreen(action, checks))
+            confirmed = await self.push_screen_wait(
+                ConfirmActionScreen(action, checks, environment=self.environment_badge()))
             if not confirmed:
                 self.notify("cancelled: nothing was changed", markup=False)
                 return
@@ -459,6 +609,8 @@ def help_text(app: SfopsApp) -> Text:
         ("?", "this help"),
         ("q", "quit (asks first when an action is running)"),
     ]
+    if app.opener is not None and len(app.config.environments) > 1:
+        lines.append(("E", f"switch environment (now {app.config.env})"))
     lines += screen_key_help([s.name for s in app.services], read_only=app.read_only)
     for key, what in lines:
         text.append(f"{key:<14}", style="bold cyan")

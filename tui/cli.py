@@ -21,7 +21,7 @@ from tui import exitcodes
 # and come between "status" and these.
 COMMAND_MODULES = ("status", "audit", "lab", "completion")
 # Options of `sfops` itself, accepted before or after the sub-command (value-taking ones first).
-GLOBAL_VALUE_OPTIONS = ("--config",)
+GLOBAL_VALUE_OPTIONS = ("--config", "--env")
 GLOBAL_FLAGS = ("--read-only",)
 
 
@@ -65,7 +65,7 @@ def chosen_command(argv: list[str]) -> str | None:
         if skip:
             skip = False
             continue
-        if arg == "--config":
+        if arg in GLOBAL_VALUE_OPTIONS:
             skip = True
             continue
         if not arg.startswith("-"):
@@ -88,6 +88,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="configuration file (default: $SFOPS_CONFIG, else ~/.config/sfops/sfops.toml)",
+    )
+    parser.add_argument(
+        "--env",
+        metavar="NAME",
+        default=None,
+        help="the environment of the configuration to use (default: $SFOPS_ENV, else the "
+        "file's default_env, else its only one)",
     )
     parser.add_argument(
         "--read-only",

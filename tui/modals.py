@@ -46,8 +46,10 @@ class ConfirmActionScreen(ModalScreen[bool]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, action: Action, checks: Sequence[CheckResult]) -> None:
+    def __init__(self, action: Action, checks: Sequence[CheckResult], *,
+                 environment: Text | None = None) -> None:
         super().__init__()
+        self.environment = environment  # the environment's badge (None: no environments)
         self.action_obj = action
         self.checks = list(checks)
         self.blocked = any(c.status is CheckStatus.FAIL for c in self.checks)
@@ -55,8 +57,12 @@ class ConfirmActionScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         phrase = self.action_obj.confirmation_phrase
         with Vertical(id="dialog"):
-            yield Label(Text(safe_text(self.action_obj.describe()), style="bold"), markup=False,
-                        id="what")
+            what = Text()
+            if self.environment is not None:
+                what.append_text(self.environment)
+                what.append(" ")
+            what.append(safe_text(self.action_obj.describe()), style="bold")
+            yield Label(what, markup=False, id="what")
             yield Label("Preflight checks:", markup=False)
             with VerticalScroll(id="checks"):
                 yield Static(checks_text(self.checks), markup=False)

@@ -181,9 +181,20 @@ def component(name: str) -> Component:
     return registry.by_name(name)
 
 
+# The lab's environments: every section is shared, so both are the same stack; the second
+# proves switching (`sfops --env lab-readonly`, key E in the TUI). "lab" stays the default:
+# everything that loads the lab's sfops.toml without --env gets it.
+LAB_ENV = "lab"
+LAB_ENVIRONMENTS: dict[str, dict[str, Any]] = {
+    LAB_ENV: {},
+    "lab-readonly": {"read_only": True, "colour": "cyan"},
+}
+
+
 def write_config(lab: Lab) -> None:
     """Write ``<lab>/sfops.toml``: a complete sfops configuration for this lab."""
     config: dict[str, Any] = {
+        "default_env": LAB_ENV,
         "sfops": {
             "refresh_interval": 2.0,
             "audit_log": str(lab.path("sfops", "audit.jsonl")),
@@ -198,6 +209,7 @@ def write_config(lab: Lab) -> None:
         if module is None:
             continue
         _merge(config, module.sfops_config(lab))
+    config["environments"] = {name: dict(table) for name, table in LAB_ENVIRONMENTS.items()}
     header = (
         "# sfops configuration for the lab in this directory, written by `sfops lab up`.\n"
         "# Regenerated on every `lab up`; copy it elsewhere before editing by hand.\n"
@@ -209,7 +221,8 @@ def write_config(lab: Lab) -> None:
 def _prepare_sfops_dirs(lab: Lab) -> None:
     """sfops's audit log and state live in <lab>/sfops; the lab's operator user (who runs sfops
     over SSH in the end-to-end tests) must be able to write there too."""
-    for path in (lab.path("sfops"), lab.path("sfops", "state")):
+    state = lab.path("sfops", "state")  # each environment's state_dir is a directory in it
+    for path in (lab.path("sfops"), state, *(state / env for env in LAB_ENVIRONMENTS)):
         path.mkdir(parents=True, exist_ok=True)
     try:
         entry = pwd.getpwnam(OPERATOR_USER)

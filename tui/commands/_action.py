@@ -70,11 +70,19 @@ def load_config(args: argparse.Namespace, err: TextIO | None = None) -> SfopsCon
     """The configuration, or None after printing the error (callers exit USAGE). The
     ``--read-only`` flag is the file's ``read_only = true``: the same identities follow."""
     try:
-        config = load(args.config)
+        config = load(args.config, env=chosen_env(args))
     except ConfigError as exc:
         print(config_error(exc), file=err or sys.stderr)
         return None
     return config.as_read_only() if getattr(args, "read_only", False) else config
+
+
+def chosen_env(args: argparse.Namespace) -> str | None:
+    """The environment named on the command line (``--env``), else ``$SFOPS_ENV``, else None
+    (the file's default)."""
+    from backends.config import default_env
+
+    return getattr(args, "env", None) or default_env()
 
 
 def config_error(exc: ConfigError) -> str:
@@ -89,7 +97,8 @@ def read_only(args: argparse.Namespace, config: SfopsConfig) -> bool:
 def make_runner(args: argparse.Namespace, config: SfopsConfig) -> ActionRunner:
     from backends.locks import manager_for
 
-    return ActionRunner(AuditLog(config.sfops.audit_log), read_only=read_only(args, config),
+    return ActionRunner(AuditLog(config.sfops.audit_log, env=config.env),
+                        read_only=read_only(args, config),
                         secrets=config.secrets(), locks=manager_for(config))
 
 
@@ -292,7 +301,7 @@ def run_action_command(
         return exitcodes.USAGE
     # Refused before any request is made (not even a preflight read).
     try:
-        ActionRunner(AuditLog(config.sfops.audit_log),
+        ActionRunner(AuditLog(config.sfops.audit_log, env=config.env),
                      read_only=read_only(args, config)).check_allowed(action_cls)
     except ReadOnlyError as exc:
         print(f"sfops: {safe_text(str(exc), TEXT)}", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""`sfops audit [--json] [-n N] [--ack ID]`: the last actions from the audit log, oldest
-first; an action that started but has no outcome shows as running or interrupted, with what
-to check."""
+"""`sfops audit [--json] [-n N] [--all-envs] [--ack ID]`: the last actions from the audit log,
+oldest first, with the environment of each; an action that started but has no outcome shows
+as running or interrupted, with what to check. With an environment chosen (`sfops --env NAME
+audit`, SFOPS_ENV), only that environment's actions."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "(running, interrupted, unfinished)")
     parser.add_argument("-n", type=int, default=20, metavar="N",
                         help="how many of the latest actions (default %(default)d; 0 = all)")
+    parser.add_argument("--all-envs", action="store_true",
+                        help="every environment's actions, also when an environment is "
+                        "chosen (--env, SFOPS_ENV)")
     parser.add_argument("--ack", metavar="ID",
                         help="record that you checked the interrupted action with this record "
                         "id: sfops stops warning about it")
@@ -29,12 +33,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from backends.audit import AuditLog
-    from tui.commands._action import load_config
+    from tui.commands._action import chosen_env, load_config
 
     config = load_config(args)
     if config is None:
         return exitcodes.USAGE
-    log = AuditLog(config.sfops.audit_log)
+    # Environments may share one log: a chosen one (--env, SFOPS_ENV) shows its own actions.
+    only = config.env if chosen_env(args) and not args.all_envs else None
+    log = AuditLog(config.sfops.audit_log, env=only)
     if getattr(args, "ack", None):
         return _ack(log, args.ack)
     try:
@@ -52,19 +58,20 @@ def run(args: argparse.Namespace) -> int:
         print(safe_text(f"no actions recorded in {log.path}", TEXT))
         return exitcodes.OK
     rows: list[tuple[str, ...]] = [
-        ("TIME", "USER", "ACTION", "TARGET", "OUTCOME", "SECONDS", "ERROR")
+        ("TIME", "ENV", "USER", "ACTION", "TARGET", "OUTCOME", "SECONDS", "ERROR")
     ]
     rows += [_row(record) for record in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    widths = [max(len(row[i]) for row in rows) for i in range(7)]
     for row in rows:
-        cells = [f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:6])]
-        print("  ".join([*cells, row[6]]).rstrip())
+        cells = [f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:7])]
+        print("  ".join([*cells, row[7]]).rstrip())
     _print_unfinished(view.unfinished)
     return exitcodes.OK
 
 
 def _print_unfinished(unfinished: list[Any]) -> None:
-    """Under the table: every action without an outcome nobody has dealt with, what to check."""
+    """Under the table: every action without an outcome nobody has dealt with, what to check
+    (an environment's own when one is chosen)."""
     from backends.intent import warning
 
     open_items = [u for u in unfinished if not u.resolved]
@@ -94,13 +101,15 @@ def _ack(log: Any, started_id: str) -> int:
 
 
 def _row(record: dict[str, Any]) -> tuple[str, ...]:
+    from backends.audit import record_env
     forced = " (forced)" if record.get("forced") else ""
     done = " (resolved)" if record.get("resolved") else ""
     duration = record.get("duration_s")
     # Control characters from a hostile target name must not drive the terminal.
     cells = tuple(
         safe_text(v, CELL) for v in (
-            record.get("ts", "?"), record.get("user", "?"), record.get("action", "?"),
+            record.get("ts", "?"), record_env(record) or "-", record.get("user", "?"),
+            record.get("action", "?"),
             record.get("target", "?"), f"{record.get('outcome', '?')}{forced}{done}",
             f"{duration:.1f}" if isinstance(duration, int | float) else "?",
         )

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.USAGE
     code = exit_code(results)
     if args.output == "table":
+        if config.has_environments:  # which stack this is, before anything about it
+            mode = " (read-only)" if config.sfops.read_only else ""
+            print(f"environment: {config.env}{mode}")
         print_table(results, sys.stdout)
     else:
         from tui.commands.backend import print_document
@@ -105,6 +108,7 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
         "health": overall.value,
         "exit_code": code,
         "config": str(config.path),
+        "env": config.env,
         # Unreachable backends and members first, then by severity (as the TUI's list).
         "wrong_now": [{"source": a.source, "key": a.key, "severity": a.severity.name.lower(),
                        "unreachable": a.unreachable, "message": a.message}

@@ -87,7 +87,7 @@ class BackendScreen(Screen[None]):
     def refresh_data(self) -> None:
         """Render the snapshot shown (again, e.g. after the filter changed)."""
         snapshot = self.snapshot
-        title = Text(safe_text(self.title_text, CELL), style="bold")
+        title = self.title_line()
         if snapshot is None:
             title.append("  waiting for the first poll…", style="dim")
             self.query_one("#screen-title", Static).update(title)
@@ -106,6 +106,16 @@ class BackendScreen(Screen[None]):
             rows = [r for r in rows if needle in " ".join(c.plain for c in r[1]).lower()]
         sync_table(self.query_one("#table", DataTable), rows)
         self.query_one("#detail", Static).update(self.detail(snapshot))
+
+    def title_line(self) -> Text:
+        """The screen's title, after the environment's badge (which stack this is, on every
+        screen) when the configuration has environments."""
+        title = Text()
+        if (env := self.sfops.environment_badge()) is not None:
+            title.append_text(env)
+            title.append(" ")
+        title.append(safe_text(self.title_text, CELL), style="bold")
+        return title
 
     def screen_actions(self) -> list[ScreenAction]:
         if not self.offers_actions:

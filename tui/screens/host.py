@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from rich.text import Text
+
 from backends.actions import Action
 from backends.contract import ActionContext
 from backends.service import BackendService
@@ -33,6 +35,10 @@ class ScreenHost(ActionContext, Protocol):
         ...
 
     def open_backend(self, name: str) -> None: ...
+
+    def environment_badge(self) -> Text | None:
+        """The environment on screen, for a title line (None: the file has none)."""
+        ...
 
     def overview_mounted(self) -> None:
         """The overview is composed: fill its alert and recent-action tables."""

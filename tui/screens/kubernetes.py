@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from backends.snapshot import Snapshot
-from tui.render.cells import CELL, age_text, safe_text
+from tui.render.cells import age_text
 from tui.render.kubernetes import COLUMNS, RowCache, cluster_rows, detail_text
 from tui.screens.base import BackendScreen
 
@@ -40,7 +40,7 @@ class KubernetesScreen(BackendScreen):
         if snapshot is not None and best is not None and snapshot.error is None \
                 and self._shown is not None and self._shown[0] is best \
                 and self._shown[1] == self.filter_text:
-            title = Text(safe_text(self.title_text, CELL), style="bold")
+            title = self.title_line()
             title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
             self.query_one("#screen-title", Static).update(title)
             return

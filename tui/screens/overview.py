@@ -87,6 +87,14 @@ class OverviewScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._fill()
+
+    async def rebuild(self) -> None:
+        """Compose again for the app's current services (another environment)."""
+        await self.recompose()
+        self._fill()
+
+    def _fill(self) -> None:
         add_columns(self.query_one("#alerts", DataTable), ["sev", "source", "message", "since"])
         add_columns(self.query_one("#recent", DataTable), ["time", "action", "outcome", "user"])
         self.host.overview_mounted()
