@@ -231,11 +231,6 @@ def explain(text: str, security: KafkaSecurity) -> str | None:
 
     Matches what librdkafka, kafka-python and Python's ssl module say (lower-cased)."""
     low = text.lower()
-    if security.uses_sasl and ("authentication" in low or "sasl" in low) and (
-            "fail" in low or "invalid" in low or "error" in low):
-        return (f"[kafka] sasl_password: authentication failed ({security.sasl_mechanism}, "
-                f"user {security.sasl_username}); check sasl_username and sasl_password: "
-                f"{text}")
     if "mismatch" in low and ("hostname" in low or "ip address" in low or "host name" in low):
         return ("[kafka] ssl_endpoint_identification: the broker's certificate does not name "
                 "the address sfops connected to (bootstrap_servers and the brokers' "
@@ -245,6 +240,12 @@ def explain(text: str, security: KafkaSecurity) -> str | None:
                  else "the system's trusted CAs (set ssl_ca_location)")
         return (f"[kafka] ssl_ca_location: the broker's certificate is not signed by "
                 f"{where}: {text}")
+    # After the TLS checks: librdkafka names every connection "sasl_ssl://…", whatever failed.
+    if security.uses_sasl and "authentication" in low and (
+            "fail" in low or "invalid" in low):
+        return (f"[kafka] sasl_password: authentication failed ({security.sasl_mechanism}, "
+                f"user {security.sasl_username}); check sasl_username and sasl_password: "
+                f"{text}")
     if "unknown ca" in low or "certificate required" in low or "bad certificate" in low:
         return ("[kafka] ssl_certificate_location: the broker refused sfops's client "
                 f"certificate: {text}")
