@@ -224,8 +224,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 def _retryable(policy: RetryPolicy) -> Callable[[BaseException], bool]:
     def check(exc: BaseException) -> bool:
-        # An open circuit will still be open in 200 ms: retrying it only wastes the deadline.
-        return isinstance(exc, policy.retry_on) and not isinstance(exc, CircuitOpen)
+        # An open circuit will still be open in 200 ms: retrying it only wastes the deadline;
+        # so will an error that says so of itself (a refused login: ``permanent = True``).
+        return (isinstance(exc, policy.retry_on) and not isinstance(exc, CircuitOpen)
+                and not getattr(exc, "permanent", False))
 
     return check
 

@@ -15,10 +15,16 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from backends.actions import Action, CheckResult, CheckStatus, Step, WorstCase
-from backends.kafka.model import ClusterView, ElectionOutcome, PartitionState
+from backends.kafka.model import (
+    ClusterView,
+    ElectionOutcome,
+    OngoingReassignment,
+    PartitionResult,
+    PartitionState,
+)
 from backends.kafka.plan import (
     DrainRecord,
     PartitionKey,
@@ -35,9 +41,6 @@ from backends.kafka.worker import GRACE, KILL_MARGIN, METADATA_POLICY, STARTUP_A
 from backends.locks import LockKey, digest_of, key_name
 from backends.resilience import call_read, describe_error
 
-if TYPE_CHECKING:
-    from backends.kafka.protocol import OngoingReassignment, PartitionResult
-
 REASSIGN_BATCH = 1000
 REASSIGN_TIMEOUT = 60.0  # for the controller to finish the (metadata-only) reassignments
 LEADERSHIP_TIMEOUT = 60.0
@@ -45,7 +48,6 @@ ISR_TIMEOUT = 90.0  # a restarted broker catching up before an undrain elects it
 WAIT_INTERVAL = 0.5
 VERIFY_TIMEOUT = 10.0
 REASSIGN_REQUEST_TIMEOUT = 30.0  # one AlterPartitionReassignments request
-CONNECT_ATTEMPT = 3.0  # protocol._roundtrip: each broker's connection attempt
 REELECT_INTERVAL = 3.0
 MAX_LISTED = 20
 
@@ -64,7 +66,6 @@ class ActionAdmin(Protocol):
         self, partitions: Sequence[PartitionKey] | None) -> list[ElectionOutcome]: ...
 
     async def reassign(self, assignments: dict[PartitionKey, list[int]],
-                       view: ClusterView | None = None,
                        *, timeout: float = 30.0  # noqa: ASYNC109
                        ) -> list[PartitionResult]: ...
 
@@ -166,16 +167,17 @@ class _KafkaAction(Action):
 
     def _bounds(self) -> tuple[float, float, float, float]:
         """The longest metadata read (its retry within the policy's deadline), election,
-        reassignment request and reassignment listing: the admin worker's budgets, the
-        margin before a silent worker is killed, a fresh worker's start-up allowance; a
-        protocol request's connection attempts to each known broker."""
+        reassignment request and reassignment listing: the admin worker's budgets
+        (:class:`~backends.kafka.worker.IsolatedAdmin`), the margin before a silent worker is
+        killed, a fresh worker's start-up allowance."""
         timeout = float(getattr(getattr(self.service, "config", None), "request_timeout", 5.0))
         worker = KILL_MARGIN + STARTUP_ALLOWANCE
         view = (METADATA_POLICY.deadline or 0.0) + 3 * (timeout + GRACE) + worker
         elect = 2 * timeout + 2 * GRACE + worker
-        servers = len(self.seen.brokers) + 1 if self.seen is not None else 3
-        connects = servers * CONNECT_ATTEMPT
-        return view, elect, connects + REASSIGN_REQUEST_TIMEOUT + 1.0, connects + timeout + 1.0
+        setup = 2 * timeout + GRACE  # IsolatedAdmin.reassign_setup: kafka-python's start-up
+        request = setup + REASSIGN_REQUEST_TIMEOUT + GRACE + worker
+        listing = setup + timeout + GRACE + worker
+        return view, elect, request, listing
 
     def _note(self) -> str:
         view, elect, request, _ = self._bounds()

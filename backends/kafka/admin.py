@@ -38,10 +38,12 @@ from backends.kafka.model import (
     ClusterInfo,
     ClusterView,
     ElectionOutcome,
+    KafkaSecurityError,
     KafkaUnreachable,
     PartitionState,
     TopicState,
 )
+from backends.kafka.security import PLAINTEXT, KafkaSecurity, explain
 from backends.resilience import with_timeout
 
 T = TypeVar("T")
@@ -86,33 +88,56 @@ def view_from_metadata(metadata: ClusterMetadata,
     )
 
 
-def _error_cb(error: KafkaError) -> None:
-    # "All brokers are down" and friends: the poll reports them; librdkafka must not print
-    # to the terminal the TUI owns.
-    log.debug("librdkafka: %s", error)
-
-
 class KafkaAdmin:
     """One AdminClient for one cluster; all methods are coroutines with bounded time."""
 
-    def __init__(self, bootstrap: str, request_timeout: float = 5.0) -> None:
+    def __init__(self, bootstrap: str, request_timeout: float = 5.0,
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self.bootstrap = bootstrap
         self.timeout = request_timeout
+        self.security = security
+        # The last TLS/SASL refusal librdkafka reported, as a message naming the key: a
+        # refused login makes every request time out, and this says why.
+        self.refusal: str | None = None
         settings: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "socket.timeout.ms": int(request_timeout * 1000),
             "socket.connection.setup.timeout.ms": int(request_timeout * 1000),
             "reconnect.backoff.max.ms": 1000,
             "log_level": 0,
-            "error_cb": _error_cb,
+            "error_cb": self._error_cb,
+            **security.librdkafka(),
         }
         self.client = AdminClient(settings)
         self._min_isr: dict[str, tuple[int | None, float]] = {}
 
+    def _error_cb(self, error: KafkaError) -> None:
+        # "All brokers are down" and friends: the poll reports them; librdkafka must not
+        # print to the terminal the TUI owns. A TLS or SASL refusal is kept to name its key.
+        log.debug("librdkafka: %s", error)
+        keyed = explain(error.str(), self.security)
+        if keyed is not None:
+            self.refusal = keyed
+
+    def refused(self, exc: BaseException | None = None) -> KafkaSecurityError | None:
+        """The refusal behind a failed call (from the error itself or the error callback)."""
+        try:
+            self.client.poll(0)  # serves queued error callbacks: they are not run otherwise
+        except Exception as poll_error:
+            log.debug("AdminClient.poll: %s", poll_error)
+        keyed = explain(str(exc), self.security) if exc is not None else None
+        keyed = keyed or self.refusal
+        return KafkaSecurityError(keyed) if keyed else None
+
     async def _future(self, future: Future[T], what: str,
                       timeout: float | None = None) -> T:  # noqa: ASYNC109
         budget = (timeout or self.timeout) + GRACE
-        return await with_timeout(asyncio.wrap_future(future), budget, what)
+        try:
+            return await with_timeout(asyncio.wrap_future(future), budget, what)
+        except Exception as exc:
+            if (refused := self.refused(exc)) is not None:
+                raise refused from None
+            raise
 
     # ------------------------------------------------------------------ reads
 
@@ -121,6 +146,8 @@ class KafkaAdmin:
             try:
                 return self.client.list_topics(topic=topic, timeout=self.timeout)
             except KafkaException as exc:
+                if (refused := self.refused(exc)) is not None:
+                    raise refused from None
                 raise KafkaUnreachable(
                     f"no broker of {self.bootstrap} answered a metadata request within "
                     f"{self.timeout:g} s ({exc.args[0].str() if exc.args else exc})"

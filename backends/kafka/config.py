@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backends.config import HOST_PORT, ExecutorConfig, Reader
+from backends.kafka.security import PLAINTEXT, KafkaSecurity, parse_security
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class KafkaConfig:
     # (backends.kafka.model.LeaderBalanceLimits says why both default to 0).
     max_not_preferred_leaders: int = 0
     max_leader_skew: int = 0
+    # TLS and SASL (security_protocol, sasl_*, ssl_* keys): every connection sfops makes to
+    # this cluster uses them — polls, probes, elections and reassignments.
+    security: KafkaSecurity = PLAINTEXT
 
 
 def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> KafkaConfig | None:
@@ -37,6 +41,7 @@ def parse_section(root: Reader, executors: Mapping[str, ExecutorConfig]) -> Kafk
         request_timeout=table.number("request_timeout", 5.0),
         max_not_preferred_leaders=table.integer("max_not_preferred_leaders", 0),
         max_leader_skew=table.integer("max_leader_skew", 0),
+        security=parse_security(table),
     )
     table.finish()
     return config

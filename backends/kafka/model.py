@@ -20,6 +20,43 @@ class KafkaUnreachable(BackendUnreachable):
     """No broker answered a metadata request in time."""
 
 
+class KafkaSecurityError(KafkaUnreachable):
+    """The brokers answer but refuse sfops's TLS handshake or SASL login: the message names
+    the ``[kafka]`` key to fix (backends.kafka.security.explain). Retrying does not help."""
+
+    permanent = True  # backends.resilience: not retried
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """One partition's answer to an AlterPartitionReassignments request."""
+
+    topic: str
+    partition: int
+    error_code: int
+    error_name: str = "NONE"
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code == 0
+
+    def describe(self) -> str:
+        detail = f": {self.error_message}" if self.error_message else ""
+        return f"{self.topic}-{self.partition}: {self.error_name}{detail}"
+
+
+@dataclass(frozen=True)
+class OngoingReassignment:
+    """A reassignment the controller has not finished (ListPartitionReassignments)."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    adding: tuple[int, ...]
+    removing: tuple[int, ...]
+
+
 # What the admin worker process sends back (backends/kafka/worker.py): plain, picklable values;
 # the sfops process itself never imports confluent_kafka.
 

@@ -7,12 +7,14 @@ The AdminClient reads run in an admin worker process (:mod:`backends.kafka.worke
 librdkafka crash kills that process, the poll fails with "Kafka admin worker crashed
 (librdkafka; …); restarted", and the next poll uses a fresh worker. The service is long-lived
 in the TUI (one for its whole life, polled every couple of seconds), so the UI never dies with
-librdkafka. The probes are plain asyncio sockets and run here.
+librdkafka. The probes are plain asyncio sockets (TLS when the cluster is secured) and run
+here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any
 
@@ -21,6 +23,7 @@ from backends.kafka.config import KafkaConfig
 from backends.kafka.model import (
     BrokerState,
     ClusterRead,
+    KafkaSecurityError,
     KafkaStatus,
     KafkaUnreachable,
     LeaderBalanceLimits,
@@ -28,7 +31,8 @@ from backends.kafka.model import (
     summarize_status,
     tally_brokers,
 )
-from backends.kafka.protocol import answers, parse_servers
+from backends.kafka.probe import answers, parse_servers
+from backends.kafka.security import explain
 from backends.kafka.worker import METADATA_POLICY, IsolatedAdmin
 from backends.resilience import CircuitBreaker
 from backends.service import (
@@ -43,8 +47,6 @@ from backends.snapshot import Snapshot
 PROBE_TIMEOUT = 1.5
 
 
-async def _probe(host: str, port: int) -> bool:
-    return await answers(host, port, timeout=PROBE_TIMEOUT) is None
 
 
 class KafkaService:
@@ -59,17 +61,31 @@ class KafkaService:
         self.state_dir = state_dir
         # The poll's worker; started on the first poll, restarted after a crash or a hang.
         self.admin = IsolatedAdmin(config.bootstrap_servers, config.request_timeout,
-                                   label="Kafka admin worker")
+                                   label="Kafka admin worker", security=config.security)
         self.breaker: CircuitBreaker | None = CircuitBreaker(
             "kafka", failure_threshold=3, reset_timeout=10.0)
         # Brokers seen in an earlier poll: a killed broker drops out of the metadata, but the
         # operator must still see it (as down), with the address it had.
         self.known_brokers: dict[int, BrokerState] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def action_admin(self) -> IsolatedAdmin:
         """A new worker, so a new AdminClient, for one action (see backends.kafka.actions)."""
         return IsolatedAdmin(self.config.bootstrap_servers, self.config.request_timeout,
-                             label="Kafka action admin worker")
+                             label="Kafka action admin worker", security=self.config.security)
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The probes' TLS context (made once; a CA or client key that cannot be loaded
+        raises :class:`KafkaSecurityError` naming its key)."""
+        if self.config.security.uses_tls and self._tls is None:
+            self._tls = self.config.security.ssl_context()
+        return self._tls
+
+    async def _answers(self, host: str, port: int) -> str | None:
+        return await answers(host, port, timeout=PROBE_TIMEOUT, tls=self.tls())
+
+    async def _probe(self, host: str, port: int) -> bool:
+        return await self._answers(host, port) is None
 
     async def contact(self) -> None:
         """At least one broker processes requests now (every known broker and the bootstrap
@@ -79,10 +95,14 @@ class KafkaService:
                      if k.host is not None and k.port is not None}
         addresses.update(parse_servers(self.config.bootstrap_servers))
         ordered = sorted(addresses)
-        results = await asyncio.gather(
-            *(answers(host, port, timeout=PROBE_TIMEOUT) for host, port in ordered))
+        results = await asyncio.gather(*(self._answers(host, port) for host, port in ordered))
         if any(result is None for result in results):
             return
+        for result in results:
+            # A refused handshake is a configuration problem, not a cluster down: say which key.
+            if result is not None and (keyed := explain(result, self.config.security)):
+                raise KafkaSecurityError(f"{keyed} (no broker of "
+                                         f"{self.config.bootstrap_servers} accepted it)")
         reasons = "; ".join(f"{h}:{p}: {why}" for (h, p), why in zip(ordered, results, strict=True))
         raise BackendUnreachable(
             f"no broker of {self.config.bootstrap_servers} answered: {reasons}")
@@ -99,7 +119,7 @@ class KafkaService:
         known: dict[int, tuple[str, int]] = {
             b: (k.host, k.port) for b, k in self.known_brokers.items()
             if k.host is not None and k.port is not None}
-        early = {b: asyncio.ensure_future(_probe(h, p)) for b, (h, p) in known.items()}
+        early = {b: asyncio.ensure_future(self._probe(h, p)) for b, (h, p) in known.items()}
         try:
             read = await self._read()  # no metadata, no snapshot: the poll fails
         except BaseException:
@@ -114,7 +134,7 @@ class KafkaService:
         addresses: dict[int, tuple[str, int]] = dict(view.brokers)
         for broker_id, address in known.items():
             addresses.setdefault(broker_id, address)
-        late = {b: asyncio.ensure_future(_probe(*a)) for b, a in addresses.items()
+        late = {b: asyncio.ensure_future(self._probe(*a)) for b, a in addresses.items()
                 if known.get(b) != a}
         for broker_id in [b for b in early if b in late]:
             early.pop(broker_id).cancel()  # its address changed: only the new one counts

@@ -26,7 +26,18 @@ every :data:`CLIENT_MAX_AGE` seconds: a long-lived client was seen to keep askin
 The child runs in its own session (a terminal hang-up or Ctrl-C reaches sfops, not it), writes
 stderr to an anonymous file the parent reads when it dies (the assertion text goes into the
 error; the TUI's terminal stays clean) and exits when its socket closes.
+
+Partition reassignment (KIP-455: AlterPartitionReassignments, ListPartitionReassignments),
+which librdkafka — so confluent-kafka, up to 2.16.1 at least — does not offer, runs here too,
+through kafka-python's ``KafkaAdminClient`` (3.x). Why a second client library rather than
+the hand-written protocol client sfops had before: a secured cluster needs TLS and SASL
+(SCRAM-SHA-256/512, PLAIN) on those requests as on every other, and kafka-python is a
+maintained implementation of exactly that; in the worker process its blocking calls and its
+start-up (a metadata bootstrap) are bounded by the request's budget like any librdkafka call,
+and never touch the sfops process. It retries a request only on NOT_CONTROLLER (refused, so
+nothing happened); sfops never retries a reassignment itself.
 """
+
 
 from __future__ import annotations
 
@@ -48,15 +59,18 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from backends.kafka import protocol
 from backends.kafka.model import (
     ClusterInfo,
     ClusterRead,
     ClusterView,
     ElectionOutcome,
     GroupState,
+    KafkaSecurityError,
+    OngoingReassignment,
     PartitionLag,
+    PartitionResult,
 )
+from backends.kafka.security import PLAINTEXT, KafkaSecurity, explain
 from backends.resilience import BackendTimeout, RetryPolicy, describe_error
 from backends.secrets import child_environment
 
@@ -169,10 +183,12 @@ class AdminWorker:
     or hangs. :meth:`call` is a coroutine that never blocks the event loop."""
 
     def __init__(self, bootstrap: str, request_timeout: float = 5.0, *,
-                 label: str = "Kafka admin worker") -> None:
+                 label: str = "Kafka admin worker",
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self.bootstrap = bootstrap
         self.request_timeout = request_timeout
         self.label = label
+        self.security = security
         self.starts = 0  # processes started (the first one included)
         self.crashes = 0  # processes found dead (in a request or between requests)
         self.crashed_while_idle: str | None = None  # set when one died between requests
@@ -248,8 +264,10 @@ class AdminWorker:
         child.popen, child.conn, child.stderr = popen, Connection(parent_sock.detach()), stderr
         child.answered = False
         self.starts += 1
-        # Settings as a plain dict: the child must not need this module's classes to read it.
-        child.conn.send({"bootstrap": self.bootstrap, "request_timeout": self.request_timeout})
+        # Settings as a dict of plain values and KafkaSecurity (its Secrets pickle as
+        # themselves): over the socket pair, never in the child's environment or argv.
+        child.conn.send({"bootstrap": self.bootstrap, "request_timeout": self.request_timeout,
+                         "security": self.security})
 
     def _death(self, wait: float) -> str:
         """Why the current child died (waits up to ``wait`` s for it to finish dying)."""
@@ -353,15 +371,15 @@ def _unwrap(reply: tuple[Any, ...]) -> Any:
 
 
 class IsolatedAdmin:
-    """The AdminClient calls sfops makes, each run in an :class:`AdminWorker`; plus the two
-    Kafka protocol calls confluent-kafka lacks (partition reassignment), which are plain
-    Python sockets and run in the sfops process."""
+    """The Kafka admin calls sfops makes, each run in an :class:`AdminWorker`: the
+    AdminClient's, and the two reassignment requests confluent-kafka lacks (kafka-python)."""
 
     def __init__(self, bootstrap: str, request_timeout: float = 5.0, *,
-                 label: str = "Kafka admin worker") -> None:
+                 label: str = "Kafka admin worker",
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self.bootstrap = bootstrap
         self.timeout = request_timeout
-        self.worker = AdminWorker(bootstrap, request_timeout, label=label)
+        self.worker = AdminWorker(bootstrap, request_timeout, label=label, security=security)
 
     @property
     def read_budget(self) -> float:
@@ -389,26 +407,30 @@ class IsolatedAdmin:
             "elect", keys, budget=2 * self.timeout + 2 * GRACE)
         return result
 
-    def servers(self, view: ClusterView | None = None) -> list[tuple[str, int]]:
-        """Where to send protocol requests: live brokers first, then the bootstrap list."""
-        found: list[tuple[str, int]] = list(view.brokers.values()) if view is not None else []
-        for server in protocol.parse_servers(self.bootstrap):
-            if server not in found:
-                found.append(server)
-        return found
+    @property
+    def reassign_setup(self) -> float:
+        """A fresh kafka-python client's start-up: its bootstrap, then finding the
+        controller (each bounded by the request timeout)."""
+        return 2 * self.timeout + GRACE
 
     async def reassign(self, assignments: dict[tuple[str, int], list[int]],
-                       view: ClusterView | None = None,
                        *, timeout: float = 30.0  # noqa: ASYNC109
-                       ) -> list[protocol.PartitionResult]:
-        return await protocol.alter_partition_reassignments(
-            self.servers(view), assignments, timeout=timeout)
+                       ) -> list[PartitionResult]:
+        """Ask the controller to set each partition's replica list (in order). A write:
+        never retried here."""
+        plan = {(t, p): list(replicas) for (t, p), replicas in assignments.items()}
+        result: list[PartitionResult] = await self.worker.call(
+            "reassign", plan, timeout, budget=self.reassign_setup + timeout + GRACE)
+        return result
 
     async def ongoing_reassignments(
         self, partitions: Sequence[tuple[str, int]] | None = None
-    ) -> list[protocol.OngoingReassignment]:
-        return await protocol.list_partition_reassignments(
-            self.servers(), partitions, timeout=self.timeout)
+    ) -> list[OngoingReassignment]:
+        """Reassignments still in progress (all of them when ``partitions`` is None)."""
+        keys = None if partitions is None else [tuple(k) for k in partitions]
+        result: list[OngoingReassignment] = await self.worker.call(
+            "ongoing", keys, budget=self.reassign_setup + self.timeout + GRACE)
+        return result
 
     async def close(self) -> None:
         await self.worker.aclose()
@@ -448,17 +470,20 @@ def _fault(how: str) -> None:
 class _Session:
     """The child's state: one AdminClient (replaced after trouble), the configs cache."""
 
-    def __init__(self, bootstrap: str, request_timeout: float) -> None:
+    def __init__(self, bootstrap: str, request_timeout: float,
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self.bootstrap = bootstrap
         self.timeout = request_timeout
+        self.security = security
         self._admin: KafkaAdmin | None = None
+        self._reassigner: Any = None  # kafka-python's KafkaAdminClient, made on first use
         self._created = 0.0
         self._min_isr_cache: dict[str, tuple[int | None, float]] = {}
         self._faults: dict[str, str] = {}  # test hooks: op -> how to fail during it
         self._last_groups: list[GroupState] = []
         self.ops: dict[str, Callable[..., Awaitable[Any]]] = {
             "ping": self.ping, "read": self.read, "view": self.view, "elect": self.elect,
-            "test_fault": self.test_fault,
+            "reassign": self.reassign, "ongoing": self.ongoing, "test_fault": self.test_fault,
         }
 
     def admin(self) -> KafkaAdmin:
@@ -468,7 +493,7 @@ class _Session:
         if self._admin is not None and now - self._created > CLIENT_MAX_AGE:
             self.recycle()
         if self._admin is None:
-            self._admin = KafkaAdmin(self.bootstrap, self.timeout)
+            self._admin = KafkaAdmin(self.bootstrap, self.timeout, self.security)
             self._created = now
             self._admin._min_isr = self._min_isr_cache
         return self._admin
@@ -478,6 +503,12 @@ class _Session:
         if self._admin is not None:
             self._min_isr_cache = self._admin._min_isr
         self._admin = None
+        reassigner, self._reassigner = self._reassigner, None
+        if reassigner is not None:
+            try:
+                reassigner.close()
+            except Exception as exc:  # closing a broken client must not hide the real error
+                log.debug("closing kafka-python's admin client: %s", exc)
 
     def fault(self, op: str) -> None:
         how = self._faults.pop(op, None)
@@ -606,6 +637,99 @@ class _Session:
         self.fault("elect")
         return await admin.elect_preferred(keys)
 
+    # -- reassignment (kafka-python; see the module's docstring for why) ------------------
+
+    def _kafka_python(self, call: Callable[[Any], Any]) -> Any:
+        """``call(client)`` with the (lazily made) KafkaAdminClient; blocking, so run in a
+        thread. A TLS/SASL refusal becomes a KafkaSecurityError naming its key."""
+        from kafka import errors as kafka_errors
+
+        refusals: list[str] = []
+        try:
+            if self._reassigner is None:
+                from kafka.admin import KafkaAdminClient
+
+                timeout_ms = int(self.timeout * 1000)
+                with _KafkaLogTap(refusals):
+                    self._reassigner = KafkaAdminClient(
+                        bootstrap_servers=[s.strip() for s in self.bootstrap.split(",")],
+                        client_id="sfops", request_timeout_ms=timeout_ms,
+                        bootstrap_timeout_ms=timeout_ms, reconnect_backoff_max_ms=1000,
+                        **self.security.kafka_python())
+            with _KafkaLogTap(refusals):
+                return call(self._reassigner)
+        except (kafka_errors.KafkaError, OSError) as exc:
+            for text in (str(exc), *reversed(refusals)):
+                keyed = explain(text, self.security)
+                if keyed is not None:
+                    raise KafkaSecurityError(keyed) from None
+            raise
+
+    async def reassign(self, plan: dict[tuple[str, int], list[int]],
+                       timeout: float) -> list[PartitionResult]:  # noqa: ASYNC109
+        from kafka import TopicPartition
+
+        for (topic, partition), replicas in plan.items():
+            if not replicas:  # kafka-python reads None as "cancel": never send one
+                raise ValueError(f"{topic}-{partition}: an empty replica list, refused")
+        request = {TopicPartition(t, p): list(r) for (t, p), r in sorted(plan.items())}
+        self.fault("reassign")
+        answers = await asyncio.to_thread(self._kafka_python, lambda client: (
+            client.alter_partition_reassignments(request, timeout_ms=int(timeout * 1000))))
+        results: list[PartitionResult] = []
+        for topic, partition in sorted(plan):
+            key = TopicPartition(topic, partition)
+            if key not in answers:
+                results.append(PartitionResult(topic, partition, -1, "NOT_REPORTED",
+                                               "the controller did not answer for it"))
+                continue
+            error = answers[key]
+            if error is None:
+                results.append(PartitionResult(topic, partition, 0))
+            else:
+                results.append(PartitionResult(
+                    topic, partition, int(getattr(error, "errno", -1)),
+                    str(getattr(error, "message", error.__name__)),
+                    getattr(error, "description", None) or None))
+        return results
+
+    async def ongoing(self, keys: list[tuple[str, int]] | None) -> list[OngoingReassignment]:
+        from kafka import TopicPartition
+
+        request = None if keys is None else [TopicPartition(t, p) for t, p in keys]
+        found = await asyncio.to_thread(self._kafka_python, lambda client: (
+            client.list_partition_reassignments(request,
+                                                timeout_ms=int(self.timeout * 1000))))
+        return sorted(
+            (OngoingReassignment(tp.topic, tp.partition, tuple(state["replicas"]),
+                                 tuple(state["adding_replicas"]),
+                                 tuple(state["removing_replicas"]))
+             for tp, state in found.items()),
+            key=lambda o: (o.topic, o.partition))
+
+
+class _KafkaLogTap(logging.Handler):
+    """Collects what kafka-python logs at WARNING and above while a call runs: a failed TLS
+    handshake or SASL login is logged there, and the exception raised afterwards (no broker
+    available, a timeout) no longer says why."""
+
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.append(record.getMessage())
+        except Exception:  # noqa: S110 - a message that cannot be formatted is just lost
+            pass
+
+    def __enter__(self) -> _KafkaLogTap:
+        logging.getLogger("kafka").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("kafka").removeHandler(self)
+
 
 def child_main() -> None:
     """The worker process: ``python -c CHILD_CODE FD``; serves until its socket closes."""
@@ -615,7 +739,12 @@ def child_main() -> None:
         settings = conn.recv()
     except (EOFError, OSError):
         os._exit(0)
-    session = _Session(settings["bootstrap"], float(settings["request_timeout"]))
+    # kafka-python logs its configuration, the SASL password included, at DEBUG: nothing of
+    # it below WARNING is ever wanted here (and the stderr file must not hold a secret).
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").propagate = False
+    session = _Session(settings["bootstrap"], float(settings["request_timeout"]),
+                       settings.get("security", PLAINTEXT))
     loop = asyncio.new_event_loop()
     while True:
         try:

@@ -124,6 +124,7 @@ def create_app(
                 ),
                 client_id=f"streamforge-api/{settings.worker_name}",
                 delivery_timeout=settings.kafka_delivery_timeout,
+                security=settings.kafka_security,
             )
             if settings.kafka_bootstrap
             else NullPublisher()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from deploy.api.breaker import CircuitBreaker, CircuitOpenError
@@ -44,9 +44,11 @@ class NullPublisher:
         return {"state": "disabled"}
 
 
-def producer_config(bootstrap: str, client_id: str, delivery_timeout: float) -> dict[str, Any]:
+def producer_config(bootstrap: str, client_id: str, delivery_timeout: float,
+                    security: Mapping[str, str] | None = None) -> dict[str, Any]:
     delivery_ms = int(delivery_timeout * 1000)
     return {
+        **(security or {}),  # TLS / SASL (Settings.kafka_security)
         "bootstrap.servers": bootstrap,
         "client.id": client_id,
         "acks": "all",
@@ -69,12 +71,13 @@ class EventPublisher:
         *,
         client_id: str = "streamforge-api",
         delivery_timeout: float = 10.0,
+        security: Mapping[str, str] | None = None,
         producer_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.topic = topic
         self.breaker = breaker
         self.bootstrap = bootstrap
-        config = producer_config(bootstrap, client_id, delivery_timeout)
+        config = producer_config(bootstrap, client_id, delivery_timeout, security)
         config["error_cb"] = self._on_error
         if producer_factory is None:
             from confluent_kafka import Producer  # imported lazily: optional at run time

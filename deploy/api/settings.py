@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg.conninfo
@@ -28,6 +28,10 @@ class Settings:
     database_password: str | None = None
     kafka_bootstrap: str = ""
     kafka_topic: str = "streamforge.events"
+    # librdkafka security properties (security.protocol, sasl.*, ssl.ca.location), from the
+    # SFAPI_KAFKA_SECURITY_PROTOCOL / _SASL_* / _SSL_CA_LOCATION variables; the SASL password
+    # only ever from a file.
+    kafka_security: Mapping[str, str] = field(default_factory=dict, repr=False)
     shutdown_grace: float = 10.0
     # Seconds between SIGTERM and closing the listening socket, during which readiness is
     # already 503 but requests are still served, so load balancers that poll readiness
@@ -80,6 +84,7 @@ class Settings:
             database_password=password,
             kafka_bootstrap=env.get("SFAPI_KAFKA_BOOTSTRAP", "").strip(),
             kafka_topic=env.get("SFAPI_KAFKA_TOPIC", "").strip() or "streamforge.events",
+            kafka_security=_kafka_security(env),
             shutdown_grace=_number(env, "SFAPI_SHUTDOWN_GRACE", 10.0),
             drain_delay=_number(env, "SFAPI_DRAIN_DELAY", 2.0),
             pool_min=int(_number(env, "SFAPI_POOL_MIN", 1)),
@@ -110,6 +115,39 @@ class Settings:
         """The database target for logs and /health: no password, whatever was configured."""
         parsed = psycopg.conninfo.conninfo_to_dict(self.database_url)
         return " ".join(f"{k}={parsed[k]}" for k in _LOGGABLE_CONNINFO_KEYS if k in parsed)
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _kafka_security(env: Mapping[str, str]) -> dict[str, str]:
+    """The producer's librdkafka security properties. A SASL password comes from
+    SFAPI_KAFKA_SASL_PASSWORD_FILE only (a file, as the database's), never a variable."""
+    protocol = env.get("SFAPI_KAFKA_SECURITY_PROTOCOL", "").strip().upper() or "PLAINTEXT"
+    if protocol not in KAFKA_PROTOCOLS:
+        raise SettingsError(f"SFAPI_KAFKA_SECURITY_PROTOCOL={protocol!r}: expected one of "
+                            + ", ".join(KAFKA_PROTOCOLS))
+    settings = {"security.protocol": protocol.lower()}
+    if protocol.startswith("SASL_"):
+        mechanism = env.get("SFAPI_KAFKA_SASL_MECHANISM", "").strip()
+        username = env.get("SFAPI_KAFKA_SASL_USERNAME", "").strip()
+        path = env.get("SFAPI_KAFKA_SASL_PASSWORD_FILE", "").strip()
+        for name, value in (("SFAPI_KAFKA_SASL_MECHANISM", mechanism),
+                            ("SFAPI_KAFKA_SASL_USERNAME", username),
+                            ("SFAPI_KAFKA_SASL_PASSWORD_FILE", path)):
+            if not value:
+                raise SettingsError(f"{name} is required with SFAPI_KAFKA_SECURITY_PROTOCOL="
+                                    f"{protocol}")
+        try:
+            password = Path(path).read_text().splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise SettingsError(f"SFAPI_KAFKA_SASL_PASSWORD_FILE={path}: "
+                                f"{getattr(exc, 'strerror', None) or 'empty'}") from None
+        settings.update({"sasl.mechanism": mechanism, "sasl.username": username,
+                         "sasl.password": password})
+    if ca := env.get("SFAPI_KAFKA_SSL_CA_LOCATION", "").strip():
+        settings["ssl.ca.location"] = ca
+    return settings
 
 
 _TRUE = ("1", "true", "yes", "on")

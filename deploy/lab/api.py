@@ -54,9 +54,7 @@ class ApiWorker(Component):
             "SFAPI_SLOW_CONCURRENCY": str(SLOW_CONCURRENCY),
             "PYTHONUNBUFFERED": "1",
         }
-        kafka = _kafka_bootstrap(lab)
-        if kafka:
-            env["SFAPI_KAFKA_BOOTSTRAP"] = kafka
+        env.update(_kafka_environment(lab))
         return env
 
     def ready(self, lab: Lab) -> bool:
@@ -64,15 +62,16 @@ class ApiWorker(Component):
         return response.status_code == 200
 
 
-def _kafka_bootstrap(lab: Lab) -> str:
-    """The Kafka bootstrap list when the lab runs Kafka (the workers then publish events)."""
+def _kafka_environment(lab: Lab) -> dict[str, str]:
+    """The Kafka settings (bootstrap list, SASL_SSL) when the lab runs Kafka (the workers then
+    publish events); none otherwise."""
     from deploy.lab import registry
 
     module = registry.group_module("kafka")
     if module is None or not any(c.running(lab) for c in module.COMPONENTS):
-        return ""
-    section: dict[str, Any] = module.sfops_config(lab).get("kafka", {})
-    return str(section.get("bootstrap_servers", ""))
+        return {}
+    environment: dict[str, str] = module.app_environment(lab)
+    return environment
 
 
 COMPONENTS: list[Component] = [ApiWorker(name) for name in WORKERS]

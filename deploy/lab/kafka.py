@@ -6,17 +6,34 @@ static quorum voters. The jars come from Maven Central through ``deploy/lab/inst
 (resolved once per machine into a versioned cache) and run as ``java -cp libs/* kafka.Kafka``.
 Storage is formatted once per node with one cluster id kept in ``<lab>/kafka/cluster-id``.
 
-Ports: ``lab.port(30..32)`` client (PLAINTEXT), ``lab.port(35..37)`` controller, all on
+Ports: ``lab.port(30..32)`` client (SASL_SSL), ``lab.port(35..37)`` controller, all on
 127.0.0.1. Broker logs (log4j2) stay under ``<lab>/kafka/<node>/logs``; warnings and errors also
 go to ``<lab>/logs/<node>.log``.
+
+Secured by default, so every test goes through the paths a production cluster needs: the
+client listener is SASL_SSL — TLS with a server certificate from the lab's service CA
+(deploy/lab/tls.py, a PEM keystore) and SCRAM-SHA-512 logins. The brokers replicate over
+that same listener as user ``broker``. Users and their random per-lab passwords
+(``<lab>/secrets/kafka-<user>``, 0600): ``broker`` (replication, and the lab's own checks and
+tests), ``sfops`` (the lab's sfops configuration), ``streamforge`` (the API's producer and
+the lab consumer). The SCRAM credentials are written at storage format time
+(``kafka-storage format --add-scram``), so they exist before any broker serves a request;
+a node formatted with other credentials (an older, unsecured lab) is re-formatted — lab data
+only. The controller listener stays PLAINTEXT on 127.0.0.1: only the three nodes use it (no
+client, no sfops), it never leaves loopback, and KRaft controller SASL would add a second set
+of JAAS settings for no path sfops exercises. No authorizer runs: every authenticated user may
+do everything (ACLs are not part of what sfops manages).
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import os
+import pwd
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,6 +46,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from deploy.lab import tls
 from deploy.lab.core import Component, Lab, LabError, port_in_use, run, write_atomic
 
 # Pinned together with deploy/kafka/pom.xml and deploy/lab/install/kafka.sh.
@@ -51,6 +69,12 @@ MIN_INSYNC_REPLICAS = 2
 REQUEST_TIMEOUT = 5.0
 LAST_NODE_STOP_TIMEOUT = 5.0
 QUORUM_GONE_STOP_TIMEOUT = 15.0
+
+SECURITY_PROTOCOL = "SASL_SSL"
+SASL_MECHANISM = "SCRAM-SHA-512"
+USERS = ("broker", "sfops", "streamforge")  # password files <lab>/secrets/kafka-<user>
+BROKER_USER = "broker"
+SCRAM_MARKER = "scram-formatted"  # in each node's directory: a digest of the credentials
 
 # Small heaps: the whole lab (PostgreSQL, Kafka, Kubernetes, API) shares 2 cores and 24 GiB.
 HEAP_OPTS = ["-Xms128m", "-Xmx384m"]
@@ -111,6 +135,48 @@ def bootstrap_servers(lab: Lab) -> str:
     return ",".join(f"127.0.0.1:{client_port(lab, n)}" for n in NODES.values())
 
 
+# -- credentials and TLS ---------------------------------------------------------------------
+def secret_path(lab: Lab, user: str) -> Path:
+    return lab.path("secrets", f"kafka-{user}")
+
+
+def ensure_secrets(lab: Lab) -> None:
+    """Random per-lab passwords, 0600 (as deploy/lab/postgres.py's); owned by the lab's
+    operator user when it exists, so ``sfops`` run over SSH as that user reads its own."""
+    for user in USERS:
+        path = secret_path(lab, user)
+        if not path.exists():
+            write_atomic(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
+    try:
+        owner: int | None = pwd.getpwnam("sfops-lab").pw_uid
+    except KeyError:
+        owner = None
+    if owner is not None:
+        os.chown(lab.path("secrets"), owner, -1)
+        for user in USERS:
+            os.chown(secret_path(lab, user), owner, -1)
+    os.chmod(lab.path("secrets"), 0o700)
+
+
+def password(lab: Lab, user: str) -> str:
+    ensure_secrets(lab)
+    return secret_path(lab, user).read_text().splitlines()[0]
+
+
+def client_config(lab: Lab, user: str = BROKER_USER) -> dict[str, Any]:
+    """librdkafka settings for a client of the lab's Kafka: bootstrap servers, SASL_SSL with
+    SCRAM-SHA-512 as ``user``, the lab's service CA. Every confluent-kafka client of the lab
+    (its checks, the consumer, the tests) starts from this."""
+    return {
+        "bootstrap.servers": bootstrap_servers(lab),
+        "security.protocol": SECURITY_PROTOCOL.lower(),
+        "sasl.mechanism": SASL_MECHANISM,
+        "sasl.username": user,
+        "sasl.password": password(lab, user),
+        "ssl.ca.location": str(tls.service_ca(lab)),
+    }
+
+
 def cluster_id(lab: Lab) -> str:
     """One id for the whole cluster, made on first use (Kafka's form: URL-safe base64 of a
     random UUID without padding, never starting with '-', which its tools would read as a flag)."""
@@ -129,10 +195,12 @@ def cluster_id(lab: Lab) -> str:
 _QUIET = {"log_level": 0}  # probes run against starting brokers: refused connections are expected
 
 
-def admin_client(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> AdminClient:
+def admin_client(lab: Lab, bootstrap: str | None = None,
+                 timeout: float = REQUEST_TIMEOUT) -> AdminClient:
     return AdminClient(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(lab),
+            **({"bootstrap.servers": bootstrap} if bootstrap else {}),
             "socket.timeout.ms": int(timeout * 1000),
             "socket.connection.setup.timeout.ms": int(timeout * 1000),
             **_QUIET,
@@ -140,15 +208,16 @@ def admin_client(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> AdminClien
     )
 
 
-def live_node_ids(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> set[int]:
+def live_node_ids(lab: Lab, bootstrap: str | None = None,
+                  timeout: float = REQUEST_TIMEOUT) -> set[int]:
     """Node ids of the brokers ``describe_cluster`` reports (registered and not fenced)."""
-    admin = admin_client(bootstrap, timeout)
+    admin = admin_client(lab, bootstrap, timeout)
     description = admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 1)
     return {node.id for node in description.nodes}
 
 
 def ensure_topic(
-    bootstrap: str,
+    lab: Lab,
     topic: str,
     partitions: int,
     *,
@@ -158,7 +227,7 @@ def ensure_topic(
     """Create ``topic`` (RF 3) unless it exists; wait until every partition has a leader.
 
     Returns True when this call created it."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(lab)
     created = False
     new = NewTopic(
         topic,
@@ -189,14 +258,14 @@ def ensure_topic(
         time.sleep(0.2)
 
 
-def round_trip(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> bool:
+def round_trip(lab: Lab, timeout: float = REQUEST_TIMEOUT) -> bool:
     """Produce one record with acks=all to the readiness topic and read it back."""
-    ensure_topic(bootstrap, READINESS_TOPIC, 1, config={"retention.ms": "3600000"})
+    ensure_topic(lab, READINESS_TOPIC, 1, config={"retention.ms": "3600000"})
     marker = uuid.uuid4().hex.encode()
     delivered: list[Any] = []
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(lab),
             "acks": "all",
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),
@@ -211,7 +280,7 @@ def round_trip(bootstrap: str, timeout: float = REQUEST_TIMEOUT) -> bool:
     offset = delivered[0][1].offset()
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(lab),
             "group.id": "sfops-lab-readiness",  # never joined or committed: assign() only
             "enable.auto.commit": False,
             **_QUIET,
@@ -254,18 +323,41 @@ class KafkaNode(Component):
     def cwd(self, lab: Lab) -> Path:
         return self.node_dir(lab)
 
+    def keystore(self, lab: Lab) -> Path:
+        return self.node_dir(lab) / "keystore.pem"
+
+    def write_keystore(self, lab: Lab) -> None:
+        """The node's PEM keystore: its private key (PKCS#8, unencrypted, so no
+        ``ssl.key.password``) and its certificate, signed by the lab's service CA."""
+        crt, key = tls.server_certificate(lab, self.name)
+        write_atomic(self.keystore(lab), key.read_text() + crt.read_text(), mode=0o600)
+
     def server_properties(self, lab: Lab) -> str:
         voters = ",".join(f"{n}@127.0.0.1:{controller_port(lab, n)}" for n in NODES.values())
         client, controller = self.ports(lab)
+        jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                f'username="{BROKER_USER}" password="{password(lab, BROKER_USER)}";')
         settings = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{client}",
+            "listeners": f"SASL_SSL://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{client}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            # Replication goes through the secured listener too (as user broker); the
+            # controller listener is loopback-only and PLAINTEXT (see the module's docstring).
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": self.keystore(lab),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": tls.service_ca(lab),
+            "ssl.client.auth": "none",
+            # The brokers check each other's names too (the certificates name 127.0.0.1).
+            "ssl.endpoint.identification.algorithm": "https",
             "log.dirs": self.data_dir(lab),
             # Durability as in production: RF 3 everywhere, two in-sync copies for acks=all.
             "default.replication.factor": REPLICATION_FACTOR,
@@ -305,9 +397,22 @@ class KafkaNode(Component):
             "log.retention.hours": 24,
             "group.initial.rebalance.delay.ms": 0,
         }
-        lines = ["# written by sfops lab; regenerated on every start"]
+        lines = ["# written by sfops lab; regenerated on every start (0600: it holds the "
+                 "broker user's SCRAM password)"]
         lines += [f"{key}={value}" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
+
+    def scram_arguments(self, lab: Lab) -> list[str]:
+        """``--add-scram`` for every lab user: the credentials exist from the first start."""
+        arguments: list[str] = []
+        for user in USERS:
+            arguments += ["--add-scram",
+                          f"{SASL_MECHANISM}=[name={user},password={password(lab, user)}]"]
+        return arguments
+
+    def scram_digest(self, lab: Lab) -> str:
+        text = "\n".join(f"{user}:{password(lab, user)}" for user in USERS)
+        return hashlib.sha256(f"{cluster_id(lab)}\n{text}".encode()).hexdigest()
 
     def log4j2_xml(self, lab: Lab) -> str:
         logs = self.node_dir(lab) / "logs"
@@ -342,10 +447,22 @@ class KafkaNode(Component):
     def prepare(self, lab: Lab) -> None:
         libs = ensure_jars(lab)
         (self.node_dir(lab) / "logs").mkdir(parents=True, exist_ok=True)
-        write_atomic(self.node_dir(lab) / "server.properties", self.server_properties(lab))
+        ensure_secrets(lab)
+        self.write_keystore(lab)
+        write_atomic(self.node_dir(lab) / "server.properties", self.server_properties(lab),
+                     mode=0o600)
         write_atomic(self.node_dir(lab) / "log4j2.xml", self.log4j2_xml(lab))
-        if (self.data_dir(lab) / "meta.properties").exists():
+        marker = self.node_dir(lab) / SCRAM_MARKER
+        digest = self.scram_digest(lab)
+        formatted = (self.data_dir(lab) / "meta.properties").exists()
+        if formatted and marker.exists() and marker.read_text().strip() == digest:
             return
+        if formatted:
+            # Formatted without these SCRAM credentials (an unsecured lab from before, or new
+            # passwords): the brokers could not log in to each other. Lab data only.
+            lab.progress(f"{self.name}: storage formatted without the lab's SCRAM "
+                         "credentials; formatting it again")
+            shutil.rmtree(self.data_dir(lab))
         lab.progress(f"{self.name}: formatting storage (cluster id {cluster_id(lab)})")
         run(
             [
@@ -357,10 +474,12 @@ class KafkaNode(Component):
                 "--cluster-id",
                 cluster_id(lab),
                 "--ignore-formatted",
+                *self.scram_arguments(lab),
             ],
             what=f"{self.name}: kafka-storage format",
             cwd=self.node_dir(lab),
         )
+        write_atomic(marker, digest + "\n", mode=0o600)
 
     def _java(self, lab: Lab, libs: Path, heap: list[str]) -> list[str]:
         return [
@@ -398,17 +517,17 @@ class KafkaNode(Component):
             return True
         if not port_in_use(client):
             return False
-        nodes = live_node_ids(f"127.0.0.1:{client}")
+        nodes = live_node_ids(lab, f"127.0.0.1:{client}")
         if self.node_id not in nodes:
             return False
         if len(running) < len(NODES):
             return True
         # The whole cluster is meant to be up: all three registered and data flows.
-        return len(nodes) == len(NODES) and round_trip(bootstrap_servers(lab))
+        return len(nodes) == len(NODES) and round_trip(lab)
 
     def after_ready(self, lab: Lab) -> None:
         if all(node.running(lab) for node in NODES_COMPONENTS):
-            if ensure_topic(bootstrap_servers(lab), APP_TOPIC, APP_TOPIC_PARTITIONS):
+            if ensure_topic(lab, APP_TOPIC, APP_TOPIC_PARTITIONS):
                 lab.progress(
                     f"{self.name}: created topic {APP_TOPIC} "
                     f"({APP_TOPIC_PARTITIONS} partitions, RF {REPLICATION_FACTOR})"
@@ -474,6 +593,17 @@ class KafkaConsumerProcess(Component):
             APP_TOPIC,
             "--status-file",
             str(self.status_file(lab)),
+            # SASL_SSL as the application's user; the password by file, never in argv.
+            "--security-protocol",
+            SECURITY_PROTOCOL,
+            "--sasl-mechanism",
+            SASL_MECHANISM,
+            "--sasl-username",
+            "streamforge",
+            "--sasl-password-file",
+            str(secret_path(lab, "streamforge")),
+            "--ssl-ca-location",
+            str(tls.service_ca(lab)),
         ]
 
     def address(self, lab: Lab) -> str:
@@ -492,11 +622,32 @@ COMPONENTS: list[Component] = [*NODES_COMPONENTS, KafkaConsumerProcess()]
 STOP_WAVES = [["kafka-consumer"], list(NODES)]
 
 
+def app_environment(lab: Lab) -> dict[str, str]:
+    """The reference API's Kafka settings (deploy/api/settings.py): SASL_SSL as user
+    streamforge, the password by file."""
+    return {
+        "SFAPI_KAFKA_BOOTSTRAP": bootstrap_servers(lab),
+        "SFAPI_KAFKA_SECURITY_PROTOCOL": SECURITY_PROTOCOL,
+        "SFAPI_KAFKA_SASL_MECHANISM": SASL_MECHANISM,
+        "SFAPI_KAFKA_SASL_USERNAME": "streamforge",
+        "SFAPI_KAFKA_SASL_PASSWORD_FILE": str(secret_path(lab, "streamforge")),
+        "SFAPI_KAFKA_SSL_CA_LOCATION": str(tls.service_ca(lab)),
+    }
+
+
 def sfops_config(lab: Lab) -> dict[str, Any]:
+    ensure_secrets(lab)
     return {
         "kafka": {
             "bootstrap_servers": bootstrap_servers(lab),
             "consumer_groups": [CONSUMER_GROUP],
             "request_timeout": REQUEST_TIMEOUT,
+            # Secured as a production cluster is: TLS verified against the lab's CA, a
+            # SCRAM login of sfops's own.
+            "security_protocol": SECURITY_PROTOCOL,
+            "sasl_mechanism": SASL_MECHANISM,
+            "sasl_username": "sfops",
+            "sasl_password_file": str(secret_path(lab, "sfops")),
+            "ssl_ca_location": str(tls.service_ca(lab)),
         }
     }

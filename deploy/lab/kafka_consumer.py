@@ -3,6 +3,11 @@ its offsets, so the group's lag is a real, moving number for sfops to show.
 
     python -m deploy.lab.kafka_consumer --bootstrap HOST:PORT,... --group G --topic T
         [--max-rate N] [--status-file PATH]
+        [--security-protocol SASL_SSL --sasl-mechanism M --sasl-username U
+         --sasl-password-file PATH --ssl-ca-location PATH]
+
+The lab runs it against its SASL_SSL listener (deploy/lab/kafka.py); the password is read
+from a file, never passed in argv.
 
 ``--max-rate`` caps records per second (0 = as fast as they come), so a test can make lag
 grow on purpose. The status file (JSON: pid, assigned partitions, records consumed, time) is
@@ -33,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--max-rate", type=float, default=0.0, help="records/s, 0 = unlimited")
     parser.add_argument("--status-file", type=Path)
+    parser.add_argument("--security-protocol", default="PLAINTEXT")
+    parser.add_argument("--sasl-mechanism")
+    parser.add_argument("--sasl-username")
+    parser.add_argument("--sasl-password-file", type=Path)
+    parser.add_argument("--ssl-ca-location", type=Path)
     args = parser.parse_args(argv)
 
     stopping = False
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     consumer = Consumer(
         {
+            **security_settings(args),
             "bootstrap.servers": args.bootstrap,
             "group.id": args.group,
             "client.id": f"{args.group}-{os.getpid()}",
@@ -116,6 +127,19 @@ def main(argv: list[str] | None = None) -> int:
             log(f"final commit skipped: {exc}")
         consumer.close()
     return 0
+
+
+def security_settings(args: argparse.Namespace) -> dict[str, str]:
+    """librdkafka's security properties from the command line."""
+    settings = {"security.protocol": args.security_protocol.lower()}
+    if args.sasl_mechanism:
+        settings["sasl.mechanism"] = args.sasl_mechanism
+        settings["sasl.username"] = args.sasl_username or ""
+        if args.sasl_password_file is not None:
+            settings["sasl.password"] = args.sasl_password_file.read_text().splitlines()[0]
+    if args.ssl_ca_location is not None:
+        settings["ssl.ca.location"] = str(args.ssl_ca_location)
+    return settings
 
 
 def log(message: str) -> None:

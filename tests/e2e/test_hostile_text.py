@@ -90,15 +90,15 @@ def planted(stack: Any) -> Any:
         "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "kubelet"},
     }))
     kubectl(stack, "-n", k8s.NAMESPACE, "annotate", "pod", pod, f"sfops-test/hostile={HOSTILE}")
-    bootstrap = labkafka.bootstrap_servers(stack.lab)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP,
+    client = labkafka.client_config(stack.lab)
+    consumer = Consumer({**client, "group.id": GROUP,
                          "enable.auto.commit": False})
     consumer.commit(offsets=[TopicPartition(labkafka.APP_TOPIC, 0, 0)], asynchronous=False)
     consumer.close()
     yield pod
     kubectl(stack, "-n", k8s.NAMESPACE, "delete", "event", event, "--ignore-not-found")
     kubectl(stack, "-n", k8s.NAMESPACE, "annotate", "pod", pod, "sfops-test/hostile-")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client)
     for future in admin.delete_consumer_groups([GROUP], request_timeout=10).values():
         future.result()
 

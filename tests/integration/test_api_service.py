@@ -261,7 +261,7 @@ def test_accepted_writes_are_published_to_kafka(stack: Any) -> None:
     wait_for(delivered, 20, "delivery report from Kafka")
     consumer = Consumer(
         {
-            "bootstrap.servers": lab_kafka.bootstrap_servers(stack.lab),
+            **lab_kafka.client_config(stack.lab),
             "group.id": f"test-api-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
         }

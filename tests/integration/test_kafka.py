@@ -98,7 +98,7 @@ def restore(lab) -> None:
 @pytest.fixture(scope="module")
 def kafka_lab(lab):
     lab.ensure("kafka")
-    labkafka.ensure_topic(labkafka.bootstrap_servers(lab.lab), DRAIN_TOPIC, 6)
+    labkafka.ensure_topic(lab.lab, DRAIN_TOPIC, 6)
     restore(lab)
     return lab
 
@@ -112,7 +112,7 @@ def healthy_cluster(kafka_lab):
 class AcksAllProducer:
     """Produces to ``topic`` with acks=all in a thread; remembers every acknowledged value."""
 
-    def __init__(self, bootstrap: str, topic: str, rate: float = 200.0) -> None:
+    def __init__(self, client: dict, topic: str, rate: float = 200.0) -> None:
         self.topic = topic
         self.run_id = uuid.uuid4().hex[:8]
         self.acked: set[str] = set()
@@ -121,7 +121,7 @@ class AcksAllProducer:
         self._stop = threading.Event()
         self._rate = rate
         self._producer = Producer({
-            "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+            **client, "acks": "all", "enable.idempotence": True,
             "message.timeout.ms": 60000, "linger.ms": 5, **QUIET,
         })
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -149,8 +149,8 @@ class AcksAllProducer:
         self._producer.flush(60)
 
 
-def consume_all(bootstrap: str, topic: str, partitions: int, prefix: str) -> set[str]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sfops-test-{prefix}",
+def consume_all(client: dict, topic: str, partitions: int, prefix: str) -> set[str]:
+    consumer = Consumer({**client, "group.id": f"sfops-test-{prefix}",
                          "enable.auto.commit": False, **QUIET})
     try:
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
@@ -173,8 +173,8 @@ def consume_all(bootstrap: str, topic: str, partitions: int, prefix: str) -> set
         consumer.close()
 
 
-def produce(bootstrap: str, topic: str, count: int) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", **QUIET})
+def produce(client: dict, topic: str, count: int) -> None:
+    producer = Producer({**client, "acks": "all", **QUIET})
     for i in range(count):
         producer.produce(topic, value=f"lag-{i}".encode())
         if i % 100 == 0:
@@ -213,18 +213,18 @@ def test_healthy_cluster_status(healthy_cluster):
 def test_consumer_lag_is_read_and_moves_when_consumer_stops(healthy_cluster):
     lab = healthy_cluster
     config = lab.config()
-    bootstrap = config.kafka.bootstrap_servers
-    produce(bootstrap, labkafka.APP_TOPIC, 300)
+    client = labkafka.client_config(lab.lab)
+    produce(client, labkafka.APP_TOPIC, 300)
     wait_for(config, lambda s, _: s.groups and s.groups[0].total_lag == 0
              and s.groups[0].partitions, 60, "consumer caught up")
     lab.stop("kafka-consumer")
-    produce(bootstrap, labkafka.APP_TOPIC, 500)
+    produce(client, labkafka.APP_TOPIC, 500)
     status, summary, _ = wait_for(config, lambda s, _: s.groups[0].total_lag >= 500, 60,
                                   "lag of the stopped group")
     first = status.groups[0].total_lag
     assert summary.spark_value == first
     assert any(a.key == "group-idle:streamforge-consumer" for a in summary.alerts)
-    produce(bootstrap, labkafka.APP_TOPIC, 200)
+    produce(client, labkafka.APP_TOPIC, 200)
     status, _, _ = wait_for(config, lambda s, _: s.groups[0].total_lag >= first + 200, 60,
                             "lag growing")
     assert all(p.lag is not None for p in status.groups[0].partitions)
@@ -305,11 +305,11 @@ def test_leadership_imbalance_warns_until_elect_leaders(healthy_cluster):
 def test_drain_with_acks_all_producer_then_restart_and_undrain(healthy_cluster):
     lab = healthy_cluster
     config = lab.config()
-    bootstrap = config.kafka.bootstrap_servers
+    client = labkafka.client_config(lab.lab)
     before, _, _ = poll(config)
     preferred_before = {p.name: p.leader for p in before.partitions()}
     assert before.broker(2).leaders > 0
-    with AcksAllProducer(bootstrap, DRAIN_TOPIC) as producer:
+    with AcksAllProducer(client, DRAIN_TOPIC) as producer:
         time.sleep(2)
         code, data = sfops_json(lab, "drain", "2", "--yes")
         assert code == 0, data.get("stderr", data)
@@ -333,7 +333,7 @@ def test_drain_with_acks_all_producer_then_restart_and_undrain(healthy_cluster):
     assert after.counts.not_preferred == 0
     assert producer.sent > 0
     assert not producer.errors, producer.errors[:5]
-    consumed = consume_all(bootstrap, DRAIN_TOPIC, 6, producer.run_id)
+    consumed = consume_all(client, DRAIN_TOPIC, 6, producer.run_id)
     missing = producer.acked - consumed
     print(f"produced {producer.sent}, acked {len(producer.acked)}, consumed {len(consumed)}")
     assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"

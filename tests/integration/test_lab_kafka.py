@@ -41,28 +41,29 @@ RECOVER_WAIT = 90.0
 def kafka_lab(lab: Any) -> Any:
     """The session lab (tests/conftest.py) with the kafka group up."""
     lab.ensure("kafka")
-    kafka.ensure_topic(kafka.bootstrap_servers(lab.lab), TEST_TOPIC, PARTITIONS)
+    kafka.ensure_topic(lab.lab, TEST_TOPIC, PARTITIONS)
     return lab
 
 
 @pytest.fixture(scope="module")
-def bootstrap(kafka_lab: Any) -> str:
-    return kafka.bootstrap_servers(kafka_lab.lab)
+def client(kafka_lab: Any) -> dict[str, Any]:
+    """librdkafka settings of the lab's Kafka (SASL_SSL, the lab's CA)."""
+    return kafka.client_config(kafka_lab.lab)
 
 
 @pytest.fixture(scope="module")
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+def admin(client: dict[str, Any]) -> AdminClient:
+    return AdminClient({**client, "log_level": 0})
 
 
 @pytest.fixture(autouse=True)
-def healthy(kafka_lab: Any, bootstrap: str) -> Iterator[None]:
-    restore(kafka_lab, bootstrap)
+def healthy(kafka_lab: Any, client: dict[str, Any]) -> Iterator[None]:
+    restore(kafka_lab, client)
     yield
-    restore(kafka_lab, bootstrap)
+    restore(kafka_lab, client)
 
 
-def restore(lab: Any, bootstrap: str) -> None:
+def restore(lab: Any, client: dict[str, Any]) -> None:
     """Start every stopped node (in order, so a quorum forms) and wait for full ISR."""
     for component in kafka.COMPONENTS:
         if not lab.running(component.name):
@@ -70,7 +71,7 @@ def restore(lab: Any, bootstrap: str) -> None:
     for topic in (TEST_TOPIC, kafka.APP_TOPIC):
         wait_for(
             f"ISR 3 on every partition of {topic}",
-            lambda topic=topic: all(p["isr"] == ALL_NODES for p in describe(bootstrap, topic)),
+            lambda topic=topic: all(p["isr"] == ALL_NODES for p in describe(client, topic)),
             RECOVER_WAIT,
         )
 
@@ -90,16 +91,16 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def fresh_admin(bootstrap: str) -> AdminClient:
+def fresh_admin(client: dict[str, Any]) -> AdminClient:
     """A new client per fault-time call: librdkafka routes DescribeTopics to the broker that
     metadata named "controller" (on KRaft a random live broker) and, once that broker is killed,
     a long-lived client waits for it until the request times out instead of asking another."""
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    return AdminClient({**client, "log_level": 0})
 
 
-def describe(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+def describe(client: dict[str, Any], topic: str) -> list[dict[str, Any]]:
     """Per partition: leader id (None when offline), replica ids, ISR ids."""
-    admin = fresh_admin(bootstrap)
+    admin = fresh_admin(client)
     future = admin.describe_topics(TopicCollection([topic]), request_timeout=TIMEOUT)[topic]
     description = future.result(timeout=TIMEOUT + 1)
     return [
@@ -113,19 +114,19 @@ def describe(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     ]
 
 
-def cluster_nodes(bootstrap: str) -> set[int]:
-    admin = fresh_admin(bootstrap)
+def cluster_nodes(client: dict[str, Any]) -> set[int]:
+    admin = fresh_admin(client)
     description = admin.describe_cluster(request_timeout=TIMEOUT).result(timeout=TIMEOUT + 1)
     return {node.id for node in description.nodes}
 
 
 def produce_one_per_partition(
-    bootstrap: str, topic: str, *, timeout_ms: int, **extra: Any
+    client: dict[str, Any], topic: str, *, timeout_ms: int, **extra: Any
 ) -> dict[int, KafkaError | None]:
     """acks=all with idempotence (the API service's settings); the delivery error by partition."""
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **client,
             "acks": "all",
             "enable.idempotence": True,
             "message.timeout.ms": timeout_ms,
@@ -147,8 +148,8 @@ def produce_one_per_partition(
 
 
 # -- tests -------------------------------------------------------------------------------------
-def test_three_brokers_and_the_lab_config(kafka_lab: Any, bootstrap: str) -> None:
-    assert cluster_nodes(bootstrap) == ALL_NODES
+def test_three_brokers_and_the_lab_config(kafka_lab: Any, client: dict[str, Any]) -> None:
+    assert cluster_nodes(client) == ALL_NODES
     config = kafka_lab.config_path.read_text()
     assert kafka.bootstrap_servers(kafka_lab.lab) in config
     assert kafka.CONSUMER_GROUP in config
@@ -157,10 +158,10 @@ def test_three_brokers_and_the_lab_config(kafka_lab: Any, bootstrap: str) -> Non
     assert all(s["state"] == "running" for s in statuses)
 
 
-def test_rf3_topics_have_full_isr(bootstrap: str, admin: AdminClient) -> None:
+def test_rf3_topics_have_full_isr(client: dict[str, Any], admin: AdminClient) -> None:
     topics = ((TEST_TOPIC, PARTITIONS), (kafka.APP_TOPIC, kafka.APP_TOPIC_PARTITIONS))
     for topic, partitions in topics:
-        layout = describe(bootstrap, topic)
+        layout = describe(client, topic)
         assert len(layout) == partitions
         for p in layout:
             assert p["replicas"] == ALL_NODES, p
@@ -173,8 +174,8 @@ def test_rf3_topics_have_full_isr(bootstrap: str, admin: AdminClient) -> None:
     assert configs["min.insync.replicas"].value == "2"
 
 
-def test_consumer_group_commits_so_lag_is_real(bootstrap: str, admin: AdminClient) -> None:
-    results = produce_one_per_partition(bootstrap, kafka.APP_TOPIC, timeout_ms=15000)
+def test_consumer_group_commits_so_lag_is_real(client: dict[str, Any], admin: AdminClient) -> None:
+    results = produce_one_per_partition(client, kafka.APP_TOPIC, timeout_ms=15000)
     assert all(error is None for error in results.values()), results
     partitions = [TopicPartition(kafka.APP_TOPIC, p) for p in range(kafka.APP_TOPIC_PARTITIONS)]
     latest = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions},
@@ -193,9 +194,9 @@ def test_consumer_group_commits_so_lag_is_real(bootstrap: str, admin: AdminClien
 
 
 def test_kill_broker_2_shrinks_isr_moves_leaders_and_restart_restores(
-    kafka_lab: Any, bootstrap: str
+    kafka_lab: Any, client: dict[str, Any]
 ) -> None:
-    before = describe(bootstrap, TEST_TOPIC)
+    before = describe(client, TEST_TOPIC)
     with_replica_2 = {p["partition"] for p in before if 2 in p["replicas"]}
     assert with_replica_2, "RF 3 on 3 brokers: every partition has a replica on broker 2"
 
@@ -204,7 +205,7 @@ def test_kill_broker_2_shrinks_isr_moves_leaders_and_restart_restores(
     assert not kafka_lab.running("kafka-2")
 
     def shrunk() -> list[dict[str, Any]] | None:
-        layout = describe(bootstrap, TEST_TOPIC)
+        layout = describe(client, TEST_TOPIC)
         done = all(
             p["leader"] is not None  # nothing offline
             and p["leader"] != 2
@@ -217,34 +218,34 @@ def test_kill_broker_2_shrinks_isr_moves_leaders_and_restart_restores(
     shrink_seconds = time.monotonic() - started
     assert all(p["leader"] in {1, 3} for p in layout)
     assert wait_for("broker 2 to leave the cluster",
-                    lambda: cluster_nodes(bootstrap) == {1, 3}, FENCE_WAIT)
+                    lambda: cluster_nodes(client) == {1, 3}, FENCE_WAIT)
 
     kafka_lab.start("kafka-2")
     wait_for(
         "ISR 3 on every partition after restarting kafka-2",
-        lambda: all(p["isr"] == ALL_NODES for p in describe(bootstrap, TEST_TOPIC)),
+        lambda: all(p["isr"] == ALL_NODES for p in describe(client, TEST_TOPIC)),
         RECOVER_WAIT,
     )
-    assert cluster_nodes(bootstrap) == ALL_NODES
+    assert cluster_nodes(client) == ALL_NODES
     assert shrink_seconds < FENCE_WAIT
 
 
 def test_acks_all_survives_one_broker_down_and_fails_clearly_with_two(
-    kafka_lab: Any, bootstrap: str
+    kafka_lab: Any, client: dict[str, Any]
 ) -> None:
     kafka_lab.stop("kafka-3", kill=True)
     # One down: leaders move within the fencing time and ISR 2 = min.insync.replicas still
     # accepts acks=all writes (the producer retries through the leader change).
-    results = produce_one_per_partition(bootstrap, TEST_TOPIC, timeout_ms=30000)
+    results = produce_one_per_partition(client, TEST_TOPIC, timeout_ms=30000)
     assert all(error is None for error in results.values()), results
 
     # Two down: kafka-2's controlled shutdown takes it out of every ISR (ISR 1 < min ISR 2),
     # then the controller quorum is gone too. Writes must fail, promptly and visibly.
     wait_for("ISR {1, 2} everywhere",
-             lambda: all(p["isr"] == {1, 2} for p in describe(bootstrap, TEST_TOPIC)), FENCE_WAIT)
+             lambda: all(p["isr"] == {1, 2} for p in describe(client, TEST_TOPIC)), FENCE_WAIT)
     kafka_lab.stop("kafka-2")
     started = time.monotonic()
-    results = produce_one_per_partition(bootstrap, TEST_TOPIC, timeout_ms=8000)
+    results = produce_one_per_partition(client, TEST_TOPIC, timeout_ms=8000)
     assert time.monotonic() - started < 8 + 10, "a failing produce must not hang"
     assert all(error is not None for error in results.values()), results
     assert {error.code() for error in results.values() if error is not None} <= {
@@ -254,7 +255,7 @@ def test_acks_all_survives_one_broker_down_and_fails_clearly_with_two(
     }, results
     # The cause, as the broker states it, reaches a producer that does not retry it away.
     no_retry = produce_one_per_partition(
-        bootstrap, TEST_TOPIC, timeout_ms=8000, **{"enable.idempotence": False, "retries": 0}
+        client, TEST_TOPIC, timeout_ms=8000, **{"enable.idempotence": False, "retries": 0}
     )
     codes = {error.code() for error in no_retry.values() if error is not None}
     assert codes == {KafkaError.NOT_ENOUGH_REPLICAS}, no_retry

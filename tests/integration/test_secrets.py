@@ -11,7 +11,10 @@ and command line of every process on the machine, the postmaster that `sfops pg 
 started through ``pg_ctl`` included. Everything is put back at the end.
 
 Not covered because sfops has no such setting: an SSH key passphrase (the SSH executor takes
-unencrypted keys or an agent) and Kafka credentials (the Kafka section has none).
+unencrypted keys or an agent). Not planted here: the Kafka SASL password (the lab's Kafka
+section is left out); tests/integration/test_kafka_security.py checks that a wrong one shows
+nowhere in `sfops kafka status` / drain output, and it reaches the admin worker over its
+socket pair, never the environment or command line.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from backends.config import load
 from backends.kafka.actions import DrainBroker, ElectLeaders, UndrainBroker
 from backends.kafka.service import KafkaService
 from backends.kafka.worker import AdminWorkerCrashed, IsolatedAdmin, _Session
+from deploy.lab import kafka as lab_kafka
 from deploy.lab import ops
 from deploy.lab.core import Lab
 
@@ -38,8 +39,8 @@ PREFIX = "sfops.bench."
 PER_TOPIC = 30
 
 
-def create_topics(bootstrap: str, partitions: int) -> list[str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+def create_topics(client: dict, partitions: int) -> list[str]:
+    admin = AdminClient({**client, "log_level": 0})
     count = max(1, partitions // PER_TOPIC)
     names = [f"{PREFIX}{i:03d}" for i in range(count)]
     existing = set(admin.list_topics(timeout=10).topics)
@@ -61,8 +62,8 @@ def create_topics(bootstrap: str, partitions: int) -> list[str]:
     raise SystemExit("bench topics did not get leaders in 300 s")
 
 
-def delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+def delete_topics(client: dict, names: list[str]) -> None:
+    admin = AdminClient({**client, "log_level": 0})
     for start in range(0, len(names), 50):
         for future in admin.delete_topics(names[start:start + 50],
                                           operation_timeout=60).values():
@@ -81,7 +82,8 @@ async def isolation_cost(service: KafkaService, runs: int) -> None:
     and in this process, in alternating order so both see the same cluster and load; and the
     parts of the difference: one round trip, moving the answer (pickle and unpickle)."""
     groups = tuple(service.config.consumer_groups)
-    local = _Session(service.config.bootstrap_servers, service.config.request_timeout)
+    local = _Session(service.config.bootstrap_servers, service.config.request_timeout,
+                     service.config.security)
     await local.read(groups)  # warm: connections, the min.insync cache
     await service.admin.read(groups)
 
@@ -116,7 +118,8 @@ async def isolation_cost(service: KafkaService, runs: int) -> None:
     print(f"    of which a bare round trip (ping) {ms(pings)}; pickling + unpickling the "
           f"answer ({len(payload) // 1024} KB, {len(read.view.partitions())} "
           f"partitions) {ms(moves)}")
-    fresh = IsolatedAdmin(service.config.bootstrap_servers, service.config.request_timeout)
+    fresh = IsolatedAdmin(service.config.bootstrap_servers, service.config.request_timeout,
+                          security=service.config.security)
     try:
         t = time.perf_counter()
         await fresh.worker.call("ping", budget=5)
@@ -151,14 +154,21 @@ def median_time(fn, runs: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def kcat_security(client: dict) -> list[str]:
+    """The lab's security settings as kcat ``-X`` options (it speaks librdkafka's)."""
+    return [arg for key, value in client.items() if key != "bootstrap.servers"
+            for arg in ("-X", f"{key}={value}")]
+
+
 async def bench(args: argparse.Namespace) -> None:
     lab = Lab.open(Path(args.lab_dir))
     config = load(lab.config_path)
     assert config.kafka is not None
     bootstrap = config.kafka.bootstrap_servers
+    client = lab_kafka.client_config(lab)
     print(f"creating ~{args.partitions} partitions in topics {PREFIX}* (RF 3)…", flush=True)
     started = time.perf_counter()
-    names = create_topics(bootstrap, args.partitions)
+    names = create_topics(client, args.partitions)
     print(f"  {len(names)} topics ready in {time.perf_counter() - started:.1f} s")
     service = KafkaService(config.kafka, config.sfops.state_dir)
     runner = ActionRunner(AuditLog(config.sfops.audit_log))
@@ -183,7 +193,8 @@ async def bench(args: argparse.Namespace) -> None:
         kcat = shutil.which("kcat") or shutil.which("kafkacat")
         if kcat:
             med, best = median_time(lambda: subprocess.run(
-                [kcat, "-L", "-b", bootstrap], capture_output=True, check=True, timeout=60),
+                [kcat, "-L", "-b", bootstrap, *kcat_security(client)],
+                capture_output=True, check=True, timeout=60),
                 args.runs)
             print(f"  kcat -L: {med * 1000:.0f} ms / {best * 1000:.0f} ms")
         else:
@@ -234,7 +245,7 @@ async def bench(args: argparse.Namespace) -> None:
         await service.close()
         if not args.keep:
             print("\ndeleting bench topics…")
-            delete_topics(bootstrap, names)
+            delete_topics(client, names)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from deploy.api.app import Lifecycle, create_app
 from deploy.api.breaker import CircuitBreaker, CircuitOpenError
 from deploy.api.db import Database, ReservedConnection
-from deploy.api.events_out import EventPublisher, NullPublisher
+from deploy.api.events_out import EventPublisher, NullPublisher, producer_config
 from deploy.api.server import DrainingServer
 from deploy.api.settings import Settings, SettingsError
 
@@ -474,6 +474,38 @@ def test_settings_from_env_read_the_password_file_and_never_show_it(tmp_path: Pa
 def test_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_settings_kafka_sasl_ssl_from_env_password_by_file(tmp_path: Path) -> None:
+    secret = tmp_path / "kafka-pw"
+    secret.write_text("k4fka-value\n")
+    loaded = Settings.from_env({
+        "SFAPI_DATABASE_URL": CONNINFO, "SFAPI_KAFKA_BOOTSTRAP": "k1:9093",
+        "SFAPI_KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "SFAPI_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SFAPI_KAFKA_SASL_USERNAME": "streamforge",
+        "SFAPI_KAFKA_SASL_PASSWORD_FILE": str(secret),
+        "SFAPI_KAFKA_SSL_CA_LOCATION": "/etc/ca.crt"})
+    assert dict(loaded.kafka_security) == {
+        "security.protocol": "sasl_ssl", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "streamforge", "sasl.password": "k4fka-value",
+        "ssl.ca.location": "/etc/ca.crt"}
+    assert "k4fka-value" not in repr(loaded)
+    config = producer_config("k1:9093", "c", 10.0, loaded.kafka_security)
+    assert config["security.protocol"] == "sasl_ssl" and config["acks"] == "all"
+    assert Settings.from_env({"SFAPI_DATABASE_URL": CONNINFO}).kafka_security == {
+        "security.protocol": "plaintext"}
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SFAPI_KAFKA_SECURITY_PROTOCOL": "TLS"}, "SFAPI_KAFKA_SECURITY_PROTOCOL='TLS'"),
+    ({"SFAPI_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SFAPI_KAFKA_SASL_MECHANISM is required"),
+    ({"SFAPI_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SFAPI_KAFKA_SASL_MECHANISM": "PLAIN",
+      "SFAPI_KAFKA_SASL_USERNAME": "u", "SFAPI_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/pw"},
+     "SFAPI_KAFKA_SASL_PASSWORD_FILE=/nonexistent/pw"),
+])
+def test_kafka_security_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({"SFAPI_DATABASE_URL": CONNINFO, **env})
 
 
 # -- SIGTERM handling ----------------------------------------------------------------------------

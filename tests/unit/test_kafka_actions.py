@@ -30,11 +30,11 @@ from backends.kafka.model import (
     ELECTION_NOT_NEEDED,
     ClusterView,
     ElectionOutcome,
+    PartitionResult,
     PartitionState,
     TopicState,
 )
 from backends.kafka.plan import DrainRecord, save_record, state_path
-from backends.kafka.protocol import PartitionResult
 
 Key = tuple[str, int]
 
@@ -96,12 +96,12 @@ class FakeAdmin:
                 outcomes.append(ElectionOutcome(*key, 83, "preferred not in ISR"))
         return outcomes
 
-    async def reassign(self, assignments: dict[Key, list[int]], view: Any = None, *,
+    async def reassign(self, assignments: dict[Key, list[int]], *,
                        timeout: float = 30.0) -> list[PartitionResult]:
         self.cluster.writes.append(("reassign", dict(assignments)))
         for key, order in assignments.items():
             self.cluster.set(key, replicas=order)
-        return [PartitionResult(t, p, 0, None) for t, p in assignments]
+        return [PartitionResult(t, p, 0) for t, p in assignments]
 
     async def ongoing_reassignments(self, partitions: Any = None) -> list[Any]:
         return []

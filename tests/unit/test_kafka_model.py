@@ -1,15 +1,9 @@
-"""Kafka slice without a cluster: derivations, drain planning and safety, the drain record,
-and the reassignment wire protocol against a fake broker."""
+"""Kafka slice without a cluster: derivations, drain planning and safety, the drain record."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import struct
 
-import pytest
-
-from backends.kafka import protocol
 from backends.kafka.model import (
     BrokerState,
     GroupState,
@@ -306,90 +300,3 @@ def test_drain_record_round_trip_and_merge_keeps_first_order(tmp_path):
     assert merged.original == {("t", 0): [2, 1, 3], ("t", 1): [2, 3, 1]}
     assert load_record(tmp_path / "missing.json") is None
     assert not list(path.parent.glob("*.tmp"))
-
-
-# --------------------------------------------------------------------------- wire protocol
-
-
-def test_alter_request_encoding():
-    data = protocol.encode_alter_request({("ab", 1): [3, 1, 2]}, 30000, 7)
-    # header v2: api key 45, version 0, correlation 7, client id "sfops", no tags
-    assert data[:8] == struct.pack(">hhi", 45, 0, 7)
-    assert data[8:10 + 5] == b"\x00\x05sfops"
-    body = data[10 + 5 + 1:]
-    assert body[:4] == struct.pack(">i", 30000)
-    assert body[4] == 2  # one topic (compact: n + 1)
-    assert body[5:8] == b"\x03ab"
-    assert body[8] == 2  # one partition
-    assert body[9:13] == struct.pack(">i", 1)
-    assert body[13] == 4  # three replicas
-    assert body[14:26] == struct.pack(">iii", 3, 1, 2)
-
-
-def test_empty_replica_list_is_refused():
-    with pytest.raises(ValueError, match="cancel"):
-        protocol.encode_alter_request({("t", 0): []}, 1000, 1)
-
-
-def _alter_response(correlation_id: int, results) -> bytes:
-    body = struct.pack(">i", correlation_id) + b"\x00"
-    body += struct.pack(">ih", 0, 0) + b"\x00"  # throttle, error, null message
-    body += bytes([len(results) + 1])
-    for topic, partitions in results:
-        body += bytes([len(topic) + 1]) + topic.encode() + bytes([len(partitions) + 1])
-        for index, code, message in partitions:
-            body += struct.pack(">ih", index, code)
-            body += (bytes([len(message) + 1]) + message.encode()) if message else b"\x00"
-            body += b"\x00"
-        body += b"\x00"
-    return body + b"\x00"
-
-
-def test_alter_response_decoding():
-    data = _alter_response(9, [("t", [(0, 0, None), (1, 3, "Unable to find")])])
-    results = protocol.decode_alter_response(data, 9)
-    assert [r.ok for r in results] == [True, False]
-    assert results[1].describe() == "t-1: UNKNOWN_TOPIC_OR_PARTITION: Unable to find"
-    with pytest.raises(protocol.KafkaProtocolError, match="correlation"):
-        protocol.decode_alter_response(data, 10)
-    with pytest.raises(protocol.KafkaProtocolError, match="truncated"):
-        protocol.decode_alter_response(data[:-6], 9)
-
-
-async def test_round_trip_against_a_fake_broker_and_connect_fallback():
-    received: list[bytes] = []
-
-    async def handle(reader, writer):
-        size = struct.unpack(">i", await reader.readexactly(4))[0]
-        request = await reader.readexactly(size)
-        received.append(request)
-        correlation_id = struct.unpack(">i", request[4:8])[0]
-        response = _alter_response(correlation_id, [("t", [(0, 0, None)])])
-        writer.write(struct.pack(">i", len(response)) + response)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        # The first address refuses connections: nothing was sent there, so moving on is safe.
-        results = await protocol.alter_partition_reassignments(
-            [("127.0.0.1", 1), ("127.0.0.1", port)], {("t", 0): [1, 2, 3]}, timeout=5)
-    assert [r.ok for r in results] == [True]
-    assert len(received) == 1
-
-
-async def test_no_broker_listening_is_a_clear_connect_failure():
-    with pytest.raises(protocol.ConnectFailed, match="no broker accepted"):
-        await protocol.list_partition_reassignments([("127.0.0.1", 1)], timeout=1)
-
-
-async def test_silent_broker_times_out():
-    async def handle(reader, writer):
-        await asyncio.sleep(10)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        with pytest.raises(TimeoutError):
-            await protocol.list_partition_reassignments([("127.0.0.1", port)], timeout=0.3)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from backends.kafka.protocol import answers
+from backends.kafka.probe import answers
 from backends.resilience import BreakerState, CircuitBreaker, PollJob
 from backends.service import (
     Alert,
