@@ -102,6 +102,12 @@ class PostgresMember(Component):
     def argv(self, lab: Lab) -> list[str]:
         return [str(PG_BIN / "postgres"), "-D", str(self.data_dir(lab))]
 
+    def env(self, lab: Lab) -> dict[str, str]:
+        # A HOME postgres owns: over TLS its WAL receiver's libpq looks for a client
+        # certificate in ~/.postgresql, and an unreadable one (root's HOME, inherited from
+        # the lab) fails the connection where a missing one would not.
+        return {"HOME": str(lab.path(self.name))}
+
     def ready(self, lab: Lab) -> bool:
         with psycopg.connect(
             host=str(self.socket_dir(lab)),
