@@ -124,7 +124,17 @@ class SshExecutorConfig:
     port: int = 22
     client_keys: tuple[Path, ...] = ()
     connect_timeout: float = 5.0
+    # ``jump``: the executors named in the file, in order; ``route``: the hops actually
+    # connected through, first to last (the first hop's own route comes first), resolved when
+    # the file is read, so an executor built from this value alone reaches its host.
+    jump: tuple[str, ...] = ()
+    route: tuple[SshExecutorConfig, ...] = ()
     type: Literal["ssh"] = "ssh"
+
+    @property
+    def connect_bound(self) -> float:
+        """The longest connecting can take: each hop's ``connect_timeout``, then this one's."""
+        return sum(hop.connect_timeout for hop in self.route) + self.connect_timeout
 
 
 ExecutorConfig = LocalExecutorConfig | SshExecutorConfig
@@ -443,6 +453,7 @@ def _settings(root: Reader) -> SfopsSettings:
 
 def _executors(root: Reader) -> dict[str, ExecutorConfig]:
     executors: dict[str, ExecutorConfig] = {}
+    readers: dict[str, Reader] = {}
     for table in root.subtables("executors"):
         kind = table.string("type")
         executor: ExecutorConfig
@@ -457,7 +468,9 @@ def _executors(root: Reader) -> dict[str, ExecutorConfig]:
                 client_keys=table.paths("client_keys"),
                 known_hosts=table.path("known_hosts", Path("~/.ssh/known_hosts").expanduser()),
                 connect_timeout=table.number("connect_timeout", 5.0),
+                jump=table.strings("jump", ()),
             )
+            readers[table.name] = table
         else:
             if isinstance(kind, str) and kind:
                 table.fail("type", f'expected "local" or "ssh", got "{kind}"')
@@ -467,7 +480,52 @@ def _executors(root: Reader) -> dict[str, ExecutorConfig]:
         executors[table.name] = executor
     # "local" always exists: running on this host needs no configuration.
     executors.setdefault("local", LocalExecutorConfig(name="local"))
+    routes: dict[str, tuple[SshExecutorConfig, ...] | None] = {}
+    for name in readers:
+        route = _route(name, executors, readers, routes, ())
+        if route is not None:
+            executors[name] = replace(executors[name], route=route)  # type: ignore[arg-type]
     return executors
+
+
+def _route(name: str, executors: Mapping[str, ExecutorConfig], readers: Mapping[str, Reader],
+           done: dict[str, tuple[SshExecutorConfig, ...] | None], stack: tuple[str, ...]
+           ) -> tuple[SshExecutorConfig, ...] | None:
+    """The hops to ``name``'s host (ProxyJump semantics: ``jump = ["a", "b"]`` reaches a, then
+    b through a, then the host through b). The first hop is reached as its own entry says
+    (its own ``jump``, recursively); a later hop is reached through the one before it, so it
+    must have no ``jump`` of its own. None (and a problem, reported once) for a cycle or a bad
+    name."""
+    if name in done:
+        return done[name]
+    done[name] = None  # until resolved: a problem below is reported once
+    table = readers[name]
+    config = executors[name]
+    assert isinstance(config, SshExecutorConfig)
+    hops: list[SshExecutorConfig] = []
+    for index, hop_name in enumerate(config.jump):
+        hop = executors.get(hop_name)
+        if hop_name == name or hop_name in stack or hop_name in config.jump[:index]:
+            cycle = " → ".join([*stack, name, hop_name])
+            table.fail("jump", f"cycle in the jump-host chain: {cycle}")
+            return None
+        if not isinstance(hop, SshExecutorConfig):
+            what = ("is local: a jump host must be an ssh executor" if hop is not None
+                    else f"unknown executor (configured: {', '.join(sorted(executors))})")
+            table.fail("jump", f'"{hop_name}" {what}')
+            return None
+        if index == 0:
+            before = _route(hop_name, executors, readers, done, (*stack, name))
+            if before is None:
+                return None  # reported on the hop's own entry
+            hops.extend(before)
+        elif hop.jump:
+            table.fail("jump", f'"{hop_name}" is reached through "{config.jump[index - 1]}" '
+                       "here but has a jump of its own: list the whole chain in one place")
+            return None
+        hops.append(hop)
+    done[name] = tuple(hops)
+    return done[name]
 
 
 def check_executor_ref(reader: Reader, name: str, value: str, known: Mapping[str, Any]) -> None:

@@ -410,13 +410,13 @@ class SshExecutor:
     def run_bound(self, timeout: float) -> float:
         """Connecting, starting it and its deadline (whichever is longer), then stopping it
         (after a lost connection: reconnecting first) and closing its channel."""
-        connect = self.config.connect_timeout
+        connect = self.config.connect_bound
         return (connect + max(timeout, self.channel_timeout) + connect + self.stop_timeout
                 + self.close_timeout)
 
     def file_bound(self) -> float:
         """SFTP: connecting, the transfer, its cleanup; the shell fallback is a command."""
-        sftp = self.config.connect_timeout + self.file_timeout + CLEANUP_TIMEOUT
+        sftp = self.config.connect_bound + self.file_timeout + CLEANUP_TIMEOUT
         return max(sftp, self.run_bound(self.file_timeout))
 
     def cancel_bound(self) -> float:
@@ -430,30 +430,7 @@ class SshExecutor:
             if self._connection is not None and not self._connection.is_closed():
                 return self._connection
             self._connection = None
-            cfg = self.config
-            try:
-                # connect_timeout covers TCP, key exchange and authentication in asyncssh;
-                # the outer bound makes sure of it (a peer that accepts and never speaks).
-                async with asyncio.timeout(cfg.connect_timeout):
-                    self._connection = await asyncssh.connect(
-                        cfg.host,
-                        port=cfg.port,
-                        username=cfg.user,
-                        # Host keys are checked against this file only; an unknown or changed
-                        # key fails the connection. There is deliberately no accept-new mode.
-                        known_hosts=str(cfg.known_hosts),
-                        client_keys=[str(k) for k in cfg.client_keys] or (),
-                        connect_timeout=cfg.connect_timeout,
-                        config=[],  # ~/.ssh/config must not redirect or weaken a configured host
-                        agent_path=None if cfg.client_keys else (),
-                        keepalive_interval=15,
-                        keepalive_count_max=3,
-                    )
-            except TimeoutError:
-                raise ExecutorError(self.host, "connect", f"no answer within "
-                                    f"{cfg.connect_timeout:g} s (connect_timeout)") from None
-            except (OSError, asyncssh.Error) as exc:
-                raise ExecutorError(self.host, "connect", _ssh_reason(exc)) from None
+            self._connection = await connect_route(self.config)
             return self._connection
 
     def _drop(self, connection: asyncssh.SSHClientConnection | None = None) -> None:
@@ -749,6 +726,62 @@ sync -- "$tmp" 2>/dev/null || true
 mv -f -- "$tmp" "$target"
 trap - EXIT
 """
+
+
+async def connect_route(config: SshExecutorConfig) -> asyncssh.SSHClientConnection:
+    """A connection to ``config``'s host through its jump hosts (``config.route``), each hop
+    a connection of its own with its own ``known_hosts``, keys and ``connect_timeout``, and
+    the keepalives of a direct connection; the next hop is reached through a TCP channel of
+    the one before (asyncssh's ``tunnel=``). Each connection owns the one it runs through, so
+    closing the returned one closes the chain. Raises :class:`ExecutorError` naming the hop
+    and, for a host key or a timeout, the key in the configuration."""
+    target = f"{config.user}@{config.host}:{config.port}"
+    previous: asyncssh.SSHClientConnection | None = None
+    try:
+        for hop in (*config.route, config):
+            what = ("connect" if hop is config else
+                    f"connect via jump host {hop.name} ({hop.user}@{hop.host}:{hop.port})")
+            connection = await _connect_one(hop, previous, target, what)
+            if previous is not None:
+                connection.set_tunnel(previous)  # closed with it (as asyncssh does itself)
+            previous = connection
+    except BaseException:
+        if previous is not None:
+            previous.close()
+        raise
+    assert previous is not None
+    return previous
+
+
+async def _connect_one(cfg: SshExecutorConfig, tunnel: asyncssh.SSHClientConnection | None,
+                       target: str, what: str) -> asyncssh.SSHClientConnection:
+    try:
+        # connect_timeout covers TCP, key exchange and authentication in asyncssh; the outer
+        # bound makes sure of it (a peer that accepts and never speaks).
+        async with asyncio.timeout(cfg.connect_timeout):
+            return await asyncssh.connect(
+                cfg.host,
+                port=cfg.port,
+                tunnel=tunnel or (),
+                username=cfg.user,
+                # Host keys are checked against this file only; an unknown or changed key
+                # fails the connection. There is deliberately no accept-new mode.
+                known_hosts=str(cfg.known_hosts),
+                client_keys=[str(k) for k in cfg.client_keys] or (),
+                connect_timeout=cfg.connect_timeout,
+                config=[],  # ~/.ssh/config must not redirect or weaken a configured host
+                agent_path=None if cfg.client_keys else (),
+                keepalive_interval=15,
+                keepalive_count_max=3,
+            )
+    except TimeoutError:
+        raise ExecutorError(target, what, f"no answer within {cfg.connect_timeout:g} s "
+                            f"([executors.{cfg.name}] connect_timeout)") from None
+    except (OSError, asyncssh.Error) as exc:
+        reason = _ssh_reason(exc)
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            reason += f"; [executors.{cfg.name}] known_hosts = {cfg.known_hosts}"
+        raise ExecutorError(target, what, reason) from None
 
 
 def _ssh_reason(exc: BaseException) -> str:

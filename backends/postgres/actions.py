@@ -113,6 +113,16 @@ async def host_problem(cluster: ClusterOps, name: str) -> str | None:
         return str(exc)
 
 
+def _no_primary(statuses: Mapping[str, MemberStatus]) -> str:
+    """Why no primary answers, with each unreachable member's error: when none answers at all
+    (a wrong CA, a password, the network) a failover is not the fix."""
+    errors = "; ".join(f"{m.name}: {m.error}" for m in statuses.values()
+                       if not m.reachable and m.error)
+    if not any(m.reachable for m in statuses.values()):
+        return f"no member answers ({errors})" if errors else "no member answers"
+    return "no reachable primary: use `sfops pg failover`" + (f" ({errors})" if errors else "")
+
+
 def _worst_note(cluster: ClusterOps) -> str:
     return (f"a status read ≤ {worst.status_read(cluster):.0f} s and a statement ≤ "
             f"{worst.query(cluster):.0f} s from connect_timeout and statement_timeout; each "
@@ -570,8 +580,8 @@ class Switchover(_PgAction):
         self.statuses = statuses = await self.cluster.read_all()
         primaries = [m for m in statuses.values() if m.is_primary]
         if len(primaries) != 1:
-            detail = ("no reachable primary: use `sfops pg failover`" if not primaries else
-                      "several primaries: " + ", ".join(m.name for m in primaries))
+            detail = ("several primaries: " + ", ".join(m.name for m in primaries)
+                      if primaries else _no_primary(statuses))
             checks.append(CheckResult.failed(CHECK_ONE_PRIMARY, detail))
             return checks
         primary = primaries[0]

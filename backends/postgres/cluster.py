@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from backends.actions import Step
 from backends.config import SfopsConfig
 from backends.executors import Executor, executor_from_config
-from backends.postgres.config import PostgresConfig, PostgresMember
+from backends.postgres.config import SYSTEM_CA, PostgresConfig, PostgresMember
 from backends.postgres.connection import MemberConnection, PgError
 from backends.postgres.host import (
     CLEAN_STATES,
@@ -30,6 +30,7 @@ from backends.postgres.host import (
     HostError,
     Killed,
     MemberHost,
+    RewindSource,
     passfile_line,
 )
 from backends.postgres.model import LastPrimaryLsn, MemberStatus, Role, format_lsn, parse_lsn
@@ -41,11 +42,17 @@ from backends.secrets import redact_conninfo
 
 PROMOTE_WAIT_SECONDS = 60
 STREAM_WAIT_SECONDS = 60.0
-# A rejoin's primary_conninfo keeps user, passfile and TLS settings of the one it copies; it
-# never copies a secret (the probe has redacted them anyway): the password comes from the
-# passfile, an encrypted client key's passphrase must be configured by hand.
+# A rejoin's primary_conninfo keeps user, passfile and TLS settings (sslmode, sslrootcert, a
+# client certificate) of the one it copies — what replication already runs with, with paths on
+# the database hosts — rather than sfops's own [postgres] TLS keys, whose paths are on sfops's
+# host: so a cluster that replicates over verified TLS keeps doing so after a rejoin. It never
+# copies a secret (the probe has redacted them anyway): the password comes from the passfile,
+# an encrypted client key's passphrase must be configured by hand.
 _CONNINFO_DROP = ("host", "hostaddr", "port", "application_name", "target_session_attrs",
                   "dbname", "password", "sslpassword")
+# Conninfo keywords naming a file: a per-member path (a part equal to the member's name) is
+# mapped to the rejoining member's.
+CONNINFO_FILES = ("passfile", "sslrootcert", "sslcert", "sslkey", "sslcrl")
 
 
 class PgActionError(Exception):
@@ -95,6 +102,8 @@ class ClusterOps(Protocol):
     def superuser_conninfo(self, name: str) -> str: ...
 
     def passfile_text(self, name: str) -> str: ...
+
+    def rewind_source(self, name: str) -> RewindSource: ...
 
     async def close(self) -> None: ...
 
@@ -229,23 +238,42 @@ class PgCluster:
         passfile under the template owner's directory is mapped to ``member``'s."""
         params: dict[str, Any] = {k: v for k, v in conninfo_to_dict(template).items()
                                   if k not in _CONNINFO_DROP}
-        passfile = params.get("passfile")
-        if passfile and template_owner and template_owner != member:
-            parts = [member if part == template_owner else part
-                     for part in PurePosixPath(str(passfile)).parts]
-            params["passfile"] = str(PurePosixPath(*parts))
+        for key in CONNINFO_FILES:
+            path = params.get(key)
+            if path and path != SYSTEM_CA and template_owner and template_owner != member:
+                parts = [member if part == template_owner else part
+                         for part in PurePosixPath(str(path)).parts]
+                params[key] = str(PurePosixPath(*parts))
         target = self.member(primary)
         params.update(host=target.host, port=str(target.port), application_name=member)
         return make_conninfo(**params)
 
     def superuser_conninfo(self, name: str) -> str:
         """pg_rewind's source: the operator identity (it needs a superuser, or a role with
-        the pg_rewind grants)."""
+        the pg_rewind grants), for a tool run on a member's host: no secret and no file of
+        sfops's host (see :meth:`rewind_source`), but the ``sslmode``."""
         member = self.member(name)
+        tls = {"sslmode": member.sslmode} if member.sslmode else {}
         return make_conninfo(host=member.host, port=str(member.port),
                              user=self.pg.operator_identity.user,
                              dbname=self.pg.dbname,
-                             connect_timeout=str(max(1, int(self.pg.connect_timeout))))
+                             connect_timeout=str(max(1, int(self.pg.connect_timeout))), **tls)
+
+    def rewind_source(self, name: str) -> RewindSource:
+        """pg_rewind's source ``name`` as sfops reaches it, TLS included: the same CA (and
+        client certificate) verify the source server from the rejoining member's host —
+        copied there for the run, since the paths in the configuration are sfops's host's.
+        A ``service`` is not passed on: it names an entry of sfops's service file."""
+        member = self.member(name)
+        files = {key: str(value) for key, value in (("sslrootcert", member.sslrootcert),
+                                                    ("sslcert", member.sslcert),
+                                                    ("sslkey", member.sslkey))
+                 if value is not None and value != SYSTEM_CA}
+        settings = {"sslrootcert": SYSTEM_CA} if member.sslrootcert == SYSTEM_CA else {}
+        passphrase = (self.pg.sslpassword.reveal()
+                      if self.pg.sslpassword is not None and member.sslkey is not None else None)
+        return RewindSource(self.superuser_conninfo(name), self.passfile_text(name), files,
+                            settings, passphrase)
 
     def passfile_text(self, name: str) -> str:
         member = self.member(name)
@@ -499,10 +527,12 @@ async def rejoin_conninfo(cluster: ClusterOps, host: MemberHost, name: str, prim
     else:
         template, owner = _template(cluster, name, dict(statuses))
     conninfo = cluster.replication_conninfo(name, primary, template, owner)
-    passfile = conninfo_to_dict(conninfo).get("passfile")
-    if passfile and not await host.exists(str(passfile)):
-        # Fall back to the template's own passfile (same replication user).
-        conninfo = cluster.replication_conninfo(name, primary, template, None)
+    params = conninfo_to_dict(conninfo)
+    for key in CONNINFO_FILES:
+        path = params.get(key)
+        if path and path != SYSTEM_CA and not await host.exists(str(path)):
+            # Fall back to the template's own files (same replication user, same CA).
+            return cluster.replication_conninfo(name, primary, template, None)
     return conninfo
 
 
@@ -594,8 +624,7 @@ async def rejoin(cluster: ClusterOps, name: str, primary: str) -> AsyncIterator[
     yield Step(f"{name}: pg_rewind from {primary} (timeline {primary_status.timeline})")
     rewind_error: HostError | None = None
     try:
-        output = await host.rewind(cluster.superuser_conninfo(primary),
-                                   cluster.passfile_text(primary))
+        output = await host.rewind(cluster.rewind_source(primary))
     except HostError as exc:
         rewind_error, output = exc, ""
     finally:

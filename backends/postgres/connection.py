@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -46,6 +47,44 @@ def _error_text(exc: BaseException) -> str:
     text = str(exc).strip().replace("\n", " ")
     # libpq repeats itself per host attempt; keep it to one readable line.
     return " ".join(text.split()) or type(exc).__name__
+
+
+def tls_hint(text: str, member: PostgresMember) -> str:
+    """What to change in the configuration for a libpq TLS failure (its messages name a
+    file or a host, never the key): "" when ``text`` is not one."""
+    lowered = text.lower()
+    if "certificate verify failed" in lowered:
+        return (f"the server's certificate does not chain to the CA in "
+                f"{member.config_key('sslrootcert')} ({member.sslrootcert or 'not set'}): "
+                "a wrong CA, or a server certificate from another CA")
+    if "does not match host name" in lowered:
+        return (f"{member.config_key('sslmode')} = {member.sslmode or 'verify-full'} checks "
+                f"the host name: [postgres.members.{member.name}] host ({member.host}) is "
+                "not a name or address in the server's certificate")
+    if "root certificate file" in lowered:
+        return f"check {member.config_key('sslrootcert')}"
+    if "private key file" in lowered or "could not load private key" in lowered:
+        return (f"check {member.config_key('sslkey')} (0600, owned by the user running "
+                "sfops) and [postgres] sslpassword")
+    if "certificate file" in lowered:
+        return f"check {member.config_key('sslcert')}"
+    if "server does not support ssl" in lowered:
+        return f"the server runs without TLS; {member.config_key('sslmode')} requires it"
+    if "no encryption" in lowered and "pg_hba.conf" in lowered:
+        return (f"the server accepts TLS connections only (hostssl); "
+                f"{member.config_key('sslmode')} = {member.sslmode} does not use TLS")
+    return ""
+
+
+_servicefile: str | None = None
+
+
+def _use_servicefile(path: object) -> None:
+    """libpq reads the service file from ``PGSERVICEFILE`` only (no conninfo keyword): set it
+    for this process when ``[postgres] servicefile`` is given."""
+    global _servicefile
+    if path is not None and _servicefile != str(path):
+        _servicefile = os.environ["PGSERVICEFILE"] = str(path)
 
 
 class MemberConnection:
@@ -111,7 +150,22 @@ class MemberConnection:
         }
         if self.identity.password is not None:
             kwargs["password"] = self.identity.password.reveal()
+        member = self.member
+        for key, value in (("sslmode", member.sslmode), ("sslrootcert", member.sslrootcert),
+                           ("sslcert", member.sslcert), ("sslkey", member.sslkey),
+                           ("service", member.service), ("passfile", self.config.passfile)):
+            if value is not None:
+                kwargs[key] = str(value)
+        if self.config.sslpassword is not None and member.sslkey is not None:
+            kwargs["sslpassword"] = self.config.sslpassword.reveal()
+        _use_servicefile(self.config.servicefile)
         return kwargs
+
+    def _failure(self, what: str, exc: BaseException) -> PgError:
+        """A redacted error; a TLS failure also names the configuration key to change."""
+        text = _error_text(exc)
+        hint = tls_hint(text, self.member)
+        return PgError(self.name, self.redact(f"{what}: {text}" + (f" — {hint}" if hint else "")))
 
     async def _connection(self) -> psycopg.AsyncConnection[Row]:
         if self._conn is not None and not self._conn.closed:
@@ -182,10 +236,10 @@ class MemberConnection:
                     self._conn = None
                 if isinstance(exc, psycopg.OperationalError):
                     self._abandon()
-                raise PgError(self.name, self.redact(f"{what}: {_error_text(exc)}")) from None
+                raise self._failure(what, exc) from None
             except OSError as exc:
                 self._abandon()
-                raise PgError(self.name, self.redact(f"{what}: {_error_text(exc)}")) from None
+                raise self._failure(what, exc) from None
 
     async def fetchone(self, sql: str, params: Sequence[Any] | None = None, *, what: str,
                        timeout: float | None = None,  # noqa: ASYNC109
@@ -231,7 +285,7 @@ class MemberConnection:
             raise PgError(self.name, f"{what}: no answer within {exc.seconds:g} s") from None
         except (psycopg.Error, OSError) as exc:
             abandon()
-            raise PgError(self.name, self.redact(f"{what}: {_error_text(exc)}")) from None
+            raise self._failure(what, exc) from None
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -9,12 +9,16 @@ positional arguments. Passwords travel on stdin into a 0600 passfile, never on a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import re
-from collections.abc import Sequence
-from pathlib import PurePosixPath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
+
+from psycopg.conninfo import make_conninfo
 
 from backends.config import ExecutorConfig, SshExecutorConfig
 from backends.executors import CommandResult, Executor, ExecutorError
@@ -101,6 +105,27 @@ for p in $pid $stopped; do
 done
 echo "killed $pid"
 """
+
+
+REWIND_SERVICE = "sfops-rewind"
+
+
+@dataclass(frozen=True)
+class RewindSource:
+    """How pg_rewind on a member's host reaches the source server: a conninfo with neither
+    a secret nor a path on sfops's host (host, port, user, dbname, connect_timeout, sslmode),
+    the passfile line, the files to copy to the member's host for the run (conninfo keyword
+    → a file on sfops's host: sslrootcert, sslcert, sslkey), settings passed as they are
+    (``sslrootcert=system``) and a client key's passphrase."""
+
+    conninfo: str
+    passfile_text: str
+    files: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, str] = field(default_factory=dict)
+    sslpassword: str | None = None
+
+    def __repr__(self) -> str:  # never the password or the passphrase
+        return f"RewindSource({self.conninfo!r}, files={sorted(self.files)})"
 
 
 class HostError(Exception):
@@ -305,19 +330,40 @@ class MemberHost:
         for name, text in saved.items():
             await self.write_text(self.path(name), text)
 
-    async def rewind(self, source_conninfo: str, passfile_text: str,
+    async def rewind(self, source: RewindSource,
                      timeout: float = 600.0) -> str:  # noqa: ASYNC109
-        """pg_rewind from a running source; the password goes into a temporary 0600
-        passfile beside the data directory, removed afterwards."""
-        passfile = str(self.data_dir.parent / f".{self.name}.sfops-rewind.pgpass")
-        await self.write_text(passfile, passfile_text)
+        """pg_rewind from a running source. The password goes into a temporary 0600 passfile
+        beside the data directory; the CA and a client certificate and key (files on sfops's
+        host) are copied there too, as this member's ``os_user`` with umask 077 (libpq
+        refuses a key anyone else may read); a key passphrase goes into a temporary service
+        file (libpq takes it from a conninfo or a service file only: never a command line).
+        All are removed afterwards."""
+        stem = str(self.data_dir.parent / f".{self.name}.sfops-rewind")
+        written: list[str] = []
+        extra: dict[str, str] = dict(source.settings)
+        prefix: list[str] = []
         try:
+            written.append(f"{stem}.pgpass")
+            await self.write_text(f"{stem}.pgpass", source.passfile_text)
+            extra["passfile"] = f"{stem}.pgpass"
+            for keyword, local in source.files.items():
+                text = await asyncio.to_thread(Path(local).read_text, encoding="utf-8")
+                written.append(f"{stem}.{keyword}")
+                await self.write_text(f"{stem}.{keyword}", text)
+                extra[keyword] = f"{stem}.{keyword}"
+            if source.sslpassword is not None:
+                written.append(f"{stem}.service")
+                await self.write_text(f"{stem}.service",
+                                      f"[{REWIND_SERVICE}]\nsslpassword={source.sslpassword}\n")
+                extra["service"] = REWIND_SERVICE
+                prefix = ["env", f"PGSERVICEFILE={stem}.service"]
             result = await self.run(
-                [self.binary("pg_rewind"), "--target-pgdata", str(self.data_dir),
-                 "--source-server", f"{source_conninfo} passfile={passfile}"],
+                [*prefix, self.binary("pg_rewind"), "--target-pgdata", str(self.data_dir),
+                 "--source-server", make_conninfo(source.conninfo, **extra)],
                 timeout=timeout, check=False)
         finally:
-            await self.remove(passfile)
+            if written:
+                await self.run(["rm", "-f", *written], timeout=15.0)
         output = (result.stdout + result.stderr).strip()
         if not result.ok:
             tail = " / ".join(output.splitlines()[-3:])

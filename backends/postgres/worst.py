@@ -96,8 +96,21 @@ def stop(cluster: ClusterOps, name: str, timeout: float = STOP_TIMEOUT) -> float
 
 
 def rewind(cluster: ClusterOps, name: str) -> float:
-    return (host(cluster, name, "write_text", "remove")
+    """The passfile, the TLS files and a passphrase's service file written, pg_rewind, one
+    removal of them all (the source's settings: the most any member needs)."""
+    writes = 1 + rewind_files(cluster)
+    return (host(cluster, name, *(["write_text"] * writes), "remove")
             + run_bound(_executor(cluster, name), REWIND_TIMEOUT))
+
+
+def rewind_files(cluster: ClusterOps) -> int:
+    """The most files besides the passfile a pg_rewind source needs (CA, certificate, key,
+    a passphrase's service file) among the members."""
+    try:
+        sources = [cluster.rewind_source(member) for member in cluster.members]
+    except (AttributeError, PgActionError):  # a cluster (a test's) without TLS settings
+        return 0
+    return max((len(s.files) + (s.sslpassword is not None) for s in sources), default=0)
 
 
 def promote(cluster: ClusterOps) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from deploy.lab import tls
 from deploy.lab.core import Component, Lab, LabError, pid_alive, run, write_atomic
 
 PG_BIN = Path(os.environ.get("SFOPS_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -28,6 +30,13 @@ MEMBERS = {"pg-1": 10, "pg-2": 11}  # name -> port offset
 # Not part of the lab's stack (the product runs a primary and one replica): a third member a
 # test seeds from the primary when it needs two candidates (tests/integration/test_locks.py).
 SPARE_MEMBERS = {"pg-3": 12}
+TLS_MARKER = "# sfops lab: TLS"
+# pg_hba.conf host rules (initdb's and init-primary.sh's) made TLS-only.
+HOST_RULE = re.compile(r"^host(\s)", re.MULTILINE)
+# A primary_conninfo written before the lab ran TLS (no sslmode): the quoted value, less its
+# closing quote.
+CONNINFO_WITHOUT_TLS = re.compile(r"^(primary_conninfo = '(?:(?!sslmode=)[^'\n]|'')*)'\s*$",
+                                  re.MULTILINE)
 
 
 def secret_path(lab: Lab, role: str) -> Path:
@@ -94,6 +103,12 @@ class PostgresMember(Component):
     def argv(self, lab: Lab) -> list[str]:
         return [str(PG_BIN / "postgres"), "-D", str(self.data_dir(lab))]
 
+    def env(self, lab: Lab) -> dict[str, str]:
+        # A HOME postgres owns: over TLS its WAL receiver's libpq looks for a client
+        # certificate in ~/.postgresql, and an unreadable one (root's HOME, inherited from
+        # the lab) fails the connection where a missing one would not.
+        return {"HOME": str(lab.path(self.name))}
+
     def ready(self, lab: Lab) -> bool:
         with psycopg.connect(
             host=str(self.socket_dir(lab)),
@@ -127,6 +142,39 @@ class PostgresMember(Component):
         password = secret_path(lab, "replicator").read_text().strip()
         write_atomic(passfile, f"*:*:*:replicator:{password}\n", mode=0o600)
         _chown_postgres(passfile)
+        # TLS: a server certificate signed by the services' CA (the key owned by postgres,
+        # 0600: the server refuses any other).
+        tls.server_certificate(lab, self.name, owner=OS_USER)
+
+    def _secure(self, lab: Lab) -> None:
+        """The lab runs TLS: every host connection (clients, sfops, replication, pg_rewind)
+        is ``hostssl`` in pg_hba.conf, local-socket trust stays for the lab's superuser. Also
+        brings a cluster made before the lab ran TLS up to date (idempotent)."""
+        data = self.data_dir(lab)
+        conf = data / "postgresql.conf"
+        if conf.exists() and TLS_MARKER not in conf.read_text():
+            with open(conf, "a") as out:
+                out.write(self._tls_settings(lab))
+        auto = data / "postgresql.auto.conf"
+        if auto.exists():
+            text = auto.read_text()
+            verified = f" sslmode=verify-full sslrootcert={tls.service_ca(lab)}'"
+            updated = CONNINFO_WITHOUT_TLS.sub(lambda m: m[1] + verified, text)
+            if updated != text:
+                write_atomic(auto, updated, mode=0o600)
+                _chown_postgres(auto)
+        hba = data / "pg_hba.conf"
+        if hba.exists():
+            text = hba.read_text()
+            secured = HOST_RULE.sub(r"hostssl\1", text)
+            if secured != text:
+                write_atomic(hba, secured, mode=0o600)
+                _chown_postgres(hba)
+
+    def _tls_settings(self, lab: Lab) -> str:
+        crt, key = tls.server_certificate(lab, self.name, owner=OS_USER)
+        return "\n".join([TLS_MARKER, "ssl = on", f"ssl_cert_file = '{crt}'",
+                          f"ssl_key_file = '{key}'", "ssl_min_protocol_version = 'TLSv1.2'", ""])
 
     def _remove_stale_pidfile(self, lab: Lab) -> None:
         """A killed postmaster whose pid is still a zombie (nobody reaped it yet) makes
@@ -160,7 +208,7 @@ class PostgresMember(Component):
                 "logging_collector = off",
                 "",
             ]
-        )
+        ) + self._tls_settings(lab)
 
 
 class PrimaryMember(PostgresMember):
@@ -168,6 +216,7 @@ class PrimaryMember(PostgresMember):
         self._layout(lab)
         data = self.data_dir(lab)
         if (data / "PG_VERSION").exists():
+            self._secure(lab)
             return
         lab.progress(f"{self.name}: initdb")
         run(
@@ -190,6 +239,7 @@ class PrimaryMember(PostgresMember):
         conf = data / "postgresql.conf"
         with open(conf, "a") as out:
             out.write(self._settings(lab))
+        self._secure(lab)
 
     def after_ready(self, lab: Lab) -> None:
         with psycopg.connect(**self.superuser_conninfo(lab)) as conn:
@@ -212,6 +262,7 @@ class PrimaryMember(PostgresMember):
                 # A slot for each member, so either can stream from the other after a
                 # switchover; a member never uses its own.
                 "REPLICA_SLOTS": " ".join(n.replace("-", "_") for n in MEMBERS),
+                "HBA_TYPE": "hostssl",
             },
         )
 
@@ -225,6 +276,7 @@ class ReplicaMember(PostgresMember):
         self._layout(lab)
         data = self.data_dir(lab)
         if (data / "PG_VERSION").exists():
+            self._secure(lab)
             return
         if not self.primary.running(lab):
             raise LabError(
@@ -243,13 +295,19 @@ class ReplicaMember(PostgresMember):
                 "REPLICATION_PASSFILE": str(lab.path(self.name, "replication.pgpass")),
                 "REPLICA_SLOT": self.name.replace("-", "_"),
                 "REPLICA_NAME": self.name,
+                # Replication runs over TLS, the primary verified against the lab's CA (the
+                # options land in primary_conninfo; a rejoin copies them).
+                "PRIMARY_SSLMODE": "verify-full",
+                "PRIMARY_SSLROOTCERT": str(tls.service_ca(lab)),
                 "HOME": str(lab.path(self.name)),
             },
             timeout=300,
         )
-        # The copied postgresql.conf carries the primary's port and socket: override them.
+        # The copied postgresql.conf carries the primary's port, socket and certificate:
+        # override them.
         with open(data / "postgresql.conf", "a") as out:
             out.write(self._settings(lab))
+        self._secure(lab)
 
 
 PG1 = PrimaryMember("pg-1")
@@ -266,7 +324,8 @@ def conninfo_for_app(lab: Lab) -> str:
     ports = ",".join(str(lab.port(offset)) for offset in MEMBERS.values())
     return (
         f"host={hosts} port={ports} dbname=streamforge user=streamforge "
-        "target_session_attrs=read-write connect_timeout=2"
+        "target_session_attrs=read-write connect_timeout=2 "
+        f"sslmode=verify-full sslrootcert={tls.service_ca(lab)}"
     )
 
 
@@ -282,6 +341,9 @@ def sfops_config(lab: Lab) -> dict[str, Any]:
             "readonly_password_file": str(secret_path(lab, "sfops_monitor")),
             "operator_user": "sfops",
             "operator_password_file": str(secret_path(lab, "sfops")),
+            # TLS, the servers verified against the lab's services CA (name included).
+            "sslmode": "verify-full",
+            "sslrootcert": str(tls.service_ca(lab)),
             "connect_timeout": 3.0,
             "statement_timeout": 5.0,
             "max_lag_on_failover": 1048576,

@@ -18,6 +18,9 @@
 #   REPLICA_SLOTS                     space-separated physical slot names (default "pg_2")
 #   HBA_ADDRESS                       address allowed to connect (default 127.0.0.1/32;
 #                                     compose uses the service network, e.g. samenet)
+#   HBA_TYPE                          "host" (default: TLS optional) or "hostssl" (TLS
+#                                     required, for clients and replication alike: the lab;
+#                                     needs ssl = on and a server certificate)
 set -euo pipefail
 
 : "${PGDATA:?PGDATA must name the data directory}"
@@ -25,6 +28,8 @@ set -euo pipefail
 : "${APP_PASSWORD_FILE:?}"
 REPLICA_SLOTS="${REPLICA_SLOTS:-pg_2}"
 HBA_ADDRESS="${HBA_ADDRESS:-127.0.0.1/32}"
+HBA_TYPE="${HBA_TYPE:-host}"
+case "$HBA_TYPE" in host|hostssl) ;; *) echo "HBA_TYPE must be host or hostssl" >&2; exit 2;; esac
 
 read_secret() { tr -d '\n' < "$1"; }
 psql_super() { psql -v ON_ERROR_STOP=1 --no-psqlrc -q -d postgres "$@"; }
@@ -77,8 +82,8 @@ marker="# streamforge replication rules"
 if ! grep -qF "$marker" "$PGDATA/pg_hba.conf"; then
   cat >> "$PGDATA/pg_hba.conf" <<HBA
 $marker
-host replication replicator $HBA_ADDRESS scram-sha-256
-host all         all        $HBA_ADDRESS scram-sha-256
+$HBA_TYPE replication replicator $HBA_ADDRESS scram-sha-256
+$HBA_TYPE all         all        $HBA_ADDRESS scram-sha-256
 HBA
   psql_super -c 'SELECT pg_reload_conf()' > /dev/null
 fi

@@ -11,6 +11,9 @@
 #                               primary_conninfo refers to it, so no password is written
 #                               into postgresql.auto.conf)
 #   REPLICA_SLOT                physical slot on the primary (e.g. pg_2)
+#   PRIMARY_SSLMODE             optional libpq sslmode for replication (the lab: verify-full)
+#   PRIMARY_SSLROOTCERT         optional CA file that verifies the primary's certificate
+#                               (both land in primary_conninfo, so streaming uses TLS too)
 #   WAIT_SECONDS                how long to wait for the primary (default 60)
 set -euo pipefail
 : "${PGDATA:?}" "${PRIMARY_HOST:?}" "${PRIMARY_PORT:?}" "${REPLICATION_PASSFILE:?}" "${REPLICA_SLOT:?}"
@@ -21,6 +24,8 @@ if [ -s "$PGDATA/PG_VERSION" ]; then
 fi
 
 conninfo="host=$PRIMARY_HOST port=$PRIMARY_PORT user=replicator passfile=$REPLICATION_PASSFILE application_name=${REPLICA_NAME:-replica}"
+if [ -n "${PRIMARY_SSLMODE:-}" ]; then conninfo="$conninfo sslmode=$PRIMARY_SSLMODE"; fi
+if [ -n "${PRIMARY_SSLROOTCERT:-}" ]; then conninfo="$conninfo sslrootcert=$PRIMARY_SSLROOTCERT"; fi
 deadline=$(( $(date +%s) + ${WAIT_SECONDS:-60} ))
 until pg_isready -q -d "$conninfo"; do
   if [ "$(date +%s)" -ge "$deadline" ]; then

@@ -146,10 +146,10 @@ def test_lab_down_leaves_no_process(open_tmp_dir):
     lab.progress = lambda message: None
     ops.up(lab, ["pg", "nginx", "sshd"])
     pids = [row["pid"] for row in ops.status(lab) if row["state"] == "running"]
-    assert len(pids) == 4
+    assert len(pids) == 5  # pg-1, pg-2, nginx, sshd, sshd-jump
     ops.down(lab)
     assert [pid for pid in pids if pid_alive(pid)] == []
     # nothing left listening either
-    for offset in (0, 10, 11, 20):
+    for offset in (0, 10, 11, 20, 21):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", PORT_BASE + offset)) != 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
 import stat
 import subprocess
@@ -281,3 +282,126 @@ async def test_a_hung_host_bounds_commands_and_transfers(
         assert "connection closed" in info.value.detail
         assert ssh._connection is None
     assert await ssh.read_file(path) == b"before"  # the abandoned write changed nothing
+
+
+# --------------------------------------------------------------------------- the jump host
+#
+# The lab's SSH executors reach `sshd` through `sshd-jump` (executor lab-jump): a bastion that
+# forwards to sshd's port only and runs no command. Every test above already went through it.
+
+
+def _jump_logins(lab: Any) -> int:
+    path = lab.lab.log_path("sshd-jump")
+    return path.read_text(errors="replace").count("Accepted publickey") if path.exists() else 0
+
+
+async def test_the_lab_executor_reaches_its_host_through_the_jump_host(
+    ssh_config: SshExecutorConfig, lab: Any
+) -> None:
+    assert ssh_config.jump == ("lab-jump",)
+    assert [(hop.name, hop.port) for hop in ssh_config.route] == [("lab-jump", lab.port(21))]
+    assert ssh_config.connect_bound == sum(h.connect_timeout for h in ssh_config.route) + \
+        ssh_config.connect_timeout
+    before = _jump_logins(lab)
+    executor = SshExecutor(ssh_config)
+    try:
+        assert (await executor.run(["whoami"], timeout=10)).stdout.strip() == ssh_config.user
+    finally:
+        await executor.close()
+    assert _jump_logins(lab) == before + 1  # one login at the bastion, then the host
+
+
+async def test_the_jump_host_runs_no_command_itself(lab: Any) -> None:
+    """The bastion only forwards (ForceCommand /bin/false, PermitOpen sshd's port)."""
+    jump = lab.config().executors["lab-jump"]
+    executor = SshExecutor(jump)
+    try:
+        result = await executor.run(["echo", "hello"], timeout=10)
+    finally:
+        await executor.close()
+    assert result.exit_status != 0 and "hello" not in result.stdout
+
+
+async def test_an_unknown_jump_host_key_is_refused_and_nothing_runs(
+    ssh_config: SshExecutorConfig, tmp_path: Path, lab: Any
+) -> None:
+    jump = ssh_config.route[0]
+    lines = Path(jump.known_hosts).read_text().splitlines()
+    without_jump = tmp_path / "known_hosts_without_jump"
+    without_jump.write_text("".join(f"{line}\n" for line in lines
+                                    if f"]:{jump.port} " not in line))
+    assert without_jump.read_text().count("\n") == 1  # the host's key is still there
+    config = dataclasses.replace(
+        ssh_config, route=(dataclasses.replace(jump, known_hosts=without_jump),))
+    marker = f"/tmp/sfops-jump-marker-{uuid.uuid4().hex}"
+    executor = SshExecutor(config)
+    with pytest.raises(ExecutorError) as info:
+        await executor.run(["touch", marker], timeout=10)
+    await executor.close()
+    message = str(info.value)
+    print(message)
+    assert message.startswith(f"{executor.host}: connect via jump host lab-jump "
+                              f"(sfops-lab@127.0.0.1:{jump.port}): host key not verified")
+    assert f"[executors.lab-jump] known_hosts = {without_jump}" in message
+    assert not Path(marker).exists()
+    assert without_jump.read_text().count("\n") == 1  # nothing was learned
+
+
+async def test_an_unknown_host_key_behind_the_jump_host_names_the_host(
+    ssh_config: SshExecutorConfig, tmp_path: Path
+) -> None:
+    """The jump host verified, the host behind it not: the error is the host's own."""
+    lines = Path(ssh_config.known_hosts).read_text().splitlines()
+    without_host = tmp_path / "known_hosts_without_host"
+    without_host.write_text("".join(f"{line}\n" for line in lines
+                                    if f"]:{ssh_config.port} " not in line))
+    executor = SshExecutor(dataclasses.replace(ssh_config, known_hosts=without_host))
+    with pytest.raises(ExecutorError, match=r": connect: host key not verified .*"
+                       r"\[executors.lab-ssh\] known_hosts"):
+        await executor.run(["true"], timeout=10)
+    await executor.close()
+
+
+async def test_a_hung_jump_host_is_bounded_by_its_own_connect_timeout(
+    ssh_config: SshExecutorConfig, lab: Any
+) -> None:
+    """A SIGSTOPped bastion accepts TCP (the kernel does) and says nothing: the hop's
+    connect_timeout ends the attempt, and the error names that key."""
+    jump = dataclasses.replace(ssh_config.route[0], connect_timeout=1.0)
+    executor = SshExecutor(dataclasses.replace(ssh_config, route=(jump,)))
+    master = lab.pid("sshd-jump")
+    assert master is not None
+    os.kill(master, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ExecutorError, match=r"connect via jump host lab-jump .*: no answer "
+                           r"within 1 s \(\[executors.lab-jump\] connect_timeout\)"):
+            await executor.run(["true"], timeout=10)
+        print(f"hung jump host: gave up after {time.monotonic() - started:.2f} s")
+    finally:
+        os.kill(master, signal.SIGCONT)
+        await executor.close()
+    again = SshExecutor(ssh_config)
+    try:
+        assert (await again.run(["true"], timeout=10)).ok
+    finally:
+        await again.close()
+
+
+async def test_a_host_lock_is_held_through_the_jump_host(
+    ssh: SshExecutor, ssh_config: SshExecutorConfig, remote_dir: str
+) -> None:
+    """The flock process of a host lock (backends/locks.py) runs on the host behind the jump
+    host; while it holds the file, nobody else can lock it there."""
+    from backends.locks import Holder, HostFlockLocks, HostLockFile, LockKey
+
+    path = f"{remote_dir}/.data.sfops-lock"
+    key = LockKey("jump-test", "jump test", (HostLockFile(ssh_config, path, label="host"),))
+    grant = await HostFlockLocks().acquire(key, Holder("tester", "here", "test.lock"))
+    try:
+        busy = await ssh.run(["flock", "-n", path, "true"], timeout=10)
+        assert busy.exit_status != 0  # held on the host
+        assert "tester@here" in (await ssh.read_file(path)).decode()
+    finally:
+        await grant.release()
+    assert (await ssh.run(["flock", "-n", path, "true"], timeout=10)).ok

@@ -357,3 +357,82 @@ def test_parse_uses_given_path(tmp_path: Path) -> None:
 def test_password_file_that_is_a_directory(tmp_path: Path) -> None:
     problems = errors_of(tmp_path, POSTGRES.format(password=f'password_file = "{tmp_path}"'))
     assert problems[0].endswith(f"postgres.password_file: cannot read {tmp_path}: Is a directory")
+
+
+# --------------------------------------------------------------------------- SSH jump hosts
+
+JUMP = """
+[sfops]
+[executors.edge]
+type = "ssh"
+host = "edge.example"
+user = "op"
+known_hosts = "/abs/kh-edge"
+connect_timeout = 2.0
+[executors.bastion]
+type = "ssh"
+host = "bastion.internal"
+user = "op"
+known_hosts = "/abs/kh-bastion"
+jump = ["edge"]
+[executors.inner]
+type = "ssh"
+host = "inner.internal"
+user = "op"
+known_hosts = "/abs/kh-inner"
+[executors.db1]
+type = "ssh"
+host = "db1.internal"
+user = "postgres"
+known_hosts = "/abs/kh"
+connect_timeout = 4.0
+jump = ["bastion", "inner"]
+"""
+
+
+def test_jump_chain_resolves_to_the_hops_in_order(tmp_path: Path) -> None:
+    config = load(write(tmp_path, JUMP))
+    db1 = config.executors["db1"]
+    assert isinstance(db1, SshExecutorConfig)
+    assert db1.jump == ("bastion", "inner")
+    # The first hop is reached as its own entry says (through edge); then inner through it.
+    assert [hop.name for hop in db1.route] == ["edge", "bastion", "inner"]
+    assert [str(hop.known_hosts) for hop in db1.route] == [
+        "/abs/kh-edge", "/abs/kh-bastion", "/abs/kh-inner"]
+    assert db1.connect_bound == 2.0 + 5.0 + 5.0 + 4.0  # every hop's connect_timeout, then its own
+    edge = config.executors["edge"]
+    assert isinstance(edge, SshExecutorConfig) and edge.route == () and edge.connect_bound == 2.0
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("[executors.edge]", '[executors.edge]\njump = ["db1"]'),
+         "executors.bastion.jump: cycle in the jump-host chain: edge → db1 → bastion → edge"),
+        (('jump = ["edge"]', 'jump = ["bastion"]'),
+         'executors.bastion.jump: cycle in the jump-host chain: bastion → bastion'),
+        (('jump = ["edge"]', 'jump = ["nowhere"]'),
+         'executors.bastion.jump: "nowhere" unknown executor (configured: '),
+        (('jump = ["edge"]', 'jump = ["local"]'),
+         'executors.bastion.jump: "local" is local: a jump host must be an ssh executor'),
+        (('jump = ["bastion", "inner"]', 'jump = ["inner", "bastion"]'),
+         'executors.db1.jump: "bastion" is reached through "inner" here but has a jump of '
+         "its own"),
+        (('jump = ["bastion", "inner"]', 'jump = ["edge", "edge"]'),
+         "executors.db1.jump: cycle in the jump-host chain: db1 → edge"),
+        (('jump = ["edge"]', 'jump = "edge"'),
+         "executors.bastion.jump: expected an array of strings, got a string"),
+    ],
+)
+def test_bad_jump_chains_are_refused_naming_the_key(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    text = "\n".join(errors_of(tmp_path, JUMP.replace(*change)))
+    assert expected in text, text
+
+
+def test_a_jump_cycle_through_several_hosts_is_named_once(tmp_path: Path) -> None:
+    text = JUMP.replace("[executors.edge]", '[executors.edge]\njump = ["db1"]')
+    problems = [p for p in errors_of(tmp_path, text) if "cycle" in p]
+    assert len(problems) == 1, problems
+    assert "edge → db1 → bastion → edge" in problems[0]

@@ -13,7 +13,7 @@ import pytest
 from backends.executors import DEFAULT_TIMEOUT, CommandResult, LocalExecutor, run_bound
 from backends.postgres import worst
 from backends.postgres.config import PostgresMember
-from backends.postgres.host import MemberHost
+from backends.postgres.host import MemberHost, RewindSource
 
 
 class Recorder:
@@ -66,7 +66,7 @@ async def test_stop_and_rewind_timeouts_match_member_host() -> None:
     assert recorder.timeouts == [*worst.HOST_TIMEOUTS["running"],
                                  worst.STOP_TIMEOUT + worst.STOP_MARGIN]
     recorder.timeouts.clear()
-    await host.rewind("host=x", "x:1:*:u:p\n")
+    await host.rewind(RewindSource("host=x", "x:1:*:u:p\n"))
     assert recorder.timeouts == [*worst.HOST_TIMEOUTS["write_text"], worst.REWIND_TIMEOUT,
                                  *worst.HOST_TIMEOUTS["remove"]]
 
