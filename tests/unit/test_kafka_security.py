@@ -21,6 +21,7 @@ from backends.kafka.security import KafkaSecurity, explain
 from backends.kafka.service import KafkaService
 from backends.secrets import redact_known
 from deploy.lab import tls
+from tests.unit.secured_example import loadable
 
 BASE = '[kafka]\nbootstrap_servers = "127.0.0.1:9093"\n'
 
@@ -244,10 +245,7 @@ def test_an_unusable_ca_file_names_its_key(tmp_path: Path) -> None:
 def test_the_deploy_example_is_a_valid_kafka_section(tmp_path: Path, pki: dict[str, Path]) -> None:
     """deploy/examples/sfops-secured.toml, with its files present, parses as written."""
     example = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "sfops-secured.toml"
-    password = tmp_path / "kafka_sfops_password"
-    password.write_text("x\n")
-    text = example.read_text().replace("/run/secrets/kafka_sfops_password", str(password))
-    text = text.replace("/etc/sfops/kafka-ca.crt", str(pki["ca"]))
+    text = loadable(example.read_text(), tmp_path, {"/etc/sfops/kafka-ca.crt": pki["ca"]})
     config = parse(text, tmp_path / "sfops.toml")
     assert config.kafka is not None
     assert config.kafka.security.describe() == "SASL_SSL (SCRAM-SHA-512, user sfops)"

@@ -15,6 +15,7 @@ from backends.postgres import worst
 from backends.postgres.cluster import PgCluster
 from backends.postgres.connection import MemberConnection, tls_hint
 from backends.postgres.host import MemberHost
+from tests.unit.secured_example import loadable
 
 BASE = """
 [sfops]
@@ -222,17 +223,7 @@ def test_the_secured_example_is_a_valid_configuration(tmp_path: Path) -> None:
     section = re.sub(r"(?m)^# ((?:ssl\w+|servicefile|service|passfile) = )", r"\1",
                      text[start:end])
     text = text[:start] + section + text[end:]
-    file_keys = ("password_file", "sslrootcert", "sslcert", "sslkey", "sslpassword_file",
-                 "servicefile", "passfile", "known_hosts", "client_keys")
-
-    def stand_in(match: re.Match[str]) -> str:
-        path = tmp_path / Path(match[2]).name
-        path.write_text("stand-in\n")
-        path.chmod(0o600)
-        return f'{match[1]}"{path}"'
-
-    pattern = r'(?m)^((?:' + "|".join(file_keys) + r')\s*=\s*\[?)"(/[^"]+)"'
-    text = re.sub(pattern, stand_in, text)
+    text = loadable(text, tmp_path)
     config = parse(text, tmp_path / "sfops.toml")
     pg1 = config.postgres.members["pg-1"]
     assert (pg1.sslmode, pg1.executor) == ("verify-full", "db1")
