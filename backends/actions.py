@@ -369,13 +369,11 @@ class ActionRunner:
     async def take_locks(self, action: Action) -> list[CheckResult]:
         """The lock checks (recorded with the preflight); nothing when none are configured
         or the action already holds its locks."""
-        if self.locks is None or action.held_locks is not None or not action.mutating:
+        if action.held_locks is not None:
             return []
-        keys, problem = await self._lock_keys(action)
-        if problem is not None:
-            return [problem]
-        if not keys:
-            return []
+        keys, checks = await self._lock_keys(action)
+        if checks or not keys or self.locks is None:
+            return checks
         held = await self.locks.acquire(keys, user=self.user, host=self.host,
                                         action=f"{action.name} {action.target}")
         if not held.refused:
@@ -385,25 +383,25 @@ class ActionRunner:
     async def peek_locks(self, action: Action) -> list[CheckResult]:
         """For ``--dry-run``: whether the action's locks are free, naming the holder when
         not, without holding them (backends.locks.LockManager.peek)."""
-        if self.locks is None or not action.mutating:
-            return []
-        keys, problem = await self._lock_keys(action)
-        if problem is not None:
-            return [problem]
-        if not keys:
-            return []
+        keys, checks = await self._lock_keys(action)
+        if checks or not keys or self.locks is None:
+            return checks
         return await self.locks.peek(keys, user=self.user, host=self.host,
                                      action=f"{action.name} {action.target}")
 
-    async def _lock_keys(self, action: Action) -> tuple[list[LockKey], CheckResult | None]:
+    async def _lock_keys(self, action: Action) -> tuple[list[LockKey], list[CheckResult]]:
+        """The action's lock keys, or the failed lock check that refuses it; nothing when no
+        locks are configured or the action changes nothing."""
         from backends.locks import CHECK_NAME
 
+        if self.locks is None or not action.mutating:
+            return [], []
         try:
             await action.identify()
-            return list(action.locks()), None
+            return list(action.locks()), []
         except Exception as exc:  # the action is refused, the cause named
             detail = self._redact(f"cannot name the target to lock: {exc}", action)
-            return [], CheckResult.failed(CHECK_NAME, detail)
+            return [], [CheckResult.failed(CHECK_NAME, detail)]
 
     async def _execute(
         self, action: Action, on_step: StepCallback | None, progress: _Progress
