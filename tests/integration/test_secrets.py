@@ -78,6 +78,11 @@ def _write_config(lab: Any, directory: Path, echo: str) -> Path:
     data["sfops"].update(audit_log=str(state / "audit.jsonl"), state_dir=str(state))
     data["postgres"].pop("password_file")
     data["postgres"]["password_env"] = PW_ENV
+    # One identity (``user``, its password from the environment: the marker) for the polls
+    # and the actions alike, so every PostgreSQL connection sfops makes carries the marker.
+    for key in ("readonly_user", "readonly_password_file", "operator_user",
+                "operator_password_file"):
+        data["postgres"].pop(key, None)
     data.pop("kafka", None)
     data["nginx"] = {
         "executor": "local",
