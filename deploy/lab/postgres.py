@@ -180,13 +180,17 @@ class PostgresMember(Component):
         """A killed postmaster whose pid is still a zombie (nobody reaped it yet) makes
         postgres refuse to start ("lock file already exists"): the pid exists for kill(0).
         Only called when the lab found no live member, so the file is stale."""
-        pidfile = self.data_dir(lab) / "postmaster.pid"
-        try:
-            pid = int(pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return
-        if not pid_alive(pid):
-            pidfile.unlink(missing_ok=True)
+        # The socket's lock file too (".s.PGSQL.<port>.lock", same first line): postgres
+        # checks it the same way, and a SIGKILLed postmaster re-parented to an init that reaps
+        # late leaves both behind (the hung-primary failover test restarts it at once).
+        for lockfile in (self.data_dir(lab) / "postmaster.pid",
+                         *self.socket_dir(lab).glob(".s.PGSQL.*.lock")):
+            try:
+                pid = int(lockfile.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if not pid_alive(pid):
+                lockfile.unlink(missing_ok=True)
 
     def _settings(self, lab: Lab) -> str:
         return "\n".join(
