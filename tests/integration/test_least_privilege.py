@@ -27,6 +27,7 @@ import pytest
 from backends.config import SfopsConfig, load
 from deploy.lab import k8s
 from deploy.lab import postgres as lab_postgres
+from tests.integration.test_k8s import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
 
@@ -60,17 +61,6 @@ def audit_events(lab: Any, since: datetime) -> list[dict[str, Any]]:
 
 def sfops_events(lab: Any, since: datetime) -> list[dict[str, Any]]:
     return [e for e in audit_events(lab, since) if e.get("userAgent") == SFOPS_AGENT]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def resources(events: list[dict[str, Any]], verb: str) -> set[str]:
@@ -124,7 +114,7 @@ def test_read_only_cli_reads_as_the_read_only_account_and_never_mutates(
     events = wait_for("sfops's list and watch requests in the audit log",
                       lambda: (lambda ev: ev if resources(ev, "watch") >= {
                           "deployments", "pods", "nodes"} else None)(
-                          sfops_events(full_lab, since)))
+                          sfops_events(full_lab, since)), timeout=30.0)
     users = {e["user"]["username"] for e in events}
     verbs = {e["verb"] for e in events}
     print(f"read-only CLI: {len(events)} requests, verbs {sorted(verbs)}, users {users}")
@@ -199,7 +189,7 @@ def test_actions_act_as_the_operator_and_reads_stay_read_only(full_lab: Any,
                     k8s.DEPLOYMENT, "--type=merge", "-p", '{"spec":{"paused":false}}')
     events = wait_for("the two patches in the audit log", lambda: (
         lambda ev: ev if len([e for e in ev if e["verb"] == "patch"]) >= 2 else None)(
-            sfops_events(full_lab, since)))
+            sfops_events(full_lab, since)), timeout=30.0)
     writes = [e for e in events if e["verb"] not in READ_VERBS]
     print(f"actions: {summary(writes)}")
     assert {e["user"]["username"] for e in writes} == {OPERATOR_SA}, summary(writes)
