@@ -28,7 +28,8 @@ from deploy.lab.k8s_pki import (
     readonly_kubeconfig,
 )
 
-MANIFESTS = REPO / "deploy" / "k8s"
+# deploy/k8s/ through the lab's overlay (its one change is explained there).
+LAB_OVERLAY = REPO / "deploy" / "k8s-tools" / "lab"
 DEPLOYMENT = "streamforge-api"
 
 
@@ -77,7 +78,8 @@ def apply_nodes(lab: Lab) -> None:
 
 
 def apply_stack(lab: Lab) -> None:
-    """deploy/k8s/ as a user would apply it, plus the Secret the template describes."""
+    """deploy/k8s/ as a user would apply it (through the lab's overlay), plus the Secret the
+    template describes."""
     kubectl(
         lab,
         "apply",
@@ -85,7 +87,7 @@ def apply_stack(lab: Lab) -> None:
         "--force-conflicts",
         "--field-manager=sfops-lab",
         "-k",
-        str(MANIFESTS),
+        str(LAB_OVERLAY),
     )
     # Created once with a random password; never overwritten (pods may have read it).
     existing = run(
