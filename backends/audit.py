@@ -69,6 +69,8 @@ class AuditRecord:
     ts: str = field(default_factory=now_iso)  # ISO 8601 UTC, when the run started
     id: str = field(default_factory=new_id)
     started_id: str | None = None  # the started record (None: refused before any change)
+    # The write-path canary sent after the action (backends.writepath), as JSON; None: none.
+    write_path: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
