@@ -68,3 +68,19 @@ async def test_read_only_has_no_verify_key_or_entry(tmp_path):
         await pilot.pause()
         assert not isinstance(app.screen, ProgressScreen)
     assert not (tmp_path / "audit.jsonl").exists(), "nothing ran"
+
+
+async def test_an_action_whose_canary_fails_reads_done_but_users_cannot_write(tmp_path):
+    from tests.unit.test_writepath import Change
+
+    app = make_app(tmp_path, read_only=False, consumer=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.services[0].polls >= 1)
+        app.start_action(lambda: Change("x"), confirm=False)
+        await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen)
+                       and app.screen.finished, what="the action's outcome")
+        status = str(app.screen.query_one("#status").render())
+        assert status.startswith("done, but users cannot write: consumer received")
+        assert "write path:" in app.screen.lines.plain
+    record = AuditLog(tmp_path / "audit.jsonl").read()[-1]
+    assert record["outcome"] == "succeeded" and record["write_path"]["failed_hop"] == "consumer"

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.INTERRUPTED
     report = result.write_path
     if args.output == "table":
-        print_report(result, sys.stdout if result.ok else sys.stderr)
+        print_report(result, sys.stdout)
     else:
         from tui.commands._action import result_json
         from tui.commands.backend import print_document
