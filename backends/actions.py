@@ -382,7 +382,8 @@ class ActionRunner:
         checks = await self.take_locks(action)
         if _failing(checks):
             return self._redact_checks(checks, action)
-        return self._redact_checks([*checks, *await action.preflight()], action)
+        after = [] if self.write_path is None else self.write_path.announce(action)
+        return self._redact_checks([*checks, *await action.preflight(), *after], action)
 
     async def take_locks(self, action: Action) -> list[CheckResult]:
         """The lock checks (recorded with the preflight); nothing when none are configured

@@ -92,6 +92,16 @@ class WritePathCheck:
     def canary(self, timeout: float | None = None) -> Canary:
         return Canary(self.settings, secrets=self.secrets, timeout=timeout)
 
+    def announce(self, action: Action) -> list[CheckResult]:
+        """The preflight line that says a canary follows (a write of canary data, and time
+        beyond the action's own worst case)."""
+        if isinstance(action, VerifyWritePath) or not action.mutating:
+            return []
+        return [CheckResult.passed(
+            "then: write path", f"once it succeeded, a canary through "
+            f"{self.canary().shown_url} (canary data only), at most "
+            f"{self.settings.timeout:g} s more")]
+
     async def after(self, action: Action, outcome: Outcome,
                     on_step: StepCallback | None) -> WritePathReport | None:
         if isinstance(action, VerifyWritePath):

@@ -35,7 +35,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -352,12 +352,15 @@ class Canary:
 
         def report(hops: Iterable[Hop], served_by: str | None = None,
                    error: str | None = None) -> WritePathReport:
-            return WritePathReport(self.shown_url, key, tuple(hops), attempts,
+            # Server text is redacted where it enters, by the value of every known secret.
+            redacted = tuple(replace(h, detail=self._redact(h.detail)) for h in hops)
+            return WritePathReport(self.shown_url, key, redacted, attempts,
                                    self._clock() - started, served_by, error)
 
         try:
             await show(f"canary {key} → {self.shown_url}")
-            policy = RetryPolicy(attempts=1_000_000, initial_backoff=0.25, max_backoff=2.0,
+            # Bounded by the deadline (no attempt starts after it), not by a count.
+            policy = RetryPolicy(attempts=10_000, initial_backoff=0.25, max_backoff=2.0,
                                  jitter=0.1, deadline=self.timeout, retry_on=(_AttemptFailed,))
             try:
                 result = await call_read(attempt, policy, what=f"POST canary {key}")

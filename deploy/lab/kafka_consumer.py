@@ -19,8 +19,8 @@ Write-path canaries (``sfops verify``, deploy/api/canary.py): with ``--database-
 record keyed ``canary:KEY`` is marked as received in the API's ``canary`` table (the row of
 that key and token gets ``consumed_at``), which ``GET /canary/KEY`` reads back. A mark that
 cannot be written yet (the database is failing over) is kept, at most
-:data:`MAX_PENDING_MARKS`, and tried again about every second without holding up
-consumption for longer than one statement.
+:data:`MAX_PENDING_MARKS`, and tried again about every second; one try holds consumption
+up for at most one connection attempt (the conninfo's connect_timeout) and 3 s per mark.
 """
 
 from __future__ import annotations

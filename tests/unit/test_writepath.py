@@ -400,3 +400,27 @@ def test_cli_runner_carries_the_hook_only_when_it_may_write(tmp_path: Path) -> N
                   '[verify]\nurl = "http://x:1"\n', tmp_path)
     assert _action.make_runner(argparse.Namespace(read_only=False), config).write_path
     assert _action.make_runner(argparse.Namespace(read_only=True), config).write_path is None
+
+
+async def test_the_preflight_says_a_canary_follows(tmp_path: Path) -> None:
+    runner = ActionRunner(AuditLog(tmp_path / "audit.jsonl"),
+                          write_path=FakeCheck(FakeApi([ok_post])))
+    checks = await runner.prepare(Change("x"))
+    assert checks[-1].name == "then: write path"
+    assert checks[-1].detail.startswith(f"once it succeeded, a canary through {URL}")
+    verify = runner.build(VerifyWritePath, FakeApi([ok_post]).canary())
+    assert [c.name for c in await runner.prepare(verify)] == ["canary"]
+
+
+async def test_a_secret_the_server_echoes_is_redacted_in_the_report() -> None:
+    def echoing() -> httpx.Response:
+        body = report_body(postgres={"hop": "postgres", "status": "failed",
+                                     "error": "login failed: password=hunter2-secret"})
+        return httpx.Response(200, json=body, headers={"X-Served-By": "api-1"})
+
+    api = FakeApi([echoing])
+    canary = api.canary(timeout=0.3)
+    canary.secrets = ["hunter2-secret"]
+    report = await canary.run("k7")
+    assert report.failed_hop is not None and report.failed_hop.name == "postgres"
+    assert "hunter2-secret" not in json.dumps(report.to_json())
