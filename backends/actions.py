@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from backends.locks import HeldLocks, LockKey, LockManager
+    from backends.writepath.action import WritePathCheck
+    from backends.writepath.canary import WritePathReport
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,8 @@ class RunResult:
     steps: int
     duration_s: float
     started_at: str = field(default_factory=now_iso)
+    # The canary sent after the action (backends.writepath): None when none was sent.
+    write_path: WritePathReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -221,6 +225,7 @@ class _Progress:
     verify: list[CheckResult] = field(default_factory=list)
     started_id: str | None = None  # the intent record, once written
     not_recorded: bool = False  # the intent record could not be written: nothing started
+    write_path: WritePathReport | None = None  # the canary after the action (issue #17)
 
 
 def _failing(checks: Iterable[CheckResult]) -> list[CheckResult]:
@@ -242,8 +247,10 @@ class ActionRunner:
         secrets: Iterable[Secret | str] = (),
         clock: Callable[[], float] = time.monotonic,
         locks: LockManager | None = None,
+        write_path: WritePathCheck | None = None,
     ) -> None:
         self.audit = audit
+        self.write_path = write_path  # None: no canary after actions (backends.writepath)
         self.locks = locks  # None: nothing is locked (unit tests of single actions)
         self.read_only = read_only
         self.user = user or _current_user()
@@ -313,8 +320,10 @@ class ActionRunner:
                 outcome = Outcome.REFUSED  # the intent is not on disk: nothing may change
             else:
                 outcome, error = await self._execute(action, on_step, progress)
+                progress.write_path = await self._check_write_path(action, outcome, on_step)
         except asyncio.CancelledError:
-            outcome, error = Outcome.CANCELLED, "cancelled"
+            if outcome is not Outcome.SUCCEEDED:  # else only its write-path canary was cut
+                outcome, error = Outcome.CANCELLED, "cancelled"
             raise
         except (KeyboardInterrupt, SystemExit) as exc:
             outcome, error = Outcome.INTERRUPTED, type(exc).__name__
@@ -323,13 +332,22 @@ class ActionRunner:
             outcome = Outcome.FAILED
             error = self._redact(f"{type(exc).__name__}: {exc}", action)
         finally:
-            result_ = self._result(action, outcome, error, force, checks, progress.verify,
-                                   progress.steps, started, started_iso)
+            result_ = replace(self._result(action, outcome, error, force, checks,
+                                           progress.verify, progress.steps, started,
+                                           started_iso), write_path=progress.write_path)
             try:
                 await self._record(action, result_, progress)
             finally:
                 await close_quietly(action)
         return result_
+
+    async def _check_write_path(self, action: Action, outcome: Outcome,
+                                on_step: StepCallback | None) -> WritePathReport | None:
+        """Issue #17: after a mutating action succeeded, can users still write? The canary
+        (backends.writepath) is bounded by its own timeout and never raises."""
+        if self.write_path is None:
+            return None
+        return await self.write_path.after(action, outcome, on_step)
 
     # -- the intent record (issue #14) ------------------------------------------------------
     async def _record_start(self, action: Action, checks: list[CheckResult], force: bool,
@@ -364,7 +382,8 @@ class ActionRunner:
         checks = await self.take_locks(action)
         if _failing(checks):
             return self._redact_checks(checks, action)
-        return self._redact_checks([*checks, *await action.preflight()], action)
+        after = [] if self.write_path is None else self.write_path.announce(action)
+        return self._redact_checks([*checks, *await action.preflight(), *after], action)
 
     async def take_locks(self, action: Action) -> list[CheckResult]:
         """The lock checks (recorded with the preflight); nothing when none are configured
@@ -458,6 +477,7 @@ class ActionRunner:
             duration_s=result.duration_s,
             steps=result.steps,
             started_id=progress.started_id,
+            write_path=None if result.write_path is None else result.write_path.to_json(),
         )
         # Shielded: a second cancellation (e.g. shutdown) must not lose the record; the
         # write thread completes even if this await is abandoned.

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from backends.environments import (
     DEFAULT_ENV,
@@ -43,6 +43,9 @@ from backends.secrets import (
     remember,
     secrets_in,
 )
+
+if TYPE_CHECKING:
+    from backends.writepath.config import VerifySettings
 
 __all__ = [
     "DEFAULT_ENV",
@@ -154,6 +157,8 @@ class SfopsConfig:
     env: str = DEFAULT_ENV
     environments: Mapping[str, Environment] = field(default_factory=dict)
     colour: str = "neutral"
+    # ``[verify]``: the write-path canary, None when the file has no such section.
+    verify: VerifySettings | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Only for names that are not fields: a backend's section by its name.
@@ -598,11 +603,14 @@ def _parse_root(path: Path, data: Mapping[str, Any], problems: list[str], *,
         section = parse_section(root, executors)
         if section is not None:
             sections[name] = section
+    from backends.writepath.config import parse_section as parse_verify
+
+    verify = parse_verify(root, sections)
     described = (environments or {}).get(env)
     config = SfopsConfig(path=path, sfops=settings, executors=MappingProxyType(executors),
                          sections=MappingProxyType(sections), env=env,
                          environments=MappingProxyType(dict(environments or {})),
-                         colour=described.colour if described else "neutral")
+                         colour=described.colour if described else "neutral", verify=verify)
     root.finish()
     if problems:
         if own is not None:

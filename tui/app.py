@@ -52,6 +52,7 @@ from backends.service import (
     wrong_now,
 )
 from backends.snapshot import Health, Snapshot
+from backends.writepath.action import done_but_cannot_write
 from tui.alerts import AlertTracker
 from tui.environments import (
     BADGE_STYLE,
@@ -83,6 +84,8 @@ class SfopsApp(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("r", "refresh_now", "Refresh"),
         Binding("E", "pick_environment", "Env", show=False),
+        # Only where [verify] is configured and not read-only (check_action).
+        Binding("v", "verify_write_path", "Verify", show=False),
     ]
 
     def __init__(
@@ -454,6 +457,10 @@ class SfopsApp(App[None]):
             )
         if self.read_only:
             return  # read-only: no mutating entry exists at all
+        if self.can_verify():
+            yield SystemCommand("Verify the write path",
+                                "a canary write through nginx → API → PostgreSQL → Kafka → "
+                                "consumer, each hop timed (key v)", self.action_verify_write_path)
         for title, help_line, build in palette_actions(self):
             # Titles name targets (from the cluster, the config): plain text, shown as such
             # by SafeSystemCommands.
@@ -461,7 +468,28 @@ class SfopsApp(App[None]):
                                 partial(self.start_action, build))
 
     # -- actions -----------------------------------------------------------------------------
-    def start_action(self, build: Callable[[], Action]) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "verify_write_path":
+            return self.can_verify()  # False: the key does not exist (read-only, no [verify])
+        return True
+
+    def can_verify(self) -> bool:
+        """The write-path canary may run: configured, enabled, not read-only (it writes)."""
+        return not self.read_only and self.runner.write_path is not None
+
+    def action_verify_write_path(self) -> None:
+        """`sfops verify` in the TUI: no confirmation (canary data only), progress shown."""
+        check = self.runner.write_path
+        if not self.can_verify() or check is None:
+            self.notify("verify: not available (read-only, or no [verify] configured)",
+                        severity="warning", markup=False)
+            return
+        from backends.writepath.action import VerifyWritePath
+
+        self.start_action(lambda: self.runner.build(VerifyWritePath, check.canary()),
+                          confirm=False)
+
+    def start_action(self, build: Callable[[], Action], *, confirm: bool = True) -> None:
         if self.read_only:
             self.notify("read-only mode: actions are disabled", severity="warning")
             return
@@ -487,10 +515,11 @@ class SfopsApp(App[None]):
             return
         for key in keys:  # busy from now, before the preflight
             self.busy[key] = action
-        self.run_action_flow(action, keys)
+        self.run_action_flow(action, keys, confirm=confirm)
 
     @work(exclusive=False, group="action")
-    async def run_action_flow(self, action: Action, keys: Sequence[str] = ()) -> None:
+    async def run_action_flow(self, action: Action, keys: Sequence[str] = (), *,
+                              confirm: bool = True) -> None:
         """Prepare once: the target's lock is taken, then the preflight shown in the dialog
         is the one the runner records (it re-reads only the action's named critical
         conditions right before the change); the lock is held to the end."""
@@ -503,7 +532,7 @@ class SfopsApp(App[None]):
                                       self.config.secrets())
                 self.notify(message, severity="error", markup=False)
                 return
-            confirmed = await self.push_screen_wait(
+            confirmed = not confirm or await self.push_screen_wait(
                 ConfirmActionScreen(action, checks, environment=self.environment_badge()))
             if not confirmed:
                 self.notify("cancelled: nothing was changed", markup=False)
@@ -533,10 +562,15 @@ class SfopsApp(App[None]):
             return
         with contextlib.suppress(Exception):
             progress.finish(result)
-        severity = "information" if result.ok else "error"
+        cannot_write = done_but_cannot_write(result.write_path) if result.ok else None
+        severity = "information" if result.ok and not cannot_write else "error"
         message = f"{action.describe()}: {result.outcome.value}"
         if result.error:
             message += f" — {result.error}"
+        if cannot_write is not None:
+            message += f"; {cannot_write}"
+        elif result.write_path is not None and result.ok:
+            message += f"; {result.write_path.summary()}"
         self.notify(message, severity=severity, markup=False, timeout=10)  # type: ignore[arg-type]
         self.load_recent_actions()
         self.action_refresh_now()
@@ -611,6 +645,9 @@ def help_text(app: SfopsApp) -> Text:
     ]
     if app.opener is not None and len(app.config.environments) > 1:
         lines.append(("E", f"switch environment (now {app.config.env})"))
+    if app.can_verify():
+        lines.append(("v", "verify the write path: a canary through nginx → API → "
+                           "PostgreSQL → Kafka → consumer"))
     lines += screen_key_help([s.name for s in app.services], read_only=app.read_only)
     for key, what in lines:
         text.append(f"{key:<14}", style="bold cyan")
