@@ -306,7 +306,7 @@ class SfopsApp(App[None]):
         tracked = self.alerts.update(self.wrong_now_explained(), now)
         rows = [(row.key, row.cells) for row in alert_rows(tracked, now)]
         with contextlib.suppress(Exception):  # the overview may be mid-compose
-            sync_table(overview.query_one("#alerts", DataTable), rows)
+            sync_table(overview.query_one("#alerts", DataTable), rows, ordered=True)
 
     def action_refresh_now(self) -> None:
         for job in self.poller.jobs.values():

@@ -43,7 +43,7 @@ async def cross_layer(layers: LayerView | None, backends: Iterable[str],
     if layers is None:
         return []
     topology, problems = await layers.topology(backends)
-    return [*layers_check(problems), *judge(topology)]
+    return [*layers_check([*problems, *topology.problems]), *judge(topology)]
 
 
 def layers_check(problems: Sequence[str]) -> list[CheckResult]:
