@@ -90,6 +90,8 @@ class _Rules:
         found: tuple[tuple[str, ...], str | None] | None = None
         if alert.source == "nginx" and kind == "member-failing":
             found = self._member(subject)
+        elif alert.source == "nginx" and kind == "no-member-up":
+            found = self._every_member()
         elif alert.source == K8S and kind == "pod-not-ready":
             found = self.pod(subject, api=subject in self.topology.api_pods)
         elif alert.source == "postgres" and kind == "no-primary":
@@ -132,6 +134,16 @@ class _Rules:
                 return ((f"pod {unit.pod} on node {node.name} ({node.trouble})",),
                         self.has(f"{K8S}:{kind}:{node.name}"))
         return None
+
+    def _every_member(self) -> tuple[tuple[str, ...], str | None] | None:
+        """No member up: the likely cause every failing member shares, if they share one."""
+        failing = [u.member for u in self.topology.units
+                   if u.member is not None and u.member_healthy is False]
+        causes = {self._member(m) for m in failing}
+        if len(causes) != 1 or (found := causes.pop()) is None:
+            return None
+        return (f"every member failing ({', '.join(f for f in failing if f)})", *found[0]), \
+            found[1]
 
     def _placed(self, key: str, source: str) -> tuple[tuple[str, ...], str | None] | None:
         node_name = self.topology.config.placement.get(key)
@@ -230,8 +242,8 @@ def explain(alerts: Sequence[Alert], topology: Topology) -> list[Alert]:
 def grouped(alerts: Iterable[Alert], tiebreak: Callable[[Alert], Any] | None = None,
             ) -> list[Alert]:
     """Root causes in :func:`~backends.service.alert_order` (then ``tiebreak``), each followed
-    by the alerts it causes, in the same order. The overview's tracker and ``sfops status``
-    both list them so."""
+    by the alerts it causes, nearest first, then in the same order. The overview's tracker
+    and ``sfops status`` both list them so."""
     items = list(alerts)
     by_ident = {a.ident: a for a in items}
 
@@ -244,4 +256,6 @@ def grouped(alerts: Iterable[Alert], tiebreak: Callable[[Alert], Any] | None = N
 
     roots = sorted({id(root_of(a)): root_of(a) for a in items}.values(), key=order)
     rank = {root.ident: index for index, root in enumerate(roots)}
-    return sorted(items, key=lambda a: (rank[root_of(a).ident], a.cause is not None, order(a)))
+    # Within a group: the root, then the symptoms nearest to it (shorter chains) first.
+    return sorted(items, key=lambda a: (rank[root_of(a).ident], a.cause is not None,
+                                        len(a.chain), order(a)))

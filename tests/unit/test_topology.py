@@ -199,10 +199,13 @@ def test_a_dead_primary_is_the_likely_cause_of_failing_api_members():
                        postgres=pg(primary_up=False), kubernetes=cluster())
     idents = [a.ident for a in alerts]
     root = "postgres:member-unreachable:pg-1"
-    # The root first, everything it causes right after it.
-    assert idents[0] == root
-    assert set(idents[1:5]) == {"postgres:no-primary:*", "nginx:member-failing:api-1",
-                                "nginx:member-failing:api-2", "nginx:member-failing:api-3"}
+    # The root first, everything it causes right after it, the nearest first.
+    assert idents[:2] == [root, "postgres:no-primary:*"]
+    assert set(idents[2:5]) == {"nginx:member-failing:api-1", "nginx:member-failing:api-2",
+                                "nginx:member-failing:api-3"}
+    none_up = alerts[5]
+    assert none_up.ident == "nginx:no-member-up" and none_up.cause == root
+    assert none_up.chain[1] == "every member failing (api-1, api-2, api-3)"
     api2 = next(a for a in alerts if a.ident == "nginx:member-failing:api-2")
     assert api2.cause == root
     assert api2.chain == (
