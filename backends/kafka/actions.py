@@ -624,21 +624,6 @@ class UndrainBroker(_BrokerAction):
                                    f"({self.state_file} does not exist)")
         return record
 
-    def _min_isr(self, view: ClusterView) -> CheckResult:
-        """Blast radius: the partitions it is in sync for that would fall to or under
-        ``min.insync.replicas`` once it is stopped (what a drain prepares). The ones it leads
-        are the takeover check's: this adds the ones it follows."""
-        partitions = view.partitions()
-        internal = {t.name for t in view.topics if t.internal}
-        configured = topology_of(self.layers.config if self.layers else None).api_topics
-
-        def api_topic(topic: str) -> bool:
-            return topic in configured if configured is not None else topic not in internal
-
-        led = {p.name for p in partitions if p.leader == self.broker_id}
-        return min_isr(partitions, {self.broker_id}, api_topic=api_topic,
-                       when="once it is stopped", refused_elsewhere=led)
-
     async def preflight(self) -> list[CheckResult]:
         view, checks = await self._read_checks()
         if view is None:
