@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from backends.locks import HeldLocks, LockKey, LockManager
+    from backends.topology.view import LayerView
     from backends.writepath.action import WritePathCheck
     from backends.writepath.canary import WritePathReport
 
@@ -122,6 +123,10 @@ class Action(abc.ABC):
     secret_params: ClassVar[frozenset[str]] = frozenset()
     # The locks the runner took for this action (backends.locks); released when it is closed.
     held_locks: HeldLocks | None = None
+    # The other layers' latest statuses, for the blast-radius checks of its preflight
+    # (backends.topology); set by ActionSpec.make, None when built without a context (unit
+    # tests of one action): then those checks are left out.
+    layers: LayerView | None = None
 
     def __init__(self, target: str, params: Mapping[str, Any] | None = None) -> None:
         self.target = target
@@ -501,6 +506,8 @@ async def close_quietly(action: Action, timeout: float = 10.0) -> None:  # noqa:
     the outcome."""
     try:
         async with asyncio.timeout(timeout):
+            if action.layers is not None:
+                await action.layers.close()
             await action.close()
     except Exception as exc:  # the class only: an error message may carry a secret
         log.warning("closing %s %s failed: %s", action.name, action.target, type(exc).__name__)

@@ -40,6 +40,16 @@ class Alert:
     message: str  # outside text allowed: the UI never renders it as markup
     # No contact with the backend or one of its members (down, hung, refused): listed first.
     unreachable: bool = False
+    # Its likely cause across the layers (backends.topology.causes): the root alert's
+    # "source:key", and the steps from this symptom to it, e.g. ("api-2 failing: HTTP 503",
+    # "pod streamforge/api-x not ready", "no primary: …"). None / empty: it is a root.
+    cause: str | None = None
+    chain: tuple[str, ...] = ()
+
+    @property
+    def ident(self) -> str:
+        """"source:key": how a cause names its alert (and the overview its row)."""
+        return f"{self.source}:{self.key}"
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ class SfopsApp(App[None]):
         # Actions that started and have no outcome (audit intent records): "What is wrong
         # now" lines, and the ids already notified about.
         self.unfinished_alerts: list[Alert] = []
+        self.running_actions: list[str] = []  # "pg.failover pg-2": causes name them
         self._notified_unfinished: set[str] = set()
         self._audit_running = False  # an action's process was alive: re-judge each refresh
         self._lag_expected = 0.0
@@ -284,16 +285,31 @@ class SfopsApp(App[None]):
         return [self.summaries.get(s.name) or BackendSummary(s.name, s.title, Health.UNKNOWN)
                 for s in self.services]
 
+    def wrong_now_explained(self) -> list[Alert]:
+        """What is wrong now, each symptom under its likely cause across the layers
+        (backends.topology): built from the statuses of the last good polls only — a backend
+        that did not answer is an alert of its own, never evidence."""
+        from backends.topology.causes import explain
+        from backends.topology.config import topology_of
+        from backends.topology.model import build_topology
+
+        statuses = {name: snapshot.value for name, snapshot in self.snapshots.items()
+                    if snapshot.ok}
+        topology = build_topology(topology_of(self.config), statuses,
+                                  running=self.running_actions,
+                                  postgres_configured=self.config.postgres is not None)
+        return explain([*wrong_now(self.current_summaries()), *self.unfinished_alerts],
+                       topology)
+
     def render_alerts(self) -> None:
         overview = self.get_screen_stack_overview()
         if overview is None:
             return
         now = datetime.now(UTC)
-        tracked = self.alerts.update(
-            [*wrong_now(self.current_summaries()), *self.unfinished_alerts], now)
+        tracked = self.alerts.update(self.wrong_now_explained(), now)
         rows = [(row.key, row.cells) for row in alert_rows(tracked, now)]
         with contextlib.suppress(Exception):  # the overview may be mid-compose
-            sync_table(overview.query_one("#alerts", DataTable), rows)
+            sync_table(overview.query_one("#alerts", DataTable), rows, ordered=True)
 
     def action_refresh_now(self) -> None:
         for job in self.poller.jobs.values():
@@ -336,6 +352,8 @@ class SfopsApp(App[None]):
         from backends.intent import alerts, headline
 
         self.unfinished_alerts = alerts(unfinished)
+        self.running_actions = [f"{u.action} {u.target}" for u in unfinished
+                                if u.state == RUNNING and not u.resolved]
         for item in unfinished:
             if item.resolved or item.state == RUNNING or item.id in self._notified_unfinished:
                 continue
