@@ -37,6 +37,8 @@ ALERT = "alert:"
 def _module(backend: str) -> ModuleType | None:
     from backends.registry import optional_module
 
+    if optional_module(f"backends.{backend}") is None:  # registered at run time (a plugin)
+        return None
     return optional_module(f"backends.{backend}.timeline")
 
 

@@ -151,11 +151,14 @@ def gaps(spans: Iterable[Span], since: float, until: float, *,
     return [g for g in found if g.end > g.start]
 
 
-def gap_entries(found: Iterable[Gap]) -> list[Entry]:
+def gap_entries(found: Iterable[Gap], since: float | None = None) -> list[Entry]:
+    """Gaps as entries. A gap cut by the window's start is keyed by its end (its start moves
+    with the window: the row must stay the same row)."""
     return [Entry(g.start, SFOPS, "gap", "*", WARNING,
                   f"no observer from {iso(g.start)[11:19]} to {iso(g.end)[11:19]} UTC "
                   f"({duration_text(g.seconds)}): changes in this time were not seen",
-                  f"gap:{g.start:.3f}", {"from": iso(g.start), "to": iso(g.end),
+                  f"gap:to:{g.end:.3f}" if g.start == since else f"gap:{g.start:.3f}",
+                  {"from": iso(g.start), "to": iso(g.end),
                                          "seconds": round(g.seconds, 1)})
             for g in found]
 
@@ -230,7 +233,7 @@ def read(store: TimelineStore, records: Sequence[Mapping[str, Any]], *, since: f
     backends = None if wanted is None else [s for s in wanted if s not in (ACTIONS, SFOPS)]
     events = store.events(since, until, backends) if backends != [] else []
     found = gaps(store.spans(since, until), since, until, stale_after=stale_after)
-    entries = merge(event_entries(events), audit_entries(records), gap_entries(found),
+    entries = merge(event_entries(events), audit_entries(records), gap_entries(found, since),
                     sources=wanted, text=text, since=since, until=until)
     return Timeline(entries, source_ages(store.sources()), found, since, until,
                     tuple(problems))
