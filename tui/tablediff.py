@@ -52,12 +52,13 @@ def sync_ordered(table: DataTable[Text], rows: Sequence[tuple[str, Sequence[Text
     """:func:`sync_table` for a table whose row order matters (a timeline): when every new
     row comes after the rows kept, only the changes are applied; a row that belongs between
     kept ones (an entry recorded late) makes the table refilled in order, the cursor kept on
-    the same row — or on the last one when it was there (the view follows the newest)."""
+    the same row — or on the last one when it was there, as it is at first (the view
+    follows the newest)."""
     wanted = [key for key, _ in rows]
     wanted_set = set(wanted)
     kept = [key.value for key in table.rows if key.value in wanted_set]
     if wanted[:len(kept)] == kept:
-        at_end = table.row_count > 0 and table.cursor_row >= table.row_count - 1
+        at_end = table.row_count == 0 or table.cursor_row >= table.row_count - 1
         changed = sync_table(table, rows)
         if at_end and table.row_count:
             table.move_cursor(row=table.row_count - 1)

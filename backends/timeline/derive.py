@@ -65,14 +65,12 @@ def derive_for(backend: str, title: str) -> Derive:
     module = _module(backend)
 
     def derive(old: Facts, new: Observation) -> list[Change]:
-        found: list[Change] = []
+        # What changed first, then what it did to the backend's health.
+        found = (module.changes(old, new) if module is not None
+                 else _alert_changes(backend, old, new))
         for _, before, after in diff(old, new.facts, HEALTH):
             found.append(Change(backend, "health", "*", f"{title} {before} → {after}",
                                 level_of([after]), data={"from": before, "to": after}))
-        if module is not None:
-            found += module.changes(old, new)
-        else:
-            found += _alert_changes(backend, old, new)
         return found
 
     return derive

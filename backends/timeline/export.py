@@ -149,14 +149,13 @@ def _action_markdown(item: Mapping[str, Any]) -> list[str]:
              f"{md(r.get('ts', '?'))}{took}" + (" (forced)" if r.get("forced") else "")]
     if r.get("error"):
         lines.append(f"- error: {md(r['error'])}")
-    for check in r.get("preflight") or ():
-        if isinstance(check, Mapping):
-            lines.append(f"- preflight {md(check.get('status', '?'))}: "
-                         f"{md(check.get('name', ''))} {md(check.get('detail', ''))}".rstrip())
-    for check in r.get("verify") or ():
-        if isinstance(check, Mapping):
-            lines.append(f"- verify {md(check.get('status', '?'))}: "
-                         f"{md(check.get('name', ''))} {md(check.get('detail', ''))}".rstrip())
+    for stage in ("preflight", "verify"):
+        for check in r.get(stage) or ():
+            if isinstance(check, Mapping):
+                detail = check.get("detail")
+                lines.append(f"- {stage} {md(check.get('status', '?'))}: "
+                             f"{md(check.get('name', ''))}"
+                             + (f" — {md(detail)}" if detail else ""))
     for phase in ("before", "after"):
         for snap in item["snapshots"].get(phase, ()):
             summary = snap.get("summary") or {}

@@ -230,10 +230,11 @@ def test_a_backend_without_a_timeline_module_is_followed_by_its_alerts_and_healt
     calm = BackendSummary("fifth", "Fifth", Health.OK)
     worse = BackendSummary("fifth", "Fifth", Health.DEGRADED, alerts=(alert,))
     found = changes_between("fifth", object(), object(), old_summary=calm, new_summary=worse)
+    # What changed first, then what it did to the health.
     assert [(c.kind, c.message, c.level) for c in found] == [
-        ("health", "Fifth ok → degraded", WARNING), ("alert", "disk 91% full", WARNING)]
+        ("alert", "disk 91% full", WARNING), ("health", "Fifth ok → degraded", WARNING)]
     cleared = changes_between("fifth", object(), object(), old_summary=worse, new_summary=calm)
-    assert [c.kind for c in cleared] == ["health", "alert-cleared"]
+    assert [c.kind for c in cleared] == ["alert-cleared", "health"]
 
 
 def reading(at: float, facts: dict[str, str] | None, error: str | None = None) -> Reading:

@@ -99,6 +99,7 @@ def source_name(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backends.timeline.view import ACTIONS
     from tui.commands._action import load_config
 
     config = load_config(args)
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     since = since_epoch(args.since, now)
     found, writer, _ = asyncio.run(gather(
         config, lambda store: read_timeline(store, config, since, args.source, args.grep),
-        refresh=not args.no_refresh, timeout=args.timeout))
+        refresh=not args.no_refresh, timeout=args.timeout,
+        only=None if args.source is None else [s for s in args.source if s != ACTIONS]))
     if found is None:
         print(safe_text(f"sfops: {writer.last_error or 'the timeline store cannot be read'}",
                         TEXT), file=sys.stderr)
@@ -135,18 +137,18 @@ def run(args: argparse.Namespace) -> int:
 
 async def gather(config: SfopsConfig, work: Callable[[TimelineStore], T], *,
                  refresh: bool = True, timeout: float = READ_TIMEOUT,  # noqa: ASYNC109
-                 role: str = "timeline",
+                 role: str = "timeline", only: list[str] | None = None,
                  ) -> tuple[T | None, TimelineWriter, list[Result] | None]:
-    """One fresh reading (recorded, as an observer; none without ``refresh``), then ``work``
-    on the store in the writer's thread (None when the store cannot be read:
-    ``writer.last_error`` says why)."""
+    """One fresh reading of the backends (``only`` these; none without ``refresh``),
+    recorded as an observer's, then ``work`` on the store in the writer's thread (None when
+    the store cannot be read: ``writer.last_error`` says why)."""
     from backends.timeline.observer import TimelineWriter
 
     writer = TimelineWriter.for_config(config, role=role)
     results = None
     try:
         if refresh:
-            results = await read_all(config, writer, timeout=timeout)
+            results = await read_all(config, writer, timeout=timeout, only=only)
         found = await writer.call(work)
     finally:
         await writer.stop()
@@ -165,15 +167,16 @@ def watch_actions(context: Any, stack: AsyncExitStack) -> None:
     context.runner.observers.append(ActionSnapshots(writer, context, context.config))
 
 
-async def read_all(config: SfopsConfig, writer: TimelineWriter, *,
-                   timeout: float) -> list[Result]:  # noqa: ASYNC109
-    """Every configured backend once (as `sfops status`), each reading recorded; the span
-    covers the reading."""
+async def read_all(config: SfopsConfig, writer: TimelineWriter, *, timeout: float,  # noqa: ASYNC109
+                   only: list[str] | None = None) -> list[Result]:
+    """Every configured backend (``only`` these) once, as `sfops status`, each reading
+    recorded; the span covers the reading."""
     from backends.registry import backends
     from tui.commands.status import poll_all
 
-    writer.start([b.name for b in backends() if getattr(config, b.name, None) is not None])
-    results = await poll_all(config, timeout=timeout)
+    writer.start([b.name for b in backends() if getattr(config, b.name, None) is not None
+                  and (only is None or b.name in only)])
+    results = await poll_all(config, timeout=timeout, only=only)
     for backend, _, snapshot, summary in results:
         writer.record(backend.name, backend.title, snapshot, summary,
                       getattr(config, backend.name, None))
