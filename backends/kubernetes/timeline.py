@@ -89,12 +89,7 @@ def changes(old: Facts, new: Observation) -> list[Change]:
                             f"{name} revision {before} → {after}"
                             + (f" ({images})" if images else ""), INFO,
                             data={"from": before, "to": after}))
-    for key, before, after in diff(old, new.facts, POD):
-        name = key.removeprefix(POD)
-        why = new.notes.get(key) if after != "ready" else None
-        found.append(Change(SOURCE, "pod-ready", name,
-                            f"pod {name} {before} → {after}" + (f": {why}" if why else ""),
-                            OK if after == "ready" else WARNING))
+    found += _readiness(old, new, POD, "pod", WARNING)
     found += [Change(SOURCE, "pod-appeared", k.removeprefix(POD),
                      f"pod {k.removeprefix(POD)} appeared ({new.facts[k]})", INFO)
               for k in appeared(old, new.facts, POD)]
@@ -110,13 +105,21 @@ def changes(old: Facts, new: Observation) -> list[Change]:
         node = key.removeprefix(CORDON)
         found.append(Change(SOURCE, "cordon", node, f"node {node} {after}",
                             WARNING if after == "cordoned" else OK))
-    for key, before, after in diff(old, new.facts, NODE_READY):
-        node = key.removeprefix(NODE_READY)
-        why = new.notes.get(key) if after != "ready" else None
-        found.append(Change(SOURCE, "node-ready", node,
-                            f"node {node} {before} → {after}" + (f": {why}" if why else ""),
-                            OK if after == "ready" else CRITICAL))
+    found += _readiness(old, new, NODE_READY, "node", CRITICAL)
     return [*collapse(found), *new.events]
+
+
+def _readiness(old: Facts, new: Observation, prefix: str, what: str,
+               bad: str) -> list[Change]:
+    """A pod's or a node's readiness flips, with why when it is not ready."""
+    found = []
+    for key, before, after in diff(old, new.facts, prefix):
+        name = key.removeprefix(prefix)
+        why = new.notes.get(key) if after != "ready" else None
+        found.append(Change(SOURCE, f"{what}-ready", name,
+                            f"{what} {name} {before} → {after}" + (f": {why}" if why else ""),
+                            OK if after == "ready" else bad))
+    return found
 
 
 def _epoch(when: datetime | None) -> float | None:

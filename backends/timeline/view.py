@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backends.audit import ACKNOWLEDGED, STARTED, AuditLog, fold
+from backends.service import duration_text
 from backends.timeline.model import CRITICAL, INFO, OK, STALE_AFTER_S, WARNING, SourceState
 from backends.timeline.store import Span, StoredEvent, TimelineStore
 
@@ -161,15 +162,6 @@ def gap_entries(found: Iterable[Gap], since: float | None = None) -> list[Entry]
                   {"from": iso(g.start), "to": iso(g.end),
                                          "seconds": round(g.seconds, 1)})
             for g in found]
-
-
-def duration_text(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 # --------------------------------------------------------------------------- merged

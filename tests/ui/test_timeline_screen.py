@@ -11,14 +11,12 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from backends.actions import ActionRunner
-from backends.audit import AuditLog
-from backends.config import SfopsConfig, SfopsSettings
 from backends.service import Alert, BackendSummary, Severity
 from backends.snapshot import Health, Snapshot
 from backends.timeline.store import TimelineStore
 from tests.ui.fakes import INJECTION, FakeService
 from tests.ui.helpers import wait_for
+from tests.ui.test_pushed_snapshots import make_app
 from tui.app import SfopsApp
 from tui.screens.timeline import TimelineScreen
 
@@ -37,16 +35,6 @@ class FlippingService(FakeService):
             return BackendSummary(self.name, self.title, Health.OK)
         return BackendSummary(self.name, self.title, Health.DEGRADED,
                               alerts=(Alert(self.name, "disk", Severity.WARNING, HOSTILE),))
-
-
-def make_app(tmp_path, service) -> SfopsApp:
-    config = SfopsConfig(
-        path=tmp_path / "sfops.toml",
-        sfops=SfopsSettings(refresh_interval=0.2, audit_log=tmp_path / "audit.jsonl",
-                            state_dir=tmp_path / "state"),
-        executors={},
-    )
-    return SfopsApp(config, [service], runner=ActionRunner(AuditLog(tmp_path / "audit.jsonl")))
 
 
 def cells(app: SfopsApp) -> list[list[Text]]:

@@ -6,7 +6,6 @@ nobody watched; secrets redacted (backends.timeline.export)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from datetime import UTC, datetime
@@ -39,28 +38,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_export(args: argparse.Namespace) -> int:
     from backends.service import wrong_now
     from backends.timeline.export import bundle, write
-    from tui.commands._action import load_config
-    from tui.commands.timeline import gather, read_timeline, since_epoch
+    from tui.commands.timeline import gather_cli, read_timeline
 
-    config = load_config(args)
-    if config is None:
-        return exitcodes.USAGE
-    now = time.time()
-    since = since_epoch(args.since, now)
+    def work_of(config: Any, since: float) -> Any:
+        def work(store: Any) -> tuple[Any, list[dict[str, Any]], list[Any]]:
+            timeline, records = read_timeline(store, config, since)
+            # An action that started before the window but ended in it keeps its "before".
+            return timeline, records, store.snapshots(since - 3600.0, timeline.until)
 
-    def work(store: Any) -> tuple[Any, list[dict[str, Any]], list[Any]]:
-        timeline, records = read_timeline(store, config, since)
-        # An action that started before the window but ended in it keeps its "before".
-        return timeline, records, store.snapshots(since - 3600.0, timeline.until)
+        return work
 
-    found, writer, results = asyncio.run(gather(
-        config, work, refresh=not args.no_refresh, timeout=args.timeout,
-        role="incident export"))
-    if found is None:
-        print(safe_text(f"sfops: {writer.last_error or 'the timeline store cannot be read'}",
-                        TEXT), file=sys.stderr)
-        return exitcodes.USAGE
-    timeline, records, snapshots = found
+    got = gather_cli(args, work_of, role="incident export")
+    if isinstance(got, int):
+        return got
+    config, writer, results, now = got.config, got.writer, got.results, time.time()
+    timeline, records, snapshots = got.found
     alerts: list[dict[str, Any]] | None = None
     if results is not None:
         alerts = [{"source": a.source, "key": a.key, "severity": a.severity.name.lower(),

@@ -15,8 +15,9 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from backends.safetext import TEXT, safe_text
 from tui import exitcodes
@@ -98,24 +99,49 @@ def source_name(text: str) -> str:
     return found.name
 
 
-def run(args: argparse.Namespace) -> int:
-    from backends.timeline.view import ACTIONS
+@dataclass(frozen=True)
+class Gathered(Generic[T]):
+    config: SfopsConfig
+    since: float
+    found: T
+    writer: TimelineWriter
+    results: list[Result] | None
+
+
+def gather_cli(args: argparse.Namespace,
+               work_of: Callable[[SfopsConfig, float], Callable[[TimelineStore], T]], *,
+               role: str, only: list[str] | None = None) -> Gathered[T] | int:
+    """For a command: the configuration, one fresh reading (not with ``--no-refresh``) and
+    ``work_of(config, since)`` run on the store — or, after printing why not, the exit
+    code."""
     from tui.commands._action import load_config
 
     config = load_config(args)
     if config is None:
         return exitcodes.USAGE
-    now = time.time()
-    since = since_epoch(args.since, now)
-    found, writer, _ = asyncio.run(gather(
-        config, lambda store: read_timeline(store, config, since, args.source, args.grep),
-        refresh=not args.no_refresh, timeout=args.timeout,
-        only=None if args.source is None else [s for s in args.source if s != ACTIONS]))
+    since = since_epoch(args.since, time.time())
+    found, writer, results = asyncio.run(gather(
+        config, work_of(config, since), refresh=not args.no_refresh, timeout=args.timeout,
+        role=role, only=only))
     if found is None:
         print(safe_text(f"sfops: {writer.last_error or 'the timeline store cannot be read'}",
                         TEXT), file=sys.stderr)
         return exitcodes.USAGE
-    timeline = found[0]
+    return Gathered(config, since, found, writer, results)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backends.timeline.view import ACTIONS
+
+    got = gather_cli(
+        args, lambda config, since: lambda store: read_timeline(
+            store, config, since, args.source, args.grep),
+        role="timeline",
+        only=None if args.source is None else [s for s in args.source if s != ACTIONS])
+    if isinstance(got, int):
+        return got
+    config, since, writer = got.config, got.since, got.writer
+    timeline = got.found[0]
     if args.output == "table":
         from tui.render.timeline import timeline_text
 

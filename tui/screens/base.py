@@ -26,10 +26,42 @@ from tui.tablediff import add_columns, sync_table
 if TYPE_CHECKING:
     from tui.screens.host import ScreenHost
 
-__all__ = ["BackendScreen", "ScreenAction"]
+__all__ = ["BackendScreen", "FilteredScreen", "ScreenAction"]
 
 
-class BackendScreen(Screen[None]):
+class FilteredScreen(Screen[None]):
+    """A screen whose table (``#table``) has a filter field (``#filter``): ``/`` opens it,
+    Enter applies it, Esc in it clears it; Esc elsewhere goes back."""
+
+    filter_text = ""
+
+    def filter_changed(self) -> None:
+        """Show the table again for the new ``filter_text``."""
+        raise NotImplementedError
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip()
+        self.query_one("#table", DataTable).focus()
+        self.filter_changed()
+
+    def action_back(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.has_focus:
+            field.value = ""
+            field.display = False
+            self.filter_text = ""
+            self.query_one("#table", DataTable).focus()
+            self.filter_changed()
+        else:
+            self.app.pop_screen()
+
+
+class BackendScreen(FilteredScreen):
     backend: ClassVar[str] = ""
     title_text: ClassVar[str] = ""
     columns: ClassVar[Sequence[str]] = ()
@@ -141,23 +173,5 @@ class BackendScreen(Screen[None]):
             return
         self.sfops.start_action(lambda: spec.build(self.sfops, target))
 
-    def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.display = True
-        field.focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.filter_text = event.value.strip()
-        self.query_one("#table", DataTable).focus()
+    def filter_changed(self) -> None:
         self.refresh_data()
-
-    def action_back(self) -> None:
-        field = self.query_one("#filter", Input)
-        if field.has_focus:
-            field.value = ""
-            field.display = False
-            self.filter_text = ""
-            self.query_one("#table", DataTable).focus()
-            self.refresh_data()
-        else:
-            self.app.pop_screen()

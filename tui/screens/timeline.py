@@ -17,12 +17,12 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from backends.safetext import CELL, TEXT, safe_text
 from backends.timeline.view import ACTIONS, Entry, Timeline, read_with_audit
 from tui.render.timeline import COLUMNS, ages_text, timeline_rows
+from tui.screens.base import FilteredScreen
 from tui.tablediff import add_columns, sync_ordered
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ WINDOWS: tuple[tuple[str, float], ...] = (("15m", 900.0), ("1h", 3600.0), ("6h",
 DEFAULT_WINDOW = 1  # 1h
 
 
-class TimelineScreen(Screen[None]):
+class TimelineScreen(FilteredScreen):
     BINDINGS: ClassVar[list[Any]] = [
         Binding("escape", "back", "Back"),
         Binding("slash", "filter", "Filter"),
@@ -153,23 +153,5 @@ class TimelineScreen(Screen[None]):
         self.window = (self.window + 1) % len(WINDOWS)
         self.reload()
 
-    def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.display = True
-        field.focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.filter_text = event.value.strip()
-        self.query_one("#table", DataTable).focus()
+    def filter_changed(self) -> None:
         self.reload()
-
-    def action_back(self) -> None:
-        field = self.query_one("#filter", Input)
-        if field.has_focus:
-            field.value = ""
-            field.display = False
-            self.filter_text = ""
-            self.query_one("#table", DataTable).focus()
-            self.reload()
-        else:
-            self.app.pop_screen()
