@@ -33,6 +33,10 @@ class FilteredScreen(Screen[None]):
     """A screen whose table (``#table``) has a filter field (``#filter``): ``/`` opens it,
     Enter applies it, Esc in it clears it; Esc elsewhere goes back."""
 
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("slash", "filter", "Filter"),
+    ]
     filter_text = ""
 
     def filter_changed(self) -> None:
@@ -67,15 +71,10 @@ class BackendScreen(FilteredScreen):
     columns: ClassVar[Sequence[str]] = ()
     # False on sub-screens (e.g. Kafka topics) whose rows are not the actions' targets.
     offers_actions: ClassVar[bool] = True
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("slash", "filter", "Filter"),
-        Binding("r", "app.refresh_now", "Refresh"),
-    ]
+    BINDINGS = [Binding("r", "app.refresh_now", "Refresh")]  # and FilteredScreen's
 
     def __init__(self) -> None:
         super().__init__()
-        self.filter_text = ""
         self.snapshot: Snapshot[Any] | None = None  # the one shown; the app pushes new ones
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:

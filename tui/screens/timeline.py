@@ -34,9 +34,7 @@ DEFAULT_WINDOW = 1  # 1h
 
 
 class TimelineScreen(FilteredScreen):
-    BINDINGS: ClassVar[list[Any]] = [
-        Binding("escape", "back", "Back"),
-        Binding("slash", "filter", "Filter"),
+    BINDINGS: ClassVar[list[Any]] = [  # and FilteredScreen's (Esc, /)
         Binding("s", "cycle_source", "Source"),
         Binding("w", "cycle_window", "Window"),
         Binding("r", "reload", "Refresh"),
@@ -44,7 +42,6 @@ class TimelineScreen(FilteredScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.filter_text = ""
         self.source: str | None = None  # None: every source
         self.window = DEFAULT_WINDOW
         self.timeline: Timeline | None = None
