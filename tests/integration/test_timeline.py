@@ -144,6 +144,10 @@ def test_drain_and_undrain_appear_with_their_changes_and_the_export_holds_them(
     data = json.loads((out / "incident.json").read_text())
     exported = [a["record"]["action"] for a in data["actions"]]
     assert exported == ["nginx.drain", "nginx.undrain"]
+    entries = [(e["kind"], e["message"].split(" (")[0].split(":")[0]) for e in data["timeline"]
+               if e["kind"] in ("action", "member-state")]
+    since_drain = entries[entries.index(("action", "nginx.drain api-2")):]
+    assert since_drain[:len(seen) - drain_at] == seen[drain_at:], "the export's timeline"
     for action in data["actions"]:
         (before,) = action["snapshots"]["before"]
         (after,) = action["snapshots"]["after"]

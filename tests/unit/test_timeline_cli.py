@@ -177,3 +177,18 @@ def test_a_store_that_cannot_be_opened_is_named_with_its_key(tmp_path, capsys):
     code, _, err = run(capsys, "--config", str(config), "timeline", "--no-refresh")
     assert code == 2
     assert "timeline.sqlite3 ([sfops] state_dir)" in err
+
+
+def test_retention_keys_are_checked_and_named(tmp_path):
+    from backends.config import ConfigError, parse
+
+    config = parse("[sfops]\ntimeline_retention_hours = 24\ntimeline_max_events = 5000\n",
+                   tmp_path / "sfops.toml")
+    assert (config.sfops.timeline_retention_hours, config.sfops.timeline_max_events) == \
+        (24.0, 5000)
+    with pytest.raises(ConfigError) as error:
+        parse("[sfops]\ntimeline_retention_hours = 0\ntimeline_max_events = 5\n",
+              tmp_path / "sfops.toml")
+    assert str(error.value) == (
+        f"{tmp_path}/sfops.toml: sfops.timeline_retention_hours: must be > 0, got 0\n"
+        f"{tmp_path}/sfops.toml: sfops.timeline_max_events: must be >= 100, got 5")
