@@ -29,6 +29,7 @@ from backends.secrets import redact_known
 from backends.service import BackendService, BackendSummary, observe, summary_of
 from backends.snapshot import Snapshot
 from backends.timeline.observer import TimelineWriter
+from backends.timeline.store import TimelineStore
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +146,23 @@ class ActionSnapshots:
         """Queue the snapshot row (and the reading for the timeline); never waits."""
         backend, action = run.backend, run.action
         summary = self._summary(backend, snapshot)
-        status = None
-        if snapshot is not None and snapshot.value is not None:
-            with contextlib.suppress(Exception):  # a contract's JSON bug loses only this
-                status = backend.status_json(snapshot.value)
+        value = None if snapshot is None else snapshot.value
         taken = snapshot.taken_at.timestamp() if snapshot is not None else None
         error = "not read in time" if snapshot is None else snapshot.error
-        action_id = run.action_id or ""
-        self.writer.submit(lambda store: store.add_snapshot(
-            ts=time.time(), action_id=action_id, action=action.name, target=action.target,
-            phase=phase, backend=backend.name, taken_at=taken, ok=snapshot is not None
-            and snapshot.ok, error=error, summary=_summary_json(summary), status=status))
+        action_id, now = run.action_id or "", time.time()
+
+        def work(store: TimelineStore) -> None:  # in the writer's thread: a big status's JSON
+            status = None
+            if value is not None:
+                with contextlib.suppress(Exception):  # a contract's JSON bug loses only this
+                    status = backend.status_json(value)
+            store.add_snapshot(
+                ts=now, action_id=action_id, action=action.name, target=action.target,
+                phase=phase, backend=backend.name, taken_at=taken,
+                ok=snapshot is not None and snapshot.ok, error=error,
+                summary=_summary_json(summary), status=status)
+
+        self.writer.submit(work)
         if record_reading and snapshot is not None and summary is not None:
             self.writer.record(backend.name, backend.title, snapshot, summary,
                                getattr(self.config, backend.name, None))

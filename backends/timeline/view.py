@@ -185,7 +185,8 @@ def merge(*parts: Iterable[Entry], sources: Iterable[str] | None = None,
         if needle and needle not in f"{entry.source} {entry.subject} {entry.message}".lower():
             continue
         result.append(entry)
-    return sorted(result, key=lambda e: (e.ts, e.source != ACTIONS, e.key))
+    # Stable: entries of one time keep the order they were recorded in.
+    return sorted(result, key=lambda e: (e.ts, e.source != ACTIONS))
 
 
 def source_ages(states: Iterable[SourceState]) -> list[SourceAge]:

@@ -43,6 +43,30 @@ class FilteredScreen(Screen[None]):
         """Show the table again for the new ``filter_text``."""
         raise NotImplementedError
 
+    def initial_title(self) -> Text:
+        """The title line as composed (updated later by the screen)."""
+        return Text()
+
+    def above_table(self) -> ComposeResult:
+        """Widgets between the title and the table (none by default)."""
+        yield from ()
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.initial_title(), markup=False, id="screen-title")
+        yield from self.above_table()
+        yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
+        table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static(Text(), markup=False, id="detail")
+        yield Footer()
+
+    def mount_table(self, columns: Sequence[str]) -> DataTable[Text]:
+        """On mount: the table's columns, the filter field hidden."""
+        table: DataTable[Text] = self.query_one("#table", DataTable)
+        add_columns(table, columns)
+        self.query_one("#filter", Input).display = False
+        return table
+
     def action_filter(self) -> None:
         field = self.query_one("#filter", Input)
         field.display = True
@@ -88,19 +112,11 @@ class BackendScreen(FilteredScreen):
     def sfops(self) -> ScreenHost:
         return cast("ScreenHost", self.app)
 
-    def compose(self) -> ComposeResult:
-        yield Static(Text(safe_text(self.title_text, CELL), style="bold"), markup=False,
-                     id="screen-title")
-        yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
-        table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
-        yield table
-        yield Static(Text(), markup=False, id="detail")
-        yield Footer()
+    def initial_title(self) -> Text:
+        return Text(safe_text(self.title_text, CELL), style="bold")
 
     def on_mount(self) -> None:
-        table = self.query_one("#table", DataTable)
-        add_columns(table, self.columns)
-        self.query_one("#filter", Input).display = False
+        table = self.mount_table(self.columns)
         if not self.sfops.read_only:
             for action in self.screen_actions():
                 self._bindings.bind(action.key, f"screen_action('{action.key}')", action.label)

@@ -17,13 +17,13 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Static
 
 from backends.safetext import CELL, TEXT, safe_text
 from backends.timeline.view import ACTIONS, Entry, Timeline, read_with_audit
 from tui.render.timeline import COLUMNS, ages_text, timeline_rows
 from tui.screens.base import FilteredScreen
-from tui.tablediff import add_columns, sync_ordered
+from tui.tablediff import sync_ordered
 
 if TYPE_CHECKING:
     from tui.screens.host import ScreenHost
@@ -52,19 +52,11 @@ class TimelineScreen(FilteredScreen):
     def sfops(self) -> ScreenHost:
         return cast("ScreenHost", self.app)
 
-    def compose(self) -> ComposeResult:
-        yield Static(Text(), markup=False, id="screen-title")
+    def above_table(self) -> ComposeResult:
         yield Static(Text(), markup=False, id="ages")
-        yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
-        table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
-        yield table
-        yield Static(Text(), markup=False, id="detail")
-        yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#table", DataTable)
-        add_columns(table, COLUMNS)
-        self.query_one("#filter", Input).display = False
+        table = self.mount_table(COLUMNS)
         self._title()
         self.reload()
         self.set_interval(self.sfops.config.sfops.refresh_interval, self.reload)
