@@ -112,13 +112,19 @@ def audit_entries(records: Sequence[Mapping[str, Any]]) -> list[Entry]:
         message = f"{what}: {outcome} in {seconds:.1f} s by {who}"
         if record.get("forced"):
             message += " (forced)"
-        if isinstance(record.get("hops"), list):  # a write-path verification's hops
-            message += f" ({len(record['hops'])} hops)"
         if record.get("error"):
             message += f" — {record['error']}"
+        level = OUTCOME_LEVEL.get(outcome, INFO)
+        write_path = record.get("write_path")
+        if isinstance(write_path, Mapping):  # the canary after it, or `sfops verify` (#17)
+            hops = write_path.get("hops")
+            if write_path.get("ok"):
+                message += f"; write path ok ({len(hops) if isinstance(hops, list) else '?'} hops)"
+            else:
+                message += f"; users cannot write — {write_path.get('error') or 'incomplete'}"
+                level = CRITICAL
         entries.append(Entry(start + seconds, ACTIONS, "action", str(record.get("target")),
-                             OUTCOME_LEVEL.get(outcome, INFO), message, f"audit:{ident}",
-                             dict(record)))
+                             level, message, f"audit:{ident}", dict(record)))
     return entries
 
 

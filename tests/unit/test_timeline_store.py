@@ -187,3 +187,20 @@ def test_merged_timeline_orders_actions_changes_and_gaps_and_filters_them():
     assert [e.kind for e in merge(actions, [change], gap, sources=["nginx"])] == [
         "gap", "member-state"]
     assert [e.kind for e in merge(actions, [change], gap, text="DRAINING")] == ["member-state"]
+
+
+def test_a_write_path_check_reads_on_its_action_and_a_failed_one_is_critical():
+    base = {"ts": "1970-01-01T00:01:40.000Z", "event": "finished", "user": "bob", "host": "h",
+            "outcome": "succeeded", "duration_s": 1.0}
+    records = [
+        {**base, "id": "v1", "action": "verify", "target": "write-path",
+         "write_path": {"ok": True, "hops": [{"hop": "nginx"}, {"hop": "api"}]}},
+        {**base, "id": "s1", "action": "pg.switchover", "target": "pg-2",
+         "write_path": {"ok": False, "failed_hop": "consumer",
+                        "error": "consumer received: not recorded within 5.0 s", "hops": []}},
+    ]
+    ok, failed = audit_entries(records)
+    assert ok.message.endswith("; write path ok (2 hops)") and ok.level == "ok"
+    assert failed.message.endswith(
+        "; users cannot write — consumer received: not recorded within 5.0 s")
+    assert failed.level == "critical"
