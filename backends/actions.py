@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from backends.audit import AuditLog, AuditRecord, StartedRecord, now_iso
 from backends.config import REDACTED, Secret
@@ -222,6 +222,19 @@ class RunResult:
 
 
 StepCallback = Callable[[Step], object]
+# The longest a run waits for its observers at one milestone (each bounds its own reads).
+OBSERVER_TIMEOUT = 15.0
+
+
+class RunObserver(Protocol):
+    """Told of a run's milestones — ``preparing`` (before the lock and preflight),
+    ``started`` (the intent record is on disk; ``record`` holds its ``id``) and ``finished``
+    (the final record) — e.g. to keep the status before and after each action
+    (backends.timeline.capture). It never changes the run: it is bounded by
+    OBSERVER_TIMEOUT and its errors are logged."""
+
+    async def action_event(self, event: str, action: Action,
+                           record: Mapping[str, Any]) -> None: ...
 
 
 @dataclass
@@ -253,9 +266,11 @@ class ActionRunner:
         clock: Callable[[], float] = time.monotonic,
         locks: LockManager | None = None,
         write_path: WritePathCheck | None = None,
+        observers: Iterable[RunObserver] = (),
     ) -> None:
         self.audit = audit
         self.write_path = write_path  # None: no canary after actions (backends.writepath)
+        self.observers = list(observers)
         self.locks = locks  # None: nothing is locked (unit tests of single actions)
         self.read_only = read_only
         self.user = user or _current_user()
@@ -324,6 +339,7 @@ class ActionRunner:
                                                     lock=_lock_record(action))):
                 outcome = Outcome.REFUSED  # the intent is not on disk: nothing may change
             else:
+                await self._tell("started", action, {"id": progress.started_id})
                 outcome, error = await self._execute(action, on_step, progress)
                 progress.write_path = await self._check_write_path(action, outcome, on_step)
         except asyncio.CancelledError:
@@ -341,7 +357,8 @@ class ActionRunner:
                                            progress.verify, progress.steps, started,
                                            started_iso), write_path=progress.write_path)
             try:
-                await self._record(action, result_, progress)
+                record = await self._record(action, result_, progress)
+                await self._tell("finished", action, record)
             finally:
                 await close_quietly(action)
         return result_
@@ -353,6 +370,15 @@ class ActionRunner:
         if self.write_path is None:
             return None
         return await self.write_path.after(action, outcome, on_step)
+
+    async def _tell(self, event: str, action: Action, record: Mapping[str, Any]) -> None:
+        for observer in self.observers:
+            try:
+                async with asyncio.timeout(OBSERVER_TIMEOUT):
+                    await observer.action_event(event, action, record)
+            except Exception as exc:  # the class only: a message may carry a secret
+                log.warning("run observer %s at %s failed: %s", type(observer).__name__,
+                            event, type(exc).__name__)
 
     # -- the intent record (issue #14) ------------------------------------------------------
     async def _record_start(self, action: Action, checks: list[CheckResult], force: bool,
@@ -384,6 +410,7 @@ class ActionRunner:
         asking for confirmation. A busy target's lock check fails, naming the holder, and the
         preflight is not run. The locks stay held until the action is closed (the end of
         :meth:`run`, or the front end's ``close_quietly`` for an action never run)."""
+        await self._tell("preparing", action, {})
         checks = await self.take_locks(action)
         if _failing(checks):
             return self._redact_checks(checks, action)
@@ -466,7 +493,8 @@ class ActionRunner:
             duration_s=max(0.0, self._clock() - started), started_at=started_iso,
         )
 
-    async def _record(self, action: Action, result: RunResult, progress: _Progress) -> None:
+    async def _record(self, action: Action, result: RunResult, progress: _Progress
+                      ) -> dict[str, Any]:
         record = AuditRecord(
             ts=result.started_at,
             user=self.user,
@@ -494,6 +522,7 @@ class ActionRunner:
             # The log already refused the intent (the result says so): nothing changed.
             log.warning("audit log %s still not writable: %s", self.audit.path,
                         exc.strerror or type(exc).__name__)
+        return record.to_json()
 
     def _check_json(self, check: CheckResult, action: Action) -> dict[str, str]:
         data = check.to_json()

@@ -106,6 +106,10 @@ class SfopsSettings:
     audit_log: Path = field(default_factory=lambda: _state_home() / "audit.jsonl")
     state_dir: Path = field(default_factory=lambda: _state_home())
     read_only: bool = False
+    # The timeline store (<state_dir>/timeline.sqlite3, backends.timeline.store) keeps
+    # changes this long and at most this many (the oldest go first).
+    timeline_retention_hours: float = 168.0
+    timeline_max_events: int = 100_000
     # Where the last-fallback lock files live (backends.locks.LocalFlockLocks): the state_dir
     # shared by every environment of the file, so two environments naming one target still
     # exclude each other. None: state_dir.
@@ -451,6 +455,10 @@ def _settings(root: Reader) -> SfopsSettings:
         audit_log=table.path("audit_log", defaults.audit_log),
         state_dir=table.path("state_dir", defaults.state_dir),
         read_only=table.boolean("read_only", defaults.read_only),
+        timeline_retention_hours=table.number("timeline_retention_hours",
+                                              defaults.timeline_retention_hours),
+        timeline_max_events=table.integer("timeline_max_events", defaults.timeline_max_events,
+                                          low=100),
     )
     table.finish()
     return settings

@@ -255,7 +255,12 @@ def alert_order(alert: Alert) -> tuple[bool, int]:
 
 
 def since_text(first_seen: datetime, now: datetime) -> str:
-    seconds = int((now - first_seen).total_seconds())
+    return duration_text((now - first_seen).total_seconds())
+
+
+def duration_text(seconds: float) -> str:
+    """"45s", "1m05s", "2h03m"."""
+    seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

@@ -52,6 +52,9 @@ from backends.service import (
     wrong_now,
 )
 from backends.snapshot import Health, Snapshot
+from backends.timeline.capture import ActionSnapshots
+from backends.timeline.model import HEARTBEAT_S
+from backends.timeline.observer import TimelineWriter
 from backends.writepath.action import done_but_cannot_write
 from tui.alerts import AlertTracker
 from tui.environments import (
@@ -86,6 +89,7 @@ class SfopsApp(App[None]):
         Binding("E", "pick_environment", "Env", show=False),
         # Only where [verify] is configured and not read-only (check_action).
         Binding("v", "verify_write_path", "Verify", show=False),
+        Binding("T", "timeline", "Timeline", show=False),
     ]
 
     def __init__(
@@ -126,6 +130,9 @@ class SfopsApp(App[None]):
         self._notified_unfinished: set[str] = set()
         self._audit_running = False  # an action's process was alive: re-judge each refresh
         self._lag_expected = 0.0
+        # The timeline store's writer (backends.timeline): this app is an observer while its
+        # polls run; made with them (one per environment).
+        self.timeline: TimelineWriter | None = None
         self._bind_panels()
         self._show_environment()
 
@@ -180,6 +187,7 @@ class SfopsApp(App[None]):
         self._start_polls()
         # Recent actions follow the audit log, whoever writes it (a runbook, a colleague).
         self.set_interval(interval, self.load_recent_actions)
+        self.set_interval(HEARTBEAT_S, self._timeline_heartbeat)
         self._lag_expected = time.monotonic() + 0.1
         self.set_interval(0.1, self._measure_lag)
         loop = asyncio.get_running_loop()
@@ -191,6 +199,7 @@ class SfopsApp(App[None]):
         interval = self.config.sfops.refresh_interval
         secrets = self.config.secrets()
         self.poller = Poller()
+        self._start_timeline()
         for service in self.services:
             self.poller.add(
                 service.name,
@@ -207,6 +216,22 @@ class SfopsApp(App[None]):
         the services."""
         await self.poller.stop()
         await asyncio.gather(*(s.close() for s in self.services), return_exceptions=True)
+        timeline, self.timeline = self.timeline, None
+        if timeline is not None:
+            await timeline.stop()  # the span ends: from here on it is a gap
+
+    def _start_timeline(self) -> None:
+        """Observe for the timeline: a span from now, every snapshot recorded, the status
+        before and after each action kept (the runner tells the ActionSnapshots)."""
+        self.timeline = TimelineWriter.for_config(self.config, role="tui")
+        self.timeline.start([service.name for service in self.services])
+        self.runner.observers[:] = [o for o in self.runner.observers
+                                    if not isinstance(o, ActionSnapshots)]
+        self.runner.observers.append(ActionSnapshots(self.timeline, self, self.config))
+
+    def _timeline_heartbeat(self) -> None:
+        if self.timeline is not None:
+            self.timeline.heartbeat()
 
     async def on_unmount(self) -> None:
         await self._stop_polls()
@@ -235,6 +260,9 @@ class SfopsApp(App[None]):
             self.snapshots[service.name] = snapshot
             summary = summary_of(service, snapshot)
             self.summaries[service.name] = summary
+            if self.timeline is not None:  # compared and written in its own thread
+                self.timeline.record(service.name, service.title, snapshot, summary,
+                                     getattr(self.config, service.name, None))
             self._render_backend(service, summary, snapshot)
 
         return on_snapshot
@@ -376,6 +404,16 @@ class SfopsApp(App[None]):
             self.pop_screen()
         self.push_screen(screen_cls())
 
+    def action_timeline(self) -> None:
+        from tui.screens.timeline import TimelineScreen
+
+        if isinstance(self.screen, TimelineScreen):
+            return
+        self.push_screen(TimelineScreen())
+
+    def timeline_writer(self) -> TimelineWriter | None:
+        return self.timeline
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_text(self)))
 
@@ -467,6 +505,8 @@ class SfopsApp(App[None]):
                               f"({env.colour}{mode}; key E)", LINE),
                     partial(self.switch_environment, env.name),
                 )
+        yield SystemCommand("Open timeline", "every change and action in time order (key T)",
+                            self.action_timeline)
         for index, service in enumerate(self.services, 1):
             yield SystemCommand(
                 safe_text(f"Open {service.title}", CELL),
@@ -656,6 +696,7 @@ def help_text(app: SfopsApp) -> Text:
         (panel_keys(len(app.services)), "open a backend's screen (panel order)"),
         ("Esc", "back"),
         ("/", "filter the table"),
+        ("T", "timeline: every change and action in time order"),
         ("r", "refresh now"),
         ("Ctrl+P", "command palette (every screen and action)"),
         ("?", "this help"),

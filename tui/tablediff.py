@@ -66,3 +66,31 @@ def _plain(cells: Sequence[object]) -> tuple[str, ...]:
 def add_columns(table: DataTable[Text], labels: Sequence[str]) -> None:
     for index, label in enumerate(labels):
         table.add_column(label, key=f"c{index}")
+
+
+def sync_ordered(table: DataTable[Text], rows: Sequence[tuple[str, Sequence[Text]]]) -> int:
+    """:func:`sync_table` for a table whose row order matters (a timeline): when every new
+    row comes after the rows kept, only the changes are applied; a row that belongs between
+    kept ones (an entry recorded late) makes the table refilled in order, the cursor kept on
+    the same row — or on the last one when it was there, as it is at first (the view
+    follows the newest)."""
+    wanted = [key for key, _ in rows]
+    wanted_set = set(wanted)
+    kept = [key.value for key in table.rows if key.value in wanted_set]
+    if wanted[:len(kept)] == kept:
+        at_end = table.row_count == 0 or table.cursor_row >= table.row_count - 1
+        changed = sync_table(table, rows)
+        if at_end and table.row_count:
+            table.move_cursor(row=table.row_count - 1)
+        return changed
+    try:
+        current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except CellDoesNotExist:
+        current = None
+    with table.app.batch_update():
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+    if current in wanted_set:
+        table.move_cursor(row=wanted.index(current))
+    return sum(len(cells) for _, cells in rows)

@@ -142,6 +142,9 @@ def run_spec(backend: Backend, spec: ActionSpec, args: argparse.Namespace) -> in
         runner.check_allowed(spec.action_class())
         context = CliContext(config, runner, stack,
                              lambda c: backend.configured(c, options))
+        from tui.commands.timeline import watch_actions
+
+        watch_actions(context, stack)  # the status before and after, for the timeline
         return spec.make(context, target, params)
 
     return run_action_command(args, spec.action_class(), build)

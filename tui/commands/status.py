@@ -17,6 +17,8 @@ from backends.safetext import CELL, LINE, TEXT, safe_text
 from tui import exitcodes
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from backends.config import SfopsConfig
     from backends.contract import Backend
     from backends.service import Alert, BackendService, BackendSummary
@@ -74,12 +76,15 @@ def run(args: argparse.Namespace) -> int:
 Result = tuple["Backend", "BackendService", "Snapshot[Any]", "BackendSummary"]
 
 
-async def poll_all(config: SfopsConfig, *, timeout: float) -> list[Result]:  # noqa: ASYNC109
-    """Every configured backend once, concurrently, under the TUI's liveness rule."""
+async def poll_all(config: SfopsConfig, *, timeout: float,  # noqa: ASYNC109
+                   only: Collection[str] | None = None) -> list[Result]:
+    """Every configured backend (``only`` these, by name) once, concurrently, under the TUI's
+    liveness rule."""
     from backends.registry import backends
     from tui.commands.backend import observe_once
 
-    configured = [(b, s) for b in backends() if (s := b.build_service(config)) is not None]
+    configured = [(b, s) for b in backends() if only is None or b.name in only
+                  if (s := b.build_service(config)) is not None]
     secrets = config.secrets()
 
     async def one(backend: Backend, service: BackendService) -> Result:
