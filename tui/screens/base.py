@@ -16,6 +16,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static
 
 from backends.snapshot import Snapshot
@@ -26,7 +27,12 @@ from tui.tablediff import add_columns, sync_table
 if TYPE_CHECKING:
     from tui.screens.host import ScreenHost
 
-__all__ = ["BackendScreen", "FilteredScreen", "ScreenAction"]
+__all__ = ["BackendScreen", "FilteredScreen", "ScreenAction", "row_matches"]
+
+
+def row_matches(filter_text: str, cells: Sequence[Text]) -> bool:
+    """The filter `/` keeps a row whose text holds the filter text, in any case."""
+    return filter_text.lower() in " ".join(cell.plain for cell in cells).lower()
 
 
 class FilteredScreen(Screen[None]):
@@ -55,15 +61,19 @@ class FilteredScreen(Screen[None]):
         yield Static(self.initial_title(), markup=False, id="screen-title")
         yield from self.above_table()
         yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
-        table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield self.make_table()
         yield Static(Text(), markup=False, id="detail")
         yield Footer()
 
-    def mount_table(self, columns: Sequence[str]) -> DataTable[Text]:
+    def make_table(self) -> Widget:
+        """The table (``#table``): a row-cursor DataTable unless the screen says otherwise."""
+        return DataTable(id="table", cursor_type="row", zebra_stripes=True)
+
+    def mount_table(self, columns: Sequence[str]) -> Widget:
         """On mount: the table's columns, the filter field hidden."""
-        table: DataTable[Text] = self.query_one("#table", DataTable)
-        add_columns(table, columns)
+        table = self.query_one("#table")
+        if isinstance(table, DataTable):
+            add_columns(table, columns)
         self.query_one("#filter", Input).display = False
         return table
 
@@ -74,7 +84,7 @@ class FilteredScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.filter_text = event.value.strip()
-        self.query_one("#table", DataTable).focus()
+        self.query_one("#table").focus()
         self.filter_changed()
 
     def action_back(self) -> None:
@@ -83,7 +93,7 @@ class FilteredScreen(Screen[None]):
             field.value = ""
             field.display = False
             self.filter_text = ""
-            self.query_one("#table", DataTable).focus()
+            self.query_one("#table").focus()
             self.filter_changed()
         else:
             self.app.pop_screen()
@@ -134,6 +144,17 @@ class BackendScreen(FilteredScreen):
     def refresh_data(self) -> None:
         """Render the snapshot shown (again, e.g. after the filter changed)."""
         snapshot = self.snapshot
+        self.show_title(snapshot)
+        if snapshot is None:
+            return
+        rows = self.rows(snapshot)
+        if self.filter_text:
+            rows = [r for r in rows if row_matches(self.filter_text, r[1])]
+        sync_table(self.query_one("#table", DataTable), rows)
+        self.query_one("#detail", Static).update(self.detail(snapshot))
+
+    def show_title(self, snapshot: Snapshot[Any] | None) -> None:
+        """The title line for this snapshot: its age, or how long contact has been lost."""
         title = self.title_line()
         if snapshot is None:
             title.append("  waiting for the first poll…", style="dim")
@@ -147,12 +168,6 @@ class BackendScreen(FilteredScreen):
         else:
             title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
         self.query_one("#screen-title", Static).update(title)
-        rows = self.rows(snapshot)
-        if self.filter_text:
-            needle = self.filter_text.lower()
-            rows = [r for r in rows if needle in " ".join(c.plain for c in r[1]).lower()]
-        sync_table(self.query_one("#table", DataTable), rows)
-        self.query_one("#detail", Static).update(self.detail(snapshot))
 
     def title_line(self) -> Text:
         """The screen's title, after the environment's badge (which stack this is, on every

@@ -4,6 +4,9 @@ The keys come from the contract (backends/kubernetes/contract.py; absent in read
 R restart, U undo, p pause, P resume, + / - scale by one (on a deployment or one of its pods);
 c cordon, C uncordon, D drain (on a node, or a pod on it). Set image and scale to N need an
 argument: `sfops k8s set-image|scale` on the command line.
+
+The table is a :class:`~tui.virtualtable.VirtualTable`: a new snapshot costs a list of row
+keys (5,000 pods: a few milliseconds), and only the rows on screen are rendered, when painted.
 """
 
 from __future__ import annotations
@@ -13,12 +16,24 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual.widget import Widget
 from textual.widgets import Static
 
+from backends.kubernetes.model import ClusterStatus
 from backends.snapshot import Snapshot
-from tui.render.cells import age_text
-from tui.render.kubernetes import COLUMNS, RowCache, cluster_rows, detail_text
-from tui.screens.base import BackendScreen
+from tui.render.kubernetes import (
+    COLUMNS,
+    WIDTHS,
+    RowCache,
+    RowItem,
+    cluster_items,
+    cluster_rows,
+    detail_text,
+    item_cells,
+    shows_namespace,
+)
+from tui.screens.base import BackendScreen, row_matches
+from tui.virtualtable import VirtualTable
 
 
 class KubernetesScreen(BackendScreen):
@@ -31,40 +46,67 @@ class KubernetesScreen(BackendScreen):
         self.row_cache = RowCache(fixed=True)  # fixed-width cells: see render.WIDTHS
         self._shown: tuple[object, str] | None = None
 
+    def make_table(self) -> Widget:
+        return VirtualTable(COLUMNS, WIDTHS, id="table")
+
+    @property
+    def table(self) -> VirtualTable:
+        return self.query_one("#table", VirtualTable)
+
     def refresh_data(self) -> None:
-        """Skip the table diff when the cluster snapshot is the very same object (the service
-        returns the same value while nothing shown changed): only the data age moves."""
+        """A new cluster snapshot (or filter) gives the table new row keys; the very same
+        snapshot object (the service returns it while nothing shown changed) only moves the
+        data age. A failed refresh shows "✖ UNREACHABLE  last known …" over the last rows."""
         snapshot = self.snapshot
-        best = snapshot.best if snapshot is not None else None
-        shown = (best, self.filter_text)
-        if snapshot is not None and best is not None and snapshot.error is None \
-                and self._shown is not None and self._shown[0] is best \
-                and self._shown[1] == self.filter_text:
-            title = self.title_line()
-            title.append(f"  data {age_text(snapshot.stale_for())}", style="dim")
-            self.query_one("#screen-title", Static).update(title)
+        self.show_title(snapshot)
+        if snapshot is None:
             return
-        # A failed refresh goes the base screen's way: "✖ UNREACHABLE  last known …".
+        status = snapshot.best
+        if not isinstance(status, ClusterStatus):
+            self._shown = None
+            self.table.set_rows((), lambda index: ())
+            return
+        shown = (status, self.filter_text)
+        if self._shown is not None and self._shown[0] is status \
+                and self._shown[1] == self.filter_text:
+            return
         self._shown = shown
-        super().refresh_data()
+        self._show_items(status, cluster_items(status))
+        self.query_one("#detail", Static).update(self.detail(snapshot))
+
+    def _show_items(self, status: ClusterStatus, every: list[RowItem]) -> None:
+        show_namespace = shows_namespace(status)
+        cache = self.row_cache
+        shown = every
+        if self.filter_text:
+            now = datetime.now(UTC)
+            shown = [item for item in every if row_matches(
+                self.filter_text,
+                item_cells(item, now, show_namespace=show_namespace, cache=cache))]
+
+        def cells(index: int) -> list[Text]:
+            # Rendered on paint, for the rows in view only; ages as of that paint.
+            return item_cells(shown[index], datetime.now(UTC), show_namespace=show_namespace,
+                              cache=cache)
+
+        cache.prune({key for key, _, _ in shown})
+        self.table.set_rows([key for key, _, _ in shown], cells)
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
+        """Every row with its cells (what the table shows, rendered in full)."""
         status = snapshot.best
-        from backends.kubernetes.model import ClusterStatus
-
         if not isinstance(status, ClusterStatus):
             return []
-        rows = cluster_rows(status, datetime.now(UTC), cache=self.row_cache)
-        self.row_cache.prune({key for key, _ in rows})
-        return list(rows)
+        return list(cluster_rows(status, datetime.now(UTC), cache=self.row_cache))
 
     def detail(self, snapshot: Snapshot[Any]) -> Text:
-        from backends.kubernetes.model import ClusterStatus
-
         status = snapshot.best
         if not isinstance(status, ClusterStatus):
             return Text()
         return detail_text(status, datetime.now(UTC))
+
+    def selected_key(self) -> str | None:
+        return self.table.selected_key
 
 
 SCREEN = KubernetesScreen
