@@ -356,9 +356,11 @@ class PollJob(Generic[T]):
         # and a slow backend stretches only its own cycle.
         while True:
             started = self._clock()
+            # Cleared before the poll: a wake while it runs (a manual refresh, or a snapshot
+            # callback asking for more of a partial value) polls again right after it.
+            self._wake.clear()
             await self.poll_once()
             remaining = self.interval - (self._clock() - started)
-            self._wake.clear()
             if remaining > 0:
                 try:
                     async with asyncio.timeout(remaining):

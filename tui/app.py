@@ -75,6 +75,7 @@ from tui.tablediff import sync_table
 
 PREFLIGHT_TIMEOUT = 60.0
 PANEL_KEYS = 9  # panels 1-9 open with their digit
+PARTIAL_WAIT = 0.3  # s: a poll during a first sync returns what arrived by then, then polls again
 
 
 class SfopsApp(App[None]):
@@ -201,6 +202,9 @@ class SfopsApp(App[None]):
         self.poller = Poller()
         self._start_timeline()
         for service in self.services:
+            if hasattr(service, "partial_wait"):
+                # A live screen shows a big first sync as it comes (Kubernetes: 5,000 pods).
+                service.partial_wait = PARTIAL_WAIT
             self.poller.add(
                 service.name,
                 lambda service=service: observe(service),  # type: ignore[misc]
@@ -264,6 +268,8 @@ class SfopsApp(App[None]):
                 self.timeline.record(service.name, service.title, snapshot, summary,
                                      getattr(self.config, service.name, None))
             self._render_backend(service, summary, snapshot)
+            if getattr(snapshot.value, "synced", True) is False:
+                self.poller.jobs[service.name].wake()  # more of the first sync, soon
 
         return on_snapshot
 

@@ -265,10 +265,12 @@ class KubeClient:
         params: Mapping[str, str | int] | None = None,
         page_size: int = 500,
         timeout: float | None = None,  # noqa: ASYNC109 - per page
+        on_page: Callable[[list[T]], None] | None = None,
     ) -> tuple[list[T], str]:
         """LIST in pages of ``page_size`` (as kubectl does), converting every item with
         ``convert``; big pages are parsed and converted in a worker thread. Returns the items
-        and the list's resourceVersion (where a watch continues from)."""
+        and the list's resourceVersion (where a watch continues from); ``on_page`` sees each
+        page's items as it arrives."""
         items: list[T] = []
         token: str | None = None
         resource_version = ""
@@ -284,6 +286,8 @@ class KubeClient:
             else:
                 page, meta = _convert_page(body, convert)
             items.extend(page)
+            if on_page is not None:
+                on_page(page)
             resource_version = str(meta.get("resourceVersion") or resource_version)
             token = meta.get("continue") or None
             if not token:

@@ -157,8 +157,10 @@ class Informer(Generic[V]):
         return item if self.keep(item) else None
 
     async def relist(self) -> None:
+        on_page = self._add_page if not self.synced.is_set() and not self.items else None
         converted, version = await self.client.list_pages(
-            self.path, self._convert_kept, params=self.params, timeout=self.request_timeout
+            self.path, self._convert_kept, params=self.params, timeout=self.request_timeout,
+            on_page=on_page,
         )
         # Swapped in whole: objects deleted while we were disconnected disappear here.
         self.items = {item.key: item for item in converted if item is not None}
@@ -167,6 +169,13 @@ class Informer(Generic[V]):
         self.version += 1
         self._healthy()
         self.synced.set()
+        self.on_change()
+
+    def _add_page(self, page: list[V | None]) -> None:
+        """The first LIST shows its pages as they come (5,000 pods take seconds to list):
+        nothing can have been deleted since, so adding is exact; ``synced`` stays unset."""
+        self.items.update((item.key, item) for item in page if item is not None)
+        self.version += 1
         self.on_change()
 
     def _healthy(self) -> None:

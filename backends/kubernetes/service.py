@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -110,6 +111,9 @@ class KubernetesService:
         self.nodes: Informer[NodeInfo] = Informer(client, NODES, None, node_from_json,
                                                   on_change=self._changed)
         self._started = False
+        # A live screen sets this: while the first LIST runs, a poll waits this long for it,
+        # then returns what has arrived (``synced`` False). None: a poll waits for the sync.
+        self.partial_wait: float | None = None
 
     # ------------------------------------------------------------------ informers
 
@@ -187,7 +191,10 @@ class KubernetesService:
         first = not self._started
         self.start()
         if first or not all(i.synced.is_set() for i in self.informers):
-            await self.wait_synced(FIRST_SYNC_WAIT)
+            if self.partial_wait is None:
+                await self.wait_synced(FIRST_SYNC_WAIT)
+            else:
+                await self._wait_partial(self.partial_wait)
         unsynced = [i for i in self.informers if not i.synced.is_set()]
         failing = [i for i in self.informers if i.error is not None]
         if unsynced and failing:
@@ -196,6 +203,17 @@ class KubernetesService:
         if failing and all(not i.connected for i in self.informers):
             raise KubeUnavailable(f"{self.client.host}: {failing[0].error}")
         return await self.current_async()
+
+    async def _wait_partial(self, wait: float) -> None:
+        """Every informer but the pods' (small lists: deployments give the pods their place)
+        up to FIRST_SYNC_WAIT, then the pods' up to ``wait``."""
+        small = [i for i in self.informers if i not in self.pods]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_SYNC_WAIT):
+                await asyncio.gather(*(i.synced.wait() for i in small))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await asyncio.gather(*(i.synced.wait() for i in self.pods))
 
     def _workloads_key(self) -> tuple[int, ...]:
         informers: list[Informer[Any]] = [*self.deployments, *self.replicasets, *self.pods,

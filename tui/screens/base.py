@@ -9,12 +9,14 @@ created (not merely disabled), as k9s does.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static
@@ -139,7 +141,10 @@ class BackendScreen(FilteredScreen):
         """Show this snapshot of the backend (the app calls it with each new one)."""
         self.snapshot = snapshot
         if self.is_mounted:  # until then on_mount shows the latest
-            self.refresh_data()
+            # A snapshot arriving while the app shuts down finds the widgets gone: nothing
+            # to show it on.
+            with contextlib.suppress(NoMatches):
+                self.refresh_data()
 
     def refresh_data(self) -> None:
         """Render the snapshot shown (again, e.g. after the filter changed)."""
