@@ -580,9 +580,10 @@ async def _wait(condition: Callable[[], object], timeout: float, what: str) -> N
 
 async def test_tui_rollout_restart_by_keyboard(healthy: Any, config_path: Path,
                                                tmp_path: Path) -> None:
-    from textual.widgets import Button, DataTable
+    from textual.widgets import Button
 
     from tui.modals import ConfirmActionScreen, ProgressScreen
+    from tui.virtualtable import VirtualTable
 
     lab = healthy
     rev0 = revision(deployment(lab))
@@ -590,9 +591,9 @@ async def test_tui_rollout_restart_by_keyboard(healthy: Any, config_path: Path,
     async with app.run_test(size=(80, 24)) as pilot:
         await _wait(lambda: "kubernetes" in app.snapshots, 20, "the first poll")
         await pilot.press("1")
-        await _wait(lambda: app.screen.query_one("#table", DataTable).row_count > 3, 20,
+        await _wait(lambda: app.screen.query_one("#table", VirtualTable).row_count > 3, 20,
                     "the kubernetes table")
-        table = app.screen.query_one("#table", DataTable)
+        table = app.screen.query_one("#table", VirtualTable)
         table.move_cursor(row=table.get_row_index(f"deploy:{NS}/{NAME}"))
         await pilot.press("R")
         await _wait(lambda: isinstance(app.screen, ConfirmActionScreen), 20, "the confirmation")
@@ -611,7 +612,7 @@ async def test_tui_rollout_restart_by_keyboard(healthy: Any, config_path: Path,
 
 
 async def test_tui_read_only_has_no_mutating_bindings(healthy: Any, tmp_path: Path) -> None:
-    from textual.widgets import DataTable
+    from tui.virtualtable import VirtualTable
 
     lab = healthy
     readonly = k8s.readonly_kubeconfig(lab.lab)
@@ -620,7 +621,7 @@ async def test_tui_read_only_has_no_mutating_bindings(healthy: Any, tmp_path: Pa
     async with app.run_test(size=(80, 24)) as pilot:
         await _wait(lambda: "kubernetes" in app.snapshots, 20, "the first poll")
         await pilot.press("1")
-        await _wait(lambda: app.screen.query_one("#table", DataTable).row_count > 3, 20,
+        await _wait(lambda: app.screen.query_one("#table", VirtualTable).row_count > 3, 20,
                     "the kubernetes table (read-only identity)")
         keys = set(app.screen._bindings.key_to_bindings)
         assert not keys & {"R", "U", "p", "P", "plus", "minus", "c", "C", "D"}

@@ -131,13 +131,12 @@ def test_read_only_cli_reads_as_the_read_only_account_and_never_mutates(
 
 async def test_read_only_tui_reads_as_the_read_only_account_and_never_mutates(
         full_lab: Any, config_path: Path, tmp_path: Path) -> None:
-    from textual.widgets import DataTable
-
     from backends.actions import ActionRunner
     from backends.audit import AuditLog
     from backends.locks import manager_for
     from backends.services import build_services
     from tui.app import SfopsApp
+    from tui.virtualtable import VirtualTable
 
     # What `sfops --read-only` builds (tui/commands/ui.py).
     config: SfopsConfig = load(config_path).as_read_only()
@@ -150,9 +149,9 @@ async def test_read_only_tui_reads_as_the_read_only_account_and_never_mutates(
                      "the first polls")
         order = [s.name for s in app.services]
         await pilot.press(str(order.index("kubernetes") + 1))
-        await _until(lambda: app.screen.query_one("#table", DataTable).row_count > 3, 30,
+        await _until(lambda: app.screen.query_one("#table", VirtualTable).row_count > 3, 30,
                      "the kubernetes table")
-        table = app.screen.query_one("#table", DataTable)
+        table = app.screen.query_one("#table", VirtualTable)
         table.move_cursor(row=table.get_row_index(f"deploy:{k8s.NAMESPACE}/{k8s.DEPLOYMENT}"))
         for key in ("R", "U", "p", "P", "plus", "minus", "c", "C", "D", "r"):
             await pilot.press(key)
