@@ -117,9 +117,14 @@ class VirtualTable(ScrollView, can_focus=True):
     def _set_cursor(self, row: int, *, notify: bool = True) -> None:
         row = max(0, min(row, len(self._keys) - 1))
         moved = row != self.cursor_row
+        before, top = self.cursor_row, round(self.scroll_y)
         self.cursor_row = row
         self._scroll_to_cursor()
-        self.refresh()
+        if round(self.scroll_y) == top:  # no scroll: only the two cursor lines change
+            for index in {before, row}:
+                self.refresh_line(index + 1)  # virtual y: the header is line 0
+        else:
+            self.refresh()
         if moved or notify:
             self.post_message(self.CursorMoved(self, self.selected_key))
 
