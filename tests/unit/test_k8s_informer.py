@@ -26,11 +26,20 @@ class FakeClient:
         self.watches = watches
         self.list_calls = 0
         self.watch_versions: list[str] = []
+        self.page_size = 500
+        self.pages_seen: list[Any] = []  # what ``observe`` returned after each page
+        self.observe = lambda: None
 
-    async def list_pages(self, path, convert, *, params=None, timeout=None, page_size=500):
+    async def list_pages(self, path, convert, *, params=None, timeout=None, page_size=500,
+                         on_page=None):
         self.list_calls += 1
         items, rv = self.lists.pop(0)
-        return [convert(i) for i in items], rv
+        converted = [convert(i) for i in items]
+        for start in range(0, len(converted), self.page_size):
+            if on_page is not None:
+                on_page(converted[start:start + self.page_size])
+            self.pages_seen.append(self.observe())
+        return converted, rv
 
     async def watch(self, path, *, resource_version, params=None, timeout_seconds=300,
                     idle_timeout=90.0, on_open=None):
@@ -78,6 +87,29 @@ async def test_list_then_watch_events_and_bookmarks():
         assert client.watch_versions[1] == "150"
         assert client.list_calls == 1
         assert informer.connected and informer.error is None
+    finally:
+        await informer.stop()
+
+
+async def test_the_first_list_fills_the_store_page_by_page_a_relist_swaps_it_whole():
+    client = FakeClient(lists=[([pod(f"p{i}") for i in range(5)], "100"),
+                               ([pod("p0")], "200")],
+                        watches=[[KubeApiError(410, "Gone", "too old resource version")]])
+    client.page_size = 2
+    changes = []
+    informer = Informer(client, PODS, "streamforge", pod_from_json,  # type: ignore[arg-type]
+                        on_change=lambda: changes.append(1), backoff=Backoff(0.001, 0.01, 0))
+    client.observe = lambda: (len(informer.items), informer.synced.is_set(), len(changes))
+    informer.start()
+    try:
+        await _until(lambda: client.list_calls == 2 and informer.resource_version == "200")
+        first, relist = client.pages_seen[:3], client.pages_seen[3:]
+        # Pages of 2, 2, 1 shown as they came, each a change, before the list was synced.
+        assert first == [(2, False, 1), (4, False, 2), (5, False, 3)]
+        # The re-list after 410 is not shown page by page: the old store stays until the
+        # whole new one replaces it (objects deleted meanwhile must not linger, half-shown).
+        assert relist == [(5, True, 4)]
+        assert sorted(informer.items) == ["streamforge/p0"]
     finally:
         await informer.stop()
 

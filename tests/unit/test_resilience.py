@@ -12,6 +12,7 @@ from backends.resilience import (
     CircuitBreaker,
     CircuitOpen,
     Poller,
+    PollJob,
     RetryPolicy,
     call_read,
     call_write,
@@ -465,3 +466,30 @@ async def test_wake_polls_immediately_and_callback_errors_are_contained() -> Non
     assert polls == 2
     with pytest.raises(ValueError):
         poller.add("x", count, interval=1, timeout=1)
+
+
+async def test_a_wake_during_a_poll_polls_again_right_after_it() -> None:
+    """The snapshot callback of a partial value (a first sync under way) asks for the next
+    one at once; a wake while polling is not lost."""
+    polls = 0
+    job: PollJob[int] | None = None
+
+    async def count() -> int:
+        nonlocal polls
+        polls += 1
+        return polls
+
+    def more_please(snapshot: Snapshot[int]) -> None:
+        if snapshot.value is not None and snapshot.value < 3:
+            assert job is not None
+            job.wake()
+
+    poller = Poller()
+    job = poller.add("x", count, interval=60, timeout=1, on_snapshot=more_please)
+    async with poller:
+        for _ in range(200):
+            if polls >= 3:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+    assert polls == 3  # two woken re-polls, then the 60 s interval
