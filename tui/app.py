@@ -241,6 +241,9 @@ class SfopsApp(App[None]):
 
     async def on_unmount(self) -> None:
         await self._stop_polls()
+        # Frozen objects are only freed by reference counting; widgets hold cycles. Handed
+        # back to the collector, an app's heap goes once it ends (tests run many apps).
+        gc.unfreeze()
 
     def on_resize(self) -> None:
         # 80x24 is the design size: smaller panels there, roomier ones on taller terminals.
