@@ -85,7 +85,6 @@ class Credential:
     client_cert: tuple[bytes, bytes] | None = field(default=None, repr=False)
     expires_at: float | None = None
     serial: int = 0
-    source: str = ""  # what made it (kubeconfig user and plugin or file), for errors
 
     def same_secret(self, other: Credential) -> bool:
         return (self.authorization, self.client_cert) == (other.authorization,

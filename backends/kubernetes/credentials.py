@@ -299,7 +299,7 @@ def parse_exec_output(stdout: bytes, spec: ExecSpec, serial: int) -> Credential:
     return Credential(
         authorization=f"Bearer {token}" if token else None,
         client_cert=(cert.encode(), key.encode()) if cert and key else None,
-        expires_at=expires_at, serial=serial, source=what)
+        expires_at=expires_at, serial=serial)
 
 
 # --------------------------------------------------------------------------- token files
@@ -338,8 +338,7 @@ class TokenFileCredentials:
         if not token:
             raise KubeCredentialError(f"{self.description}: the file is empty")
         remember(token)
-        return Credential(authorization=f"Bearer {token}", serial=self._serial,
-                          source=self.description)
+        return Credential(authorization=f"Bearer {token}", serial=self._serial)
 
     async def get(self) -> Credential:
         if time.monotonic() - self._checked >= self.check_every:
