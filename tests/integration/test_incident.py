@@ -7,14 +7,13 @@ workers, Kafka and its consumer); the lab is switched back afterwards."""
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
 from backends.config import load
+from tests.integration.test_timeline import own_state
 from tests.integration.test_writepath import primary, write_path_ready
 
 pytestmark = pytest.mark.integration
@@ -27,14 +26,7 @@ def stack(lab: Any) -> Any:
 
 @pytest.fixture
 def config_path(stack: Any, tmp_path: Path) -> Path:
-    """The lab's configuration with a timeline store and audit log of this test's own."""
-    data = tomllib.loads(stack.config_path.read_text())
-    data.setdefault("sfops", {})
-    data["sfops"]["state_dir"] = str(tmp_path / "state")
-    data["sfops"]["audit_log"] = str(tmp_path / "audit.jsonl")
-    path = tmp_path / "sfops.toml"
-    path.write_text(tomli_w.dumps(data))
-    return path
+    return own_state(stack, tmp_path)
 
 
 def sfops_json(stack: Any, config_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
