@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from backends.audit import AuditLog, AuditRecord, StartedRecord, now_iso
 from backends.config import REDACTED, Secret
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from backends.locks import HeldLocks, LockKey, LockManager
+    from backends.topology.view import LayerView
+    from backends.writepath.action import WritePathCheck
+    from backends.writepath.canary import WritePathReport
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,10 @@ class Action(abc.ABC):
     secret_params: ClassVar[frozenset[str]] = frozenset()
     # The locks the runner took for this action (backends.locks); released when it is closed.
     held_locks: HeldLocks | None = None
+    # The other layers' latest statuses, for the blast-radius checks of its preflight
+    # (backends.topology); set by ActionSpec.make, None when built without a context (unit
+    # tests of one action): then those checks are left out.
+    layers: LayerView | None = None
 
     def __init__(self, target: str, params: Mapping[str, Any] | None = None) -> None:
         self.target = target
@@ -206,6 +213,8 @@ class RunResult:
     steps: int
     duration_s: float
     started_at: str = field(default_factory=now_iso)
+    # The canary sent after the action (backends.writepath): None when none was sent.
+    write_path: WritePathReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -213,6 +222,19 @@ class RunResult:
 
 
 StepCallback = Callable[[Step], object]
+# The longest a run waits for its observers at one milestone (each bounds its own reads).
+OBSERVER_TIMEOUT = 15.0
+
+
+class RunObserver(Protocol):
+    """Told of a run's milestones — ``preparing`` (before the lock and preflight),
+    ``started`` (the intent record is on disk; ``record`` holds its ``id``) and ``finished``
+    (the final record) — e.g. to keep the status before and after each action
+    (backends.timeline.capture). It never changes the run: it is bounded by
+    OBSERVER_TIMEOUT and its errors are logged."""
+
+    async def action_event(self, event: str, action: Action,
+                           record: Mapping[str, Any]) -> None: ...
 
 
 @dataclass
@@ -221,6 +243,7 @@ class _Progress:
     verify: list[CheckResult] = field(default_factory=list)
     started_id: str | None = None  # the intent record, once written
     not_recorded: bool = False  # the intent record could not be written: nothing started
+    write_path: WritePathReport | None = None  # the canary after the action (issue #17)
 
 
 def _failing(checks: Iterable[CheckResult]) -> list[CheckResult]:
@@ -242,8 +265,12 @@ class ActionRunner:
         secrets: Iterable[Secret | str] = (),
         clock: Callable[[], float] = time.monotonic,
         locks: LockManager | None = None,
+        write_path: WritePathCheck | None = None,
+        observers: Iterable[RunObserver] = (),
     ) -> None:
         self.audit = audit
+        self.write_path = write_path  # None: no canary after actions (backends.writepath)
+        self.observers = list(observers)
         self.locks = locks  # None: nothing is locked (unit tests of single actions)
         self.read_only = read_only
         self.user = user or _current_user()
@@ -312,9 +339,12 @@ class ActionRunner:
                                                     lock=_lock_record(action))):
                 outcome = Outcome.REFUSED  # the intent is not on disk: nothing may change
             else:
+                await self._tell("started", action, {"id": progress.started_id})
                 outcome, error = await self._execute(action, on_step, progress)
+                progress.write_path = await self._check_write_path(action, outcome, on_step)
         except asyncio.CancelledError:
-            outcome, error = Outcome.CANCELLED, "cancelled"
+            if outcome is not Outcome.SUCCEEDED:  # else only its write-path canary was cut
+                outcome, error = Outcome.CANCELLED, "cancelled"
             raise
         except (KeyboardInterrupt, SystemExit) as exc:
             outcome, error = Outcome.INTERRUPTED, type(exc).__name__
@@ -323,13 +353,32 @@ class ActionRunner:
             outcome = Outcome.FAILED
             error = self._redact(f"{type(exc).__name__}: {exc}", action)
         finally:
-            result_ = self._result(action, outcome, error, force, checks, progress.verify,
-                                   progress.steps, started, started_iso)
+            result_ = replace(self._result(action, outcome, error, force, checks,
+                                           progress.verify, progress.steps, started,
+                                           started_iso), write_path=progress.write_path)
             try:
-                await self._record(action, result_, progress)
+                record = await self._record(action, result_, progress)
+                await self._tell("finished", action, record)
             finally:
                 await close_quietly(action)
         return result_
+
+    async def _check_write_path(self, action: Action, outcome: Outcome,
+                                on_step: StepCallback | None) -> WritePathReport | None:
+        """Issue #17: after a mutating action succeeded, can users still write? The canary
+        (backends.writepath) is bounded by its own timeout and never raises."""
+        if self.write_path is None:
+            return None
+        return await self.write_path.after(action, outcome, on_step)
+
+    async def _tell(self, event: str, action: Action, record: Mapping[str, Any]) -> None:
+        for observer in self.observers:
+            try:
+                async with asyncio.timeout(OBSERVER_TIMEOUT):
+                    await observer.action_event(event, action, record)
+            except Exception as exc:  # the class only: a message may carry a secret
+                log.warning("run observer %s at %s failed: %s", type(observer).__name__,
+                            event, type(exc).__name__)
 
     # -- the intent record (issue #14) ------------------------------------------------------
     async def _record_start(self, action: Action, checks: list[CheckResult], force: bool,
@@ -361,10 +410,12 @@ class ActionRunner:
         asking for confirmation. A busy target's lock check fails, naming the holder, and the
         preflight is not run. The locks stay held until the action is closed (the end of
         :meth:`run`, or the front end's ``close_quietly`` for an action never run)."""
+        await self._tell("preparing", action, {})
         checks = await self.take_locks(action)
         if _failing(checks):
             return self._redact_checks(checks, action)
-        return self._redact_checks([*checks, *await action.preflight()], action)
+        after = [] if self.write_path is None else self.write_path.announce(action)
+        return self._redact_checks([*checks, *await action.preflight(), *after], action)
 
     async def take_locks(self, action: Action) -> list[CheckResult]:
         """The lock checks (recorded with the preflight); nothing when none are configured
@@ -442,7 +493,8 @@ class ActionRunner:
             duration_s=max(0.0, self._clock() - started), started_at=started_iso,
         )
 
-    async def _record(self, action: Action, result: RunResult, progress: _Progress) -> None:
+    async def _record(self, action: Action, result: RunResult, progress: _Progress
+                      ) -> dict[str, Any]:
         record = AuditRecord(
             ts=result.started_at,
             user=self.user,
@@ -458,6 +510,7 @@ class ActionRunner:
             duration_s=result.duration_s,
             steps=result.steps,
             started_id=progress.started_id,
+            write_path=None if result.write_path is None else result.write_path.to_json(),
         )
         # Shielded: a second cancellation (e.g. shutdown) must not lose the record; the
         # write thread completes even if this await is abandoned.
@@ -469,6 +522,7 @@ class ActionRunner:
             # The log already refused the intent (the result says so): nothing changed.
             log.warning("audit log %s still not writable: %s", self.audit.path,
                         exc.strerror or type(exc).__name__)
+        return record.to_json()
 
     def _check_json(self, check: CheckResult, action: Action) -> dict[str, str]:
         data = check.to_json()
@@ -481,6 +535,8 @@ async def close_quietly(action: Action, timeout: float = 10.0) -> None:  # noqa:
     the outcome."""
     try:
         async with asyncio.timeout(timeout):
+            if action.layers is not None:
+                await action.layers.close()
             await action.close()
     except Exception as exc:  # the class only: an error message may carry a secret
         log.warning("closing %s %s failed: %s", action.name, action.target, type(exc).__name__)

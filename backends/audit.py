@@ -69,11 +69,16 @@ class AuditRecord:
     ts: str = field(default_factory=now_iso)  # ISO 8601 UTC, when the run started
     id: str = field(default_factory=new_id)
     started_id: str | None = None  # the started record (None: refused before any change)
+    # The write-path canary sent after the action (backends.writepath), as JSON; None: none
+    # was sent (the key is then left out of the line).
+    write_path: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["params"] = dict(self.params)
         data["duration_s"] = round(self.duration_s, 3)
+        if data["write_path"] is None:  # only actions followed by a canary carry it
+            del data["write_path"]
         # ts first: the log reads naturally with `tail`
         ordered = {"ts": data.pop("ts"), "id": data.pop("id"), "event": FINISHED}
         ordered.update(data)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from backends.environments import (
     DEFAULT_ENV,
@@ -43,6 +43,9 @@ from backends.secrets import (
     remember,
     secrets_in,
 )
+
+if TYPE_CHECKING:
+    from backends.writepath.config import VerifySettings
 
 __all__ = [
     "DEFAULT_ENV",
@@ -103,6 +106,10 @@ class SfopsSettings:
     audit_log: Path = field(default_factory=lambda: _state_home() / "audit.jsonl")
     state_dir: Path = field(default_factory=lambda: _state_home())
     read_only: bool = False
+    # The timeline store (<state_dir>/timeline.sqlite3, backends.timeline.store) keeps
+    # changes this long and at most this many (the oldest go first).
+    timeline_retention_hours: float = 168.0
+    timeline_max_events: int = 100_000
     # Where the last-fallback lock files live (backends.locks.LocalFlockLocks): the state_dir
     # shared by every environment of the file, so two environments naming one target still
     # exclude each other. None: state_dir.
@@ -154,6 +161,8 @@ class SfopsConfig:
     env: str = DEFAULT_ENV
     environments: Mapping[str, Environment] = field(default_factory=dict)
     colour: str = "neutral"
+    # ``[verify]``: the write-path canary, None when the file has no such section.
+    verify: VerifySettings | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Only for names that are not fields: a backend's section by its name.
@@ -446,6 +455,10 @@ def _settings(root: Reader) -> SfopsSettings:
         audit_log=table.path("audit_log", defaults.audit_log),
         state_dir=table.path("state_dir", defaults.state_dir),
         read_only=table.boolean("read_only", defaults.read_only),
+        timeline_retention_hours=table.number("timeline_retention_hours",
+                                              defaults.timeline_retention_hours),
+        timeline_max_events=table.integer("timeline_max_events", defaults.timeline_max_events,
+                                          low=100),
     )
     table.finish()
     return settings
@@ -598,11 +611,14 @@ def _parse_root(path: Path, data: Mapping[str, Any], problems: list[str], *,
         section = parse_section(root, executors)
         if section is not None:
             sections[name] = section
+    from backends.writepath.config import parse_section as parse_verify
+
+    verify = parse_verify(root, sections)
     described = (environments or {}).get(env)
     config = SfopsConfig(path=path, sfops=settings, executors=MappingProxyType(executors),
                          sections=MappingProxyType(sections), env=env,
                          environments=MappingProxyType(dict(environments or {})),
-                         colour=described.colour if described else "neutral")
+                         colour=described.colour if described else "neutral", verify=verify)
     root.finish()
     if problems:
         if own is not None:

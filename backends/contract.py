@@ -137,6 +137,17 @@ class ActionSpec:
     def in_tui(self) -> bool:
         return self.key is not None and not any(p.required for p in self.params)
 
+    def make(self, context: ActionContext, target: Any, params: Mapping[str, Any]) -> Action:
+        """``build``, then hand a mutating action the other layers' view for its
+        blast-radius checks (backends.topology): the TUI's last statuses, or the CLI's
+        one-shot polls. Every front end builds actions through this."""
+        action = self.build(context, target, params)
+        if getattr(action, "mutating", False):
+            from backends.topology.view import LayerView
+
+            action.layers = LayerView.of(context)
+        return action
+
     def action_class(self) -> type[Action]:
         cls: type[Action] = load(self.action)
         return cls

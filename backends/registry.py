@@ -17,6 +17,9 @@ from backends.contract import Backend
 # (``BACKEND``), ``config.py`` (``parse_section`` for its ``[name]`` section), ``service.py``,
 # ``model.py``, ``actions.py``.
 PACKAGES = ("nginx", "postgres", "kafka", "kubernetes")
+# Sections that configure no backend but how the backends relate (backends/<name>/config.py
+# with ``parse_section``, parsed after every backend's section).
+SECTIONS = ("topology",)
 MODULES = tuple(f"backends.{name}.contract" for name in PACKAGES)
 
 _extra: list[Backend] = []
@@ -57,7 +60,7 @@ def section_parsers() -> list[tuple[str, Any]]:
     """(section name, parser(root reader, executors) -> section or None) for every backend
     with a configuration section: each backend parses its own."""
     parsers: list[tuple[str, Any]] = []
-    for name in PACKAGES:
+    for name in (*PACKAGES, *SECTIONS):
         module = optional_module(f"backends.{name}.config")
         if module is not None:
             parsers.append((name, module.parse_section))
@@ -66,7 +69,7 @@ def section_parsers() -> list[tuple[str, Any]]:
 
 
 def section_names() -> set[str]:
-    return {*PACKAGES, *(b.name for b in _extra)}
+    return {*PACKAGES, *SECTIONS, *(b.name for b in _extra)}
 
 
 def backend(name: str) -> Backend | None:

@@ -40,6 +40,16 @@ class Alert:
     message: str  # outside text allowed: the UI never renders it as markup
     # No contact with the backend or one of its members (down, hung, refused): listed first.
     unreachable: bool = False
+    # Its likely cause across the layers (backends.topology.causes): the root alert's
+    # "source:key", and the steps from this symptom to it, e.g. ("api-2 failing: HTTP 503",
+    # "pod streamforge/api-x not ready", "no primary: …"). None / empty: it is a root.
+    cause: str | None = None
+    chain: tuple[str, ...] = ()
+
+    @property
+    def ident(self) -> str:
+        """"source:key": how a cause names its alert (and the overview its row)."""
+        return f"{self.source}:{self.key}"
 
 
 @dataclass(frozen=True)
@@ -245,7 +255,12 @@ def alert_order(alert: Alert) -> tuple[bool, int]:
 
 
 def since_text(first_seen: datetime, now: datetime) -> str:
-    seconds = int((now - first_seen).total_seconds())
+    return duration_text((now - first_seen).total_seconds())
+
+
+def duration_text(seconds: float) -> str:
+    """"45s", "1m05s", "2h03m"."""
+    seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

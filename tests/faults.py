@@ -249,6 +249,8 @@ class CellResult:
     status_detected: bool | None = None
     status_recovered: bool | None = None
     status_seen: list[dict[str, Any]] = field(default_factory=list)  # wrong_now of each run
+    # What `sfops status --json` said while the fault was in place (for the failure message).
+    status_during: dict[str, Any] = field(default_factory=dict)
 
 
 async def run_cell(app: SfopsApp, lab: Any, t: Target, fault: str, *,
@@ -256,6 +258,7 @@ async def run_cell(app: SfopsApp, lab: Any, t: Target, fault: str, *,
     """One cell from an all-OK stack back to an all-OK stack."""
     job = app.poller.jobs[t.backend]
     status_detected = None
+    during: dict[str, Any] = {}
     try:
         await asyncio.to_thread(inject, lab, t, fault)
         event_at, polls_at = time.monotonic(), job.polls
@@ -264,6 +267,9 @@ async def run_cell(app: SfopsApp, lab: Any, t: Target, fault: str, *,
         if check_status:
             code, data = await asyncio.to_thread(status_json, lab)
             status_detected = status_shows(t, code, data)
+            during = {"exit_code": code, "wrong_now": data["wrong_now"],
+                      "backend": next((b for b in data["backends"] if b["name"] == t.backend),
+                                      None)}
     finally:
         await asyncio.to_thread(restore, lab, t, fault)
     event_at, polls_at = time.monotonic(), job.polls
@@ -287,4 +293,4 @@ async def run_cell(app: SfopsApp, lab: Any, t: Target, fault: str, *,
             await after_polls(app, POLLS_ALLOWED)
             await settle(app, lab)
     return CellResult(t.label, fault, detected, recovered, status_detected, status_recovered,
-                      seen)
+                      seen, during)

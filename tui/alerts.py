@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from backends.service import Alert, alert_order
+from backends.service import Alert
+from backends.topology.causes import grouped
 
 
 class AlertTracker:
@@ -25,8 +26,7 @@ class AlertTracker:
                 del self.first_seen[key]
         for key in current:
             self.first_seen.setdefault(key, now)
-        ordered = sorted(
-            current.values(),
-            key=lambda a: (*alert_order(a), self.first_seen[(a.source, a.key)]),
-        )
+        # Each likely cause first, its symptoms after it (backends.topology.causes); within
+        # equal order, the oldest first.
+        ordered = grouped(current.values(), lambda a: self.first_seen[(a.source, a.key)])
         return [(a, self.first_seen[(a.source, a.key)]) for a in ordered]

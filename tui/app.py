@@ -52,6 +52,10 @@ from backends.service import (
     wrong_now,
 )
 from backends.snapshot import Health, Snapshot
+from backends.timeline.capture import ActionSnapshots
+from backends.timeline.model import HEARTBEAT_S
+from backends.timeline.observer import TimelineWriter
+from backends.writepath.action import done_but_cannot_write
 from tui.alerts import AlertTracker
 from tui.environments import (
     BADGE_STYLE,
@@ -83,6 +87,9 @@ class SfopsApp(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("r", "refresh_now", "Refresh"),
         Binding("E", "pick_environment", "Env", show=False),
+        # Only where [verify] is configured and not read-only (check_action).
+        Binding("v", "verify_write_path", "Verify", show=False),
+        Binding("T", "timeline", "Timeline", show=False),
     ]
 
     def __init__(
@@ -119,9 +126,13 @@ class SfopsApp(App[None]):
         # Actions that started and have no outcome (audit intent records): "What is wrong
         # now" lines, and the ids already notified about.
         self.unfinished_alerts: list[Alert] = []
+        self.running_actions: list[str] = []  # "pg.failover pg-2": causes name them
         self._notified_unfinished: set[str] = set()
         self._audit_running = False  # an action's process was alive: re-judge each refresh
         self._lag_expected = 0.0
+        # The timeline store's writer (backends.timeline): this app is an observer while its
+        # polls run; made with them (one per environment).
+        self.timeline: TimelineWriter | None = None
         self._bind_panels()
         self._show_environment()
 
@@ -176,6 +187,7 @@ class SfopsApp(App[None]):
         self._start_polls()
         # Recent actions follow the audit log, whoever writes it (a runbook, a colleague).
         self.set_interval(interval, self.load_recent_actions)
+        self.set_interval(HEARTBEAT_S, self._timeline_heartbeat)
         self._lag_expected = time.monotonic() + 0.1
         self.set_interval(0.1, self._measure_lag)
         loop = asyncio.get_running_loop()
@@ -187,6 +199,7 @@ class SfopsApp(App[None]):
         interval = self.config.sfops.refresh_interval
         secrets = self.config.secrets()
         self.poller = Poller()
+        self._start_timeline()
         for service in self.services:
             self.poller.add(
                 service.name,
@@ -203,6 +216,22 @@ class SfopsApp(App[None]):
         the services."""
         await self.poller.stop()
         await asyncio.gather(*(s.close() for s in self.services), return_exceptions=True)
+        timeline, self.timeline = self.timeline, None
+        if timeline is not None:
+            await timeline.stop()  # the span ends: from here on it is a gap
+
+    def _start_timeline(self) -> None:
+        """Observe for the timeline: a span from now, every snapshot recorded, the status
+        before and after each action kept (the runner tells the ActionSnapshots)."""
+        self.timeline = TimelineWriter.for_config(self.config, role="tui")
+        self.timeline.start([service.name for service in self.services])
+        self.runner.observers[:] = [o for o in self.runner.observers
+                                    if not isinstance(o, ActionSnapshots)]
+        self.runner.observers.append(ActionSnapshots(self.timeline, self, self.config))
+
+    def _timeline_heartbeat(self) -> None:
+        if self.timeline is not None:
+            self.timeline.heartbeat()
 
     async def on_unmount(self) -> None:
         await self._stop_polls()
@@ -231,6 +260,9 @@ class SfopsApp(App[None]):
             self.snapshots[service.name] = snapshot
             summary = summary_of(service, snapshot)
             self.summaries[service.name] = summary
+            if self.timeline is not None:  # compared and written in its own thread
+                self.timeline.record(service.name, service.title, snapshot, summary,
+                                     getattr(self.config, service.name, None))
             self._render_backend(service, summary, snapshot)
 
         return on_snapshot
@@ -281,16 +313,31 @@ class SfopsApp(App[None]):
         return [self.summaries.get(s.name) or BackendSummary(s.name, s.title, Health.UNKNOWN)
                 for s in self.services]
 
+    def wrong_now_explained(self) -> list[Alert]:
+        """What is wrong now, each symptom under its likely cause across the layers
+        (backends.topology): built from the statuses of the last good polls only — a backend
+        that did not answer is an alert of its own, never evidence."""
+        from backends.topology.causes import explain
+        from backends.topology.config import topology_of
+        from backends.topology.model import build_topology
+
+        statuses = {name: snapshot.value for name, snapshot in self.snapshots.items()
+                    if snapshot.ok}
+        topology = build_topology(topology_of(self.config), statuses,
+                                  running=self.running_actions,
+                                  postgres_configured=self.config.postgres is not None)
+        return explain([*wrong_now(self.current_summaries()), *self.unfinished_alerts],
+                       topology)
+
     def render_alerts(self) -> None:
         overview = self.get_screen_stack_overview()
         if overview is None:
             return
         now = datetime.now(UTC)
-        tracked = self.alerts.update(
-            [*wrong_now(self.current_summaries()), *self.unfinished_alerts], now)
+        tracked = self.alerts.update(self.wrong_now_explained(), now)
         rows = [(row.key, row.cells) for row in alert_rows(tracked, now)]
         with contextlib.suppress(Exception):  # the overview may be mid-compose
-            sync_table(overview.query_one("#alerts", DataTable), rows)
+            sync_table(overview.query_one("#alerts", DataTable), rows, ordered=True)
 
     def action_refresh_now(self) -> None:
         for job in self.poller.jobs.values():
@@ -333,6 +380,8 @@ class SfopsApp(App[None]):
         from backends.intent import alerts, headline
 
         self.unfinished_alerts = alerts(unfinished)
+        self.running_actions = [f"{u.action} {u.target}" for u in unfinished
+                                if u.state == RUNNING and not u.resolved]
         for item in unfinished:
             if item.resolved or item.state == RUNNING or item.id in self._notified_unfinished:
                 continue
@@ -354,6 +403,16 @@ class SfopsApp(App[None]):
         while len(self.screen_stack) > 1 and not isinstance(self.screen, OverviewScreen):
             self.pop_screen()
         self.push_screen(screen_cls())
+
+    def action_timeline(self) -> None:
+        from tui.screens.timeline import TimelineScreen
+
+        if isinstance(self.screen, TimelineScreen):
+            return
+        self.push_screen(TimelineScreen())
+
+    def timeline_writer(self) -> TimelineWriter | None:
+        return self.timeline
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_text(self)))
@@ -446,6 +505,8 @@ class SfopsApp(App[None]):
                               f"({env.colour}{mode}; key E)", LINE),
                     partial(self.switch_environment, env.name),
                 )
+        yield SystemCommand("Open timeline", "every change and action in time order (key T)",
+                            self.action_timeline)
         for index, service in enumerate(self.services, 1):
             yield SystemCommand(
                 safe_text(f"Open {service.title}", CELL),
@@ -454,6 +515,10 @@ class SfopsApp(App[None]):
             )
         if self.read_only:
             return  # read-only: no mutating entry exists at all
+        if self.can_verify():
+            yield SystemCommand("Verify the write path",
+                                "a canary write through nginx → API → PostgreSQL → Kafka → "
+                                "consumer, each hop timed (key v)", self.action_verify_write_path)
         for title, help_line, build in palette_actions(self):
             # Titles name targets (from the cluster, the config): plain text, shown as such
             # by SafeSystemCommands.
@@ -461,7 +526,28 @@ class SfopsApp(App[None]):
                                 partial(self.start_action, build))
 
     # -- actions -----------------------------------------------------------------------------
-    def start_action(self, build: Callable[[], Action]) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "verify_write_path":
+            return self.can_verify()  # False: the key does not exist (read-only, no [verify])
+        return True
+
+    def can_verify(self) -> bool:
+        """The write-path canary may run: configured, enabled, not read-only (it writes)."""
+        return not self.read_only and self.runner.write_path is not None
+
+    def action_verify_write_path(self) -> None:
+        """`sfops verify` in the TUI: no confirmation (canary data only), progress shown."""
+        check = self.runner.write_path
+        if not self.can_verify() or check is None:
+            self.notify("verify: not available (read-only, or no [verify] configured)",
+                        severity="warning", markup=False)
+            return
+        from backends.writepath.action import VerifyWritePath
+
+        self.start_action(lambda: self.runner.build(VerifyWritePath, check.canary()),
+                          confirm=False)
+
+    def start_action(self, build: Callable[[], Action], *, confirm: bool = True) -> None:
         if self.read_only:
             self.notify("read-only mode: actions are disabled", severity="warning")
             return
@@ -487,10 +573,11 @@ class SfopsApp(App[None]):
             return
         for key in keys:  # busy from now, before the preflight
             self.busy[key] = action
-        self.run_action_flow(action, keys)
+        self.run_action_flow(action, keys, confirm=confirm)
 
     @work(exclusive=False, group="action")
-    async def run_action_flow(self, action: Action, keys: Sequence[str] = ()) -> None:
+    async def run_action_flow(self, action: Action, keys: Sequence[str] = (), *,
+                              confirm: bool = True) -> None:
         """Prepare once: the target's lock is taken, then the preflight shown in the dialog
         is the one the runner records (it re-reads only the action's named critical
         conditions right before the change); the lock is held to the end."""
@@ -503,7 +590,7 @@ class SfopsApp(App[None]):
                                       self.config.secrets())
                 self.notify(message, severity="error", markup=False)
                 return
-            confirmed = await self.push_screen_wait(
+            confirmed = not confirm or await self.push_screen_wait(
                 ConfirmActionScreen(action, checks, environment=self.environment_badge()))
             if not confirmed:
                 self.notify("cancelled: nothing was changed", markup=False)
@@ -533,10 +620,15 @@ class SfopsApp(App[None]):
             return
         with contextlib.suppress(Exception):
             progress.finish(result)
-        severity = "information" if result.ok else "error"
+        cannot_write = done_but_cannot_write(result.write_path) if result.ok else None
+        severity = "information" if result.ok and not cannot_write else "error"
         message = f"{action.describe()}: {result.outcome.value}"
         if result.error:
             message += f" — {result.error}"
+        if cannot_write is not None:
+            message += f"; {cannot_write}"
+        elif result.write_path is not None and result.ok:
+            message += f"; {result.write_path.summary()}"
         self.notify(message, severity=severity, markup=False, timeout=10)  # type: ignore[arg-type]
         self.load_recent_actions()
         self.action_refresh_now()
@@ -604,6 +696,7 @@ def help_text(app: SfopsApp) -> Text:
         (panel_keys(len(app.services)), "open a backend's screen (panel order)"),
         ("Esc", "back"),
         ("/", "filter the table"),
+        ("T", "timeline: every change and action in time order"),
         ("r", "refresh now"),
         ("Ctrl+P", "command palette (every screen and action)"),
         ("?", "this help"),
@@ -611,6 +704,9 @@ def help_text(app: SfopsApp) -> Text:
     ]
     if app.opener is not None and len(app.config.environments) > 1:
         lines.append(("E", f"switch environment (now {app.config.env})"))
+    if app.can_verify():
+        lines.append(("v", "verify the write path: a canary through nginx → API → "
+                           "PostgreSQL → Kafka → consumer"))
     lines += screen_key_help([s.name for s in app.services], read_only=app.read_only)
     for key, what in lines:
         text.append(f"{key:<14}", style="bold cyan")

@@ -19,7 +19,7 @@ from tui import exitcodes
 # Subcommand modules; each has register(subparsers). The backends' own commands
 # (`sfops nginx|pg|kafka|k8s …`) are generated from their contracts (tui/commands/backend.py)
 # and come between "status" and these.
-COMMAND_MODULES = ("status", "audit", "lab", "completion")
+COMMAND_MODULES = ("status", "verify", "audit", "timeline", "incident", "lab", "completion")
 # Options of `sfops` itself, accepted before or after the sub-command (value-taking ones first).
 GLOBAL_VALUE_OPTIONS = ("--config", "--env")
 GLOBAL_FLAGS = ("--read-only",)

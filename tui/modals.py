@@ -158,6 +158,15 @@ class ProgressScreen(ModalScreen[None]):
             self.lines.append("verify:\n", style="bold")
             self.lines.append_text(checks_text(result.verify))
             self.query_one("#log", Static).update(self.lines)
+        write_path = result.write_path
+        if write_path is not None and write_path.checks() != result.verify:
+            # The canary after the action: "done, but users cannot write" when it failed.
+            self.lines.append("write path:\n", style="bold")
+            self.lines.append_text(checks_text(write_path.checks()))
+            self.query_one("#log", Static).update(self.lines)
+            if result.ok and not write_path.ok:
+                summary = Text(f"done, but users cannot write: {safe_text(write_path.problem())}",
+                               style="bold red")
         if result.ok:
             self.query_one("#bar", ProgressBar).update(total=1.0, progress=1.0)
         summary.append("   [Enter] close", style="dim")

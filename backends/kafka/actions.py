@@ -40,6 +40,8 @@ from backends.kafka.plan import (
 from backends.kafka.worker import GRACE, KILL_MARGIN, METADATA_POLICY, STARTUP_ALLOWANCE
 from backends.locks import LockKey, digest_of, key_name
 from backends.resilience import call_read, describe_error
+from backends.topology.blast import min_isr
+from backends.topology.config import topology_of
 
 REASSIGN_BATCH = 1000
 REASSIGN_TIMEOUT = 60.0  # for the controller to finish the (metadata-only) reassignments
@@ -426,6 +428,21 @@ class DrainBroker(_BrokerAction):
             + (f" and {len(blockers) - MAX_LISTED} more" if len(blockers) > MAX_LISTED
                else ""))
 
+    def _min_isr(self, view: ClusterView) -> CheckResult:
+        """Blast radius: the partitions it is in sync for that would fall to or under
+        ``min.insync.replicas`` once it is stopped (what a drain prepares). The ones it leads
+        are the takeover check's: this adds the ones it follows."""
+        partitions = view.partitions()
+        internal = {t.name for t in view.topics if t.internal}
+        configured = topology_of(self.layers.config if self.layers else None).api_topics
+
+        def api_topic(topic: str) -> bool:
+            return topic in configured if configured is not None else topic not in internal
+
+        led = {p.name for p in partitions if p.leader == self.broker_id}
+        return min_isr(partitions, {self.broker_id}, api_topic=api_topic,
+                       when="once it is stopped", refused_elsewhere=led)
+
     async def preflight(self) -> list[CheckResult]:
         view, checks = await self._read_checks()
         if view is None:
@@ -437,6 +454,7 @@ class DrainBroker(_BrokerAction):
         self.was_up = self.broker_id in view.brokers
         led = [p for p in partitions if p.leader == self.broker_id]
         checks.append(self._takeover(partitions))
+        checks.append(self._min_isr(view))
         self.plan = drain_plan(partitions, self.broker_id)
         checks.append(CheckResult.passed(
             "plan", f"reorder {len(self.plan)} partition(s), move leadership of {len(led)}"))
@@ -483,6 +501,7 @@ class DrainBroker(_BrokerAction):
                 checks.append(CheckResult.failed(
                     "broker still up", f"broker {self.broker_id} is no longer registered "
                     "(down or fenced since the preflight): look again before draining it"))
+        checks.append(self._min_isr(view))
         checks.append(self._takeover(view.partitions()))
         return checks
 

@@ -166,3 +166,32 @@ def save_record(path: Path, record: DrainRecord) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+@dataclass(frozen=True)
+class MinIsrLoss:
+    """What losing some brokers would do to the partitions they are in sync for."""
+
+    under: tuple[PartitionState, ...] = ()  # would fall under min.insync.replicas
+    at: tuple[PartitionState, ...] = ()  # would fall to exactly min.insync.replicas
+    unknown: tuple[PartitionState, ...] = ()  # min.insync.replicas not known
+
+
+def min_isr_loss(partitions: Iterable[PartitionState], brokers: Iterable[int]) -> MinIsrLoss:
+    """The partitions whose ISR would shrink to or under ``min.insync.replicas`` without
+    ``brokers`` (a drained broker, once stopped; the brokers on a drained node). Pure."""
+    gone = set(brokers)
+    under: list[PartitionState] = []
+    at: list[PartitionState] = []
+    unknown: list[PartitionState] = []
+    for p in partitions:
+        if not gone & set(p.isr):
+            continue
+        left = sum(1 for r in p.isr if r not in gone)
+        if p.min_isr is None:
+            unknown.append(p)
+        elif left < p.min_isr:
+            under.append(p)
+        elif left == p.min_isr:
+            at.append(p)
+    return MinIsrLoss(tuple(under), tuple(at), tuple(unknown))

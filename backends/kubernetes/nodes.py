@@ -36,6 +36,8 @@ from backends.kubernetes.objects import (
 )
 from backends.locks import LockKey, key_name
 from backends.resilience import CircuitBreaker
+from backends.topology.blast import cross_layer, node_drain
+from backends.topology.config import topology_of
 
 EVICTION_BACKOFF = (1.0, 2.0, 4.0, 5.0)  # then every 5 s
 DELETE_POLL = 0.5
@@ -306,7 +308,24 @@ class DrainNode(NodeAction):
                     f"budget {budget.key}", f"{detail}: evictions will wait in turn"))
             else:
                 checks.append(CheckResult.passed(f"budget {budget.key}", detail))
+        checks += await self._blast_radius(plan)
         return checks
+
+    async def _blast_radius(self, plan: DrainPlan) -> list[CheckResult]:
+        """The API members whose pods it evicts (and their nginx members), the PostgreSQL
+        members and Kafka brokers ``[topology.placement]`` puts on the node."""
+        if self.layers is None:
+            return []
+        placed = topology_of(self.layers.config).placement
+        on_node = {key for key, node in placed.items() if node == self.node}
+        needed = ["kubernetes", "nginx"]
+        if any(not key.startswith("broker-") for key in on_node):
+            needed.append("postgres")
+        if any(key.startswith("broker-") for key in on_node):
+            needed.append("kafka")
+        evicted = {p.key for p in plan.evict}
+        return await cross_layer(self.layers, needed,
+                                 lambda topology: node_drain(topology, self.node, evicted))
 
     async def planned(self, node: NodeInfo) -> list[str]:
         """The cordon patch, then every pod it would evict (in order) and every one it

@@ -283,6 +283,11 @@ class PodInfo:
     mirror: bool
     deleting: bool
     created: datetime | None
+    # Where it is reached (backends.topology links an nginx member to it by address): the
+    # pod's IP, its node's IP, and each container port with its hostPort (None: none).
+    ip: str = ""
+    host_ip: str = ""
+    ports: tuple[tuple[int, int | None], ...] = ()
 
     @property
     def key(self) -> str:
@@ -338,7 +343,21 @@ def pod_from_json(obj: Mapping[str, Any]) -> PodInfo:
         mirror=MIRROR_ANNOTATION in annotations,
         deleting=meta.get("deletionTimestamp") is not None,
         created=parse_time(meta.get("creationTimestamp")),
+        ip=str(status.get("podIP") or ""),
+        host_ip=str(status.get("hostIP") or ""),
+        ports=_ports(containers),
     )
+
+
+def _ports(containers: Iterable[Mapping[str, Any]]) -> tuple[tuple[int, int | None], ...]:
+    found: list[tuple[int, int | None]] = []
+    for container in containers:
+        for port in container.get("ports") or ():
+            number = _int(port.get("containerPort"), -1)
+            host = _int(port.get("hostPort"), -1)
+            if number > 0:
+                found.append((number, host if host > 0 else None))
+    return tuple(found)
 
 
 # --------------------------------------------------------------------------- nodes, budgets

@@ -45,6 +45,7 @@ from backends.nginx.service import (
 )
 from backends.nginx.upstream import UpstreamError, decode, parse_upstream, set_down_bytes
 from backends.resilience import describe_error
+from backends.topology.blast import cross_layer, member_drain
 
 RELOAD_TIMEOUT = 10.0  # for the master to start workers with the new configuration
 # The HTTP checks: a member's probe, nginx's own liveness (each with its retry's deadline).
@@ -387,6 +388,10 @@ class DrainMember(_MemberAction):
         remains = await self._another_remains(down)
         if remains is not None:
             checks.append(remains)
+        # Blast radius: the pod and node behind the member, and what the other layers say
+        # of the members that stay (the check above refuses the last one by its probes).
+        checks += await cross_layer(self.layers, ("nginx", "kubernetes"),
+                                    lambda topology: member_drain(topology, self.target))
         checks.append(self.worst_case().check())
         return checks
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 
 from backends.nginx.accesslog import MemberTraffic
@@ -44,6 +45,32 @@ class ProbeResult:
     status_code: int | None = None
     latency_ms: float | None = None
     error: str | None = None  # why it failed (connection refused, timeout, circuit open...)
+    # The member's own word for a refusal: the "reason" of a JSON answer, as the API's
+    # /health/ready gives it ("database unavailable"). Outside text: shown through safe_text.
+    reason: str | None = None
+
+    def describe(self) -> str:
+        """"HTTP 503 (database unavailable)", "connection refused", "ok"."""
+        text = self.error or ("ok" if self.ok else "failing")
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+REASON_LIMIT = 80
+
+
+def probe_reason(body: bytes, content_type: str | None) -> str | None:
+    """The ``reason`` string of a small JSON answer, else None. Never raises: a member may
+    answer anything."""
+    if not body or len(body) > 4096 or "json" not in (content_type or "").lower():
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    if not isinstance(reason, str) or not reason.strip():
+        return None
+    return reason.strip()[:REASON_LIMIT]
 
 
 @dataclass(frozen=True)
@@ -156,7 +183,8 @@ def summarize_status(status: NginxStatus, title: str = TITLE) -> BackendSummary:
     alerts: list[Alert] = []
     for member in status.members:
         if member.state is MemberState.FAILING:
-            reason = (member.probe.error if member.probe is not None and not member.probe.ok
+            probe = member.probe
+            reason = (probe.describe() if probe is not None and not probe.ok
                       else f"{member.traffic.recent_5xx} recent 5xx")
             alerts.append(Alert("nginx", f"member-failing:{member.name}", Severity.CRITICAL,
                                 f"{member.name} failing: {reason}"))

@@ -24,6 +24,7 @@ from backends.nginx.model import (
     StubStatus,
     derive_state,
     parse_stub_status,
+    probe_reason,
     summarize_status,
 )
 from backends.nginx.upstream import ServerEntry, Upstream, UpstreamError, decode, parse_upstream
@@ -176,8 +177,11 @@ class NginxService:
             return ProbeResult(False, None, None, _why(exc))
         latency = (time.monotonic() - started) * 1000
         ok = 200 <= response.status_code < 300
-        return ProbeResult(ok, response.status_code, latency,
-                           None if ok else f"HTTP {response.status_code}")
+        if ok:
+            return ProbeResult(ok, response.status_code, latency)
+        reason = probe_reason(response.content, response.headers.get("content-type"))
+        return ProbeResult(ok, response.status_code, latency, f"HTTP {response.status_code}",
+                           None if reason is None else redact_text(reason))
 
     async def upstream(self) -> Upstream:
         data = await self.control.read_upstream()

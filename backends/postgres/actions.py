@@ -39,6 +39,7 @@ from backends.postgres.cluster import (
 from backends.postgres.host import CLEAN_STATES, HostError
 from backends.postgres.model import MemberStatus, format_bytes, format_lsn, parse_lsn
 from backends.resilience import call_write
+from backends.topology.blast import cross_layer, role_change
 
 # The primary must fail this many reads to count as gone (the preflight's first read is the
 # first), each starting at least UNREACHABLE_INTERVAL after the one before: the window is never
@@ -200,6 +201,20 @@ class _PgAction(Action):
     async def _plan(self) -> list[str]:
         return [self.describe()]
 
+    # The layers a role change touches: the API members (nginx and their pods), and the nodes.
+    LAYERS = ("nginx", "kubernetes")
+
+    def _prefetch_layers(self) -> None:
+        if self.layers is not None:
+            self.layers.prefetch(self.LAYERS)
+
+    async def _blast_radius(self, old: list[str], doing: str) -> list[CheckResult]:
+        """Every API member reconnects (named, with their pods); refused when the API could
+        not reach the new primary ([topology] api_databases). Not a hard check: --force
+        overrides it, and the audit record notes that."""
+        return await cross_layer(self.layers, self.LAYERS,
+                                 lambda topology: role_change(topology, self.target, old, doing))
+
     def _known(self, name: str) -> CheckResult | None:
         if name in self.cluster.members:
             return None
@@ -263,6 +278,7 @@ class Failover(_PgAction):
         if (unknown := self._known(self.to)) is not None:
             checks.append(unknown)
             return checks
+        self._prefetch_layers()  # the CLI's polls run during the confirm-gone window
         self._first_read_at = time.monotonic()
         self.statuses = statuses = await self.cluster.read_all()
         candidate = statuses[self.to]
@@ -301,6 +317,7 @@ class Failover(_PgAction):
                         f"{window:.1f} s failed ({errors})"))
         self._check_candidate(candidate, statuses, last)
         await self._check_fence()
+        checks += await self._blast_radius(self.old_primary, "failover")
         checks.append(self.worst_case().check())
         return checks
 
@@ -577,6 +594,7 @@ class Switchover(_PgAction):
         if (unknown := self._known(self.to)) is not None:
             checks.append(unknown)
             return checks
+        self._prefetch_layers()
         self.statuses = statuses = await self.cluster.read_all()
         primaries = [m for m in statuses.values() if m.is_primary]
         if len(primaries) != 1:
@@ -622,6 +640,7 @@ class Switchover(_PgAction):
         problem = await host_problem(self.cluster, primary.name)
         checks.append(CheckResult.passed(CHECK_HOST, f"{primary.name}: commands run there")
                       if problem is None else CheckResult.failed(CHECK_HOST, problem))
+        checks += await self._blast_radius([primary.name], "switchover")
         checks.append(self.worst_case().check())
         return checks
 

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deploy.api.breaker import CircuitBreaker, CircuitOpenError
+from deploy.api.canary import canary_routes
 from deploy.api.db import (
     Database,
     DatabaseUnavailable,
@@ -285,6 +286,7 @@ def create_app(
         Route("/events", create_event, methods=["POST"]),
         Route("/events", list_events, methods=["GET"]),
         Route("/events/{event_id:int}", get_event, methods=["GET"]),
+        *canary_routes(settings, db, out),  # sfops verify: the write path, hop by hop
     ]
     if settings.slow_enabled:  # otherwise GET /slow is a plain 404
         routes.append(Route("/slow", slow))

@@ -297,6 +297,54 @@ class Database:
 
         return await self._retrying_read(read)
 
+    async def upsert_canary(self, key: str, token: str, served_by: str,
+                            ttl_seconds: float) -> datetime:
+        """The write-path canary's row (``written_at``, the database's clock). An upsert: the
+        same key written twice is one row (sfops may send its canary again after a failure:
+        the write is idempotent by its key). Rows older than ``ttl_seconds`` — this key's
+        excepted, the statement upserts it — are deleted by the same statement, so the
+        table never grows past what one TTL of canaries writes. Not retried here: the
+        caller decides."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "WITH expired AS (DELETE FROM canary WHERE key <> %s AND written_at < "
+                "now() - make_interval(secs => %s)) "
+                "INSERT INTO canary (key, token, served_by, written_at) "
+                "VALUES (%s, %s, %s, now()) ON CONFLICT (key) DO UPDATE SET "
+                "token = EXCLUDED.token, served_by = EXCLUDED.served_by, written_at = now(), "
+                "consumed_at = NULL, consumed_by = NULL RETURNING written_at",
+                (key, ttl_seconds, key, token, served_by),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        written_at: datetime = row[0]
+        return written_at
+
+    async def get_canary(self, key: str) -> dict[str, Any] | None:
+        """The canary's row and, once a consumer received it, the milliseconds from its
+        commit to the consumer (both the database's clock). An idempotent read: retried."""
+        async def read() -> dict[str, Any] | None:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    "SELECT token, served_by, written_at, consumed_at, consumed_by, "
+                    "extract(epoch FROM consumed_at - written_at) * 1000 "
+                    "FROM canary WHERE key = %s",
+                    (key,),
+                )
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            token, served_by, written_at, consumed_at, consumed_by, consumer_ms = row
+            return {
+                "key": key, "token": token, "served_by": served_by,
+                "written_at": written_at.isoformat(),
+                "consumed_at": consumed_at.isoformat() if consumed_at else None,
+                "consumed_by": consumed_by,
+                "consumer_ms": None if consumer_ms is None else round(float(consumer_ms), 1),
+            }
+
+        return await self._retrying_read(read)
+
     async def sleep(self, seconds: float) -> None:
         async with self._connection(call_seconds=seconds + self.timeout * 2) as conn:
             await conn.execute("SELECT pg_sleep(%s)", (seconds,))

@@ -10,6 +10,8 @@ commit and produce; that is a known limit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -21,9 +23,19 @@ from deploy.api.breaker import CircuitBreaker, CircuitOpenError
 log = logging.getLogger("sfapi.kafka")
 
 
+class DeliveryFailed(RuntimeError):
+    """A record the caller waited for was not acknowledged; the message is safe to send to a
+    client: a state or librdkafka's error code name, never a broker address or error text."""
+
+
+class KafkaDisabled(DeliveryFailed):
+    """The service publishes nothing (SFAPI_KAFKA_BOOTSTRAP empty)."""
+
+
 class Publisher(Protocol):
     def start(self) -> None: ...
     def publish(self, key: str, value: dict[str, Any]) -> str: ...
+    async def deliver(self, key: str, value: dict[str, Any], wait_seconds: float) -> None: ...
     def close(self, timeout: float) -> None: ...
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -36,6 +48,9 @@ class NullPublisher:
 
     def publish(self, key: str, value: dict[str, Any]) -> str:
         return "disabled"
+
+    async def deliver(self, key: str, value: dict[str, Any], wait_seconds: float) -> None:
+        raise KafkaDisabled("the API publishes no events (SFAPI_KAFKA_BOOTSTRAP is empty)")
 
     def close(self, timeout: float) -> None:
         pass
@@ -133,6 +148,51 @@ class EventPublisher:
         self._count("queued")
         return "queued"
 
+    async def deliver(self, key: str, value: dict[str, Any], wait_seconds: float) -> None:
+        """Produce one record and wait, at most ``wait_seconds``, for its delivery report
+        (acks=all): the write-path canary's Kafka hop. Raises DeliveryFailed. The wait is on
+        the event loop (a future the poll thread resolves), never a blocking flush; a record
+        not acknowledged in time stays queued and may still be delivered later."""
+        try:
+            self.breaker.allow()
+        except CircuitOpenError:
+            self._count("skipped_breaker_open")
+            raise DeliveryFailed("kafka circuit breaker open") from None
+        loop = asyncio.get_running_loop()
+        reported: asyncio.Future[Any] = loop.create_future()
+
+        def settle(err: Any) -> None:
+            if not reported.done():
+                reported.set_result(err)
+
+        def on_delivery(err: Any, msg: Any) -> None:  # runs on the poll thread
+            self._on_delivery(err, msg)
+            try:
+                loop.call_soon_threadsafe(settle, err)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+        try:
+            self._producer.produce(
+                self.topic,
+                key=key.encode(),
+                value=json.dumps(value, separators=(",", ":"), default=str).encode(),
+                on_delivery=on_delivery,
+            )
+        except Exception as exc:  # BufferError: local queue full; KafkaException: unusable
+            self.breaker.record_failure()
+            self._count("produce_errors", f"{type(exc).__name__}: {exc}")
+            log.warning("kafka produce failed: %s", exc)
+            raise DeliveryFailed(f"produce refused ({type(exc).__name__})") from None
+        self._count("queued")
+        try:
+            async with asyncio.timeout(wait_seconds):
+                err = await reported
+        except TimeoutError:
+            raise DeliveryFailed(f"not acknowledged within {wait_seconds:g} s") from None
+        if err is not None:
+            raise DeliveryFailed(f"delivery failed: {error_code(err)}")
+
     def _on_delivery(self, err: Any, msg: Any) -> None:  # runs on the poll thread
         if err is None:
             self.breaker.record_success()
@@ -171,3 +231,13 @@ class EventPublisher:
             "counts": counts,
             "in_queue": len(self._producer),
         }
+
+
+def error_code(err: Any) -> str:
+    """librdkafka's error code name (``NOT_ENOUGH_REPLICAS``, ``_MSG_TIMED_OUT``): what a
+    client may be told. The error's text can name brokers, so it is only logged."""
+    name = getattr(err, "name", None)
+    if callable(name):
+        with contextlib.suppress(Exception):  # a KafkaError that cannot say: fall through
+            return str(name())
+    return "unknown error"

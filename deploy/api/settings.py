@@ -53,6 +53,11 @@ class Settings:
     slow_concurrency: int = 2
     # Request bodies above this are refused with 413 before they are parsed.
     max_body_bytes: int = 64 * 1024
+    # POST /canary/{key} (sfops verify): canary rows older than this are deleted by the next
+    # canary write; at most canary_concurrency canaries wait for Kafka at once (each holds
+    # its request until the delivery report), the excess 429 at once.
+    canary_ttl: float = 3600.0
+    canary_concurrency: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +100,8 @@ class Settings:
             slow_enabled=_flag(env, "SFAPI_SLOW_ENABLED"),
             slow_concurrency=int(_number(env, "SFAPI_SLOW_CONCURRENCY", 2)),
             max_body_bytes=int(_number(env, "SFAPI_MAX_BODY_BYTES", 64 * 1024)),
+            canary_ttl=_number(env, "SFAPI_CANARY_TTL", 3600.0),
+            canary_concurrency=int(_number(env, "SFAPI_CANARY_CONCURRENCY", 4)),
         )
         if not 0 <= settings.pool_min <= settings.pool_max or settings.pool_max < 1:
             raise SettingsError(
@@ -107,6 +114,12 @@ class Settings:
                 f"SFAPI_POOL_MAX ({settings.pool_max}), so slow requests never hold every "
                 "pooled connection"
             )
+        if settings.canary_ttl < 60:
+            raise SettingsError(f"SFAPI_CANARY_TTL={settings.canary_ttl:g}: must be >= 60 "
+                                "(seconds a canary row is kept)")
+        if settings.canary_concurrency < 1:
+            raise SettingsError(f"SFAPI_CANARY_CONCURRENCY={settings.canary_concurrency}: "
+                                "must be >= 1")
         if settings.max_body_bytes < 1:
             raise SettingsError(f"SFAPI_MAX_BODY_BYTES={settings.max_body_bytes}: must be >= 1")
         return settings

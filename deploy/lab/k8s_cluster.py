@@ -32,7 +32,8 @@ from deploy.lab.k8s_pki import (
     readonly_kubeconfig,
 )
 
-MANIFESTS = REPO / "deploy" / "k8s"
+# deploy/k8s/ through the lab's overlay (its one change is explained there).
+LAB_OVERLAY = REPO / "deploy" / "k8s-tools" / "lab"
 CREDENTIAL_PLUGIN = REPO / "deploy" / "lab" / "k8s-credential.py"
 CREDENTIAL_RBAC = REPO / "deploy" / "lab" / "k8s-credential-rbac.yaml"
 DECLARED_EXPIRY = 20  # seconds the plugin declares; its real tokens live an hour
@@ -84,7 +85,8 @@ def apply_nodes(lab: Lab) -> None:
 
 
 def apply_stack(lab: Lab) -> None:
-    """deploy/k8s/ as a user would apply it, plus the Secret the template describes."""
+    """deploy/k8s/ as a user would apply it (through the lab's overlay), plus the Secret the
+    template describes."""
     kubectl(
         lab,
         "apply",
@@ -92,7 +94,7 @@ def apply_stack(lab: Lab) -> None:
         "--force-conflicts",
         "--field-manager=sfops-lab",
         "-k",
-        str(MANIFESTS),
+        str(LAB_OVERLAY),
     )
     # Created once with a random password; never overwritten (pods may have read it).
     existing = run(

@@ -604,7 +604,20 @@ class KafkaConsumerProcess(Component):
             str(secret_path(lab, "streamforge")),
             "--ssl-ca-location",
             str(tls.service_ca(lab)),
+            *self.canary_args(lab),
         ]
+
+    def canary_args(self, lab: Lab) -> list[str]:
+        """Where the consumer marks write-path canaries as received (the API's database, as
+        the API's user), when this lab has PostgreSQL: it connects only when a canary
+        arrives, so PostgreSQL may start later."""
+        from deploy.lab import postgres
+
+        password = postgres.secret_path(lab, "streamforge")
+        if not password.exists():
+            return []
+        return ["--database-url", postgres.conninfo_for_app(lab),
+                "--database-password-file", str(password)]
 
     def address(self, lab: Lab) -> str:
         return f"group {CONSUMER_GROUP} on {APP_TOPIC}"

@@ -5,6 +5,7 @@ its offsets, so the group's lag is a real, moving number for sfops to show.
         [--max-rate N] [--status-file PATH]
         [--security-protocol SASL_SSL --sasl-mechanism M --sasl-username U
          --sasl-password-file PATH --ssl-ca-location PATH]
+        [--database-url CONNINFO --database-password-file PATH]
 
 The lab runs it against its SASL_SSL listener (deploy/lab/kafka.py); the password is read
 from a file, never passed in argv.
@@ -13,22 +14,95 @@ from a file, never passed in argv.
 grow on purpose. The status file (JSON: pid, assigned partitions, records consumed, time) is
 rewritten on every assignment change and every few seconds; the lab's readiness probe reads
 it. SIGTERM/SIGINT leave the group cleanly (final commit, then close).
+
+Write-path canaries (``sfops verify``, deploy/api/canary.py): with ``--database-url``, a
+record keyed ``canary:KEY`` is marked as received in the API's ``canary`` table (the row of
+that key and token gets ``consumed_at``), which ``GET /canary/KEY`` reads back. A mark that
+cannot be written yet (the database is failing over) is kept, at most
+:data:`MAX_PENDING_MARKS`, and tried again about every second; one try holds consumption
+up for at most one connection attempt (the conninfo's connect_timeout) and 3 s per mark.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 STATUS_EVERY_SECONDS = 2.0
+CANARY_PREFIX = b"canary:"
+MAX_PENDING_MARKS = 100
+MARK_RETRY_SECONDS = 1.0
+
+
+class CanaryMarks:
+    """Canary records received, written to PostgreSQL as "consumed" (one short statement
+    each, on a connection of its own; libpq's multi-host conninfo with
+    target_session_attrs=read-write finds the primary after a failover)."""
+
+    def __init__(self, conninfo: str, password: str | None, consumer: str) -> None:
+        self.conninfo = conninfo
+        self.password = password
+        self.consumer = consumer
+        self.pending: deque[tuple[str, str]] = deque(maxlen=MAX_PENDING_MARKS)
+        self._conn: Any = None
+        self._next_try = 0.0
+        self._failing = False
+
+    def add(self, key: bytes | None, value: bytes | None) -> None:
+        if not key or not key.startswith(CANARY_PREFIX) or not value:
+            return
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return
+        if isinstance(data, dict) and isinstance(data.get("canary"), str) \
+                and isinstance(data.get("token"), str):
+            self.pending.append((data["canary"], data["token"]))
+
+    def flush(self) -> None:
+        if not self.pending or time.monotonic() < self._next_try:
+            return
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(
+                    self.conninfo, password=self.password, autocommit=True,
+                    application_name="streamforge-consumer",
+                    options="-c statement_timeout=3000")
+            while self.pending:
+                key, token = self.pending[0]
+                self._conn.execute(
+                    "UPDATE canary SET consumed_at = now(), consumed_by = %s "
+                    "WHERE key = %s AND token = %s AND consumed_at IS NULL",
+                    (self.consumer, key, token))
+                self.pending.popleft()
+            if self._failing:
+                log("canary marks: written again")
+            self._failing = False
+        except psycopg.Error as exc:
+            if not self._failing:
+                log(f"canary marks: cannot write ({type(exc).__name__}); "
+                    f"{len(self.pending)} kept, retrying")
+            self._failing = True
+            self._next_try = time.monotonic() + MARK_RETRY_SECONDS
+            self.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to release
+                conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sasl-username")
     parser.add_argument("--sasl-password-file", type=Path)
     parser.add_argument("--ssl-ca-location", type=Path)
+    parser.add_argument("--database-url", help="libpq conninfo (no password): mark canaries")
+    parser.add_argument("--database-password-file", type=Path)
     args = parser.parse_args(argv)
+    marks = None
+    if args.database_url:
+        password = (args.database_password_file.read_text().splitlines()[0]
+                    if args.database_password_file is not None else None)
+        marks = CanaryMarks(args.database_url, password, f"{args.group}/{os.getpid()}")
 
     stopping = False
 
@@ -104,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while not stopping:
             message = consumer.poll(0.5)
+            if marks is not None:
+                marks.flush()
             now = time.monotonic()
             if now - last_status > STATUS_EVERY_SECONDS:
                 write_status()
@@ -115,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log(f"consumer error: {error}")
                 continue
+            if marks is not None:
+                marks.add(message.key(), message.value())
+                marks.flush()
             consumer.store_offsets(message)
             consumed += 1
             if args.max_rate > 0:
@@ -126,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # nothing stored yet, or the brokers are gone
             log(f"final commit skipped: {exc}")
         consumer.close()
+        if marks is not None:
+            marks.close()
     return 0
 
 

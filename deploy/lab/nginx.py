@@ -99,6 +99,7 @@ class Nginx(Component):
 
 
 COMPONENTS: list[Component] = [Nginx()]
+VERIFY_TIMEOUT = 15.0
 
 
 def sfops_config(lab: Lab) -> dict[str, Any]:
@@ -123,5 +124,8 @@ def sfops_config(lab: Lab) -> dict[str, Any]:
                 }
                 for worker in MEMBERS.values()
             },
-        }
+        },
+        # The write-path canary (sfops verify, and after every action) enters where users'
+        # writes do: nginx's listen.
+        "verify": {"url": f"http://127.0.0.1:{port}", "timeout": VERIFY_TIMEOUT},
     }

@@ -47,7 +47,8 @@ async def test_fault_is_shown_and_recovery_is_shown(stack, label):
                 f"{cell}: the overview did not show {t.alert} within {POLLS_ALLOWED} polls "
                 f"({result.detected.polls} polls, {result.detected.seconds:.1f} s); "
                 f"it showed: {not_ok(app) or 'everything OK'}")
-            assert result.status_detected, f"{cell}: sfops status --json did not show it"
+            assert result.status_detected, (
+                f"{cell}: sfops status --json did not show it: {result.status_during}")
             assert result.recovered.seen, (
                 f"{cell}: the overview still showed {t.alert} {result.recovered.polls} polls "
                 f"({result.recovered.seconds:.1f} s) after it came back: {not_ok(app)}")

@@ -260,7 +260,8 @@ def check_cli(backend: str, status: Any, summary: BackendSummary) -> None:
         print_document(document, output, out)
         assert not unsafe_chars(out.getvalue(), newlines=True)
     out = io.StringIO()
-    print_table([(declared, _NoBreaker(), _Snapshot(), summary)], out)  # type: ignore[list-item]
+    snapshot = _Snapshot(status)  # its status is the likely causes' evidence
+    print_table([(declared, _NoBreaker(), snapshot, summary)], out)  # type: ignore[list-item]
     check_block(out.getvalue())
 
 
@@ -270,6 +271,9 @@ class _NoBreaker:
 
 class _Snapshot:
     ok = True
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 @SETTINGS

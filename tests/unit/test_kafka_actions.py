@@ -300,6 +300,7 @@ async def test_drain_recheck_of_a_broker_seen_down_does_not_ask_it_to_be_up(tmp_
     checks = await action.preflight()
     assert by_name(checks)["broker exists"].detail == "broker 2 is NOT registered (down)"
     assert [c.name for c in await action.recheck()] == [
+        "blast radius: min.insync.replicas",  # the partitions it follows (blast radius)
         "another in-sync replica takes over, ISR above min.insync.replicas"]
 
 

@@ -96,10 +96,12 @@ def read_only(args: argparse.Namespace, config: SfopsConfig) -> bool:
 
 def make_runner(args: argparse.Namespace, config: SfopsConfig) -> ActionRunner:
     from backends.locks import manager_for
+    from backends.writepath.action import write_path_check
 
-    return ActionRunner(AuditLog(config.sfops.audit_log, env=config.env),
-                        read_only=read_only(args, config),
-                        secrets=config.secrets(), locks=manager_for(config))
+    ro = read_only(args, config)
+    return ActionRunner(AuditLog(config.sfops.audit_log, env=config.env), read_only=ro,
+                        secrets=config.secrets(), locks=manager_for(config),
+                        write_path=None if ro else write_path_check(config))
 
 
 def check_line(check: CheckResult) -> str:
@@ -120,6 +122,8 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "steps": result.steps,
         "duration_s": round(result.duration_s, 3),
         "started_at": result.started_at,
+        # The canary after the action (issue #17); ok false: "done, but users cannot write".
+        "write_path": None if result.write_path is None else result.write_path.to_json(),
     }
 
 
@@ -275,6 +279,9 @@ async def _dry_run(action: Action, runner: ActionRunner, force: bool, want_json:
 
 
 def _report(result: RunResult, want_json: bool, out: TextIO, err: TextIO) -> int:
+    from backends.writepath.action import done_but_cannot_write
+
+    cannot_write = done_but_cannot_write(result.write_path) if result.ok else None
     if want_json:
         print(json.dumps(result_json(result)), file=out)
     else:
@@ -288,8 +295,13 @@ def _report(result: RunResult, want_json: bool, out: TextIO, err: TextIO) -> int
         line += f" in {result.duration_s:.1f} s"
         if result.error:
             line += f" — {result.error}"
-        print(safe_text(line, TEXT), file=out if result.ok else err)
-    return OUTCOME_EXIT[result.outcome]
+        if cannot_write is not None:
+            line += f"; {cannot_write}"
+        elif result.write_path is not None:
+            line += f"; {result.write_path.summary()}"
+        print(safe_text(line, TEXT), file=out if result.ok and not cannot_write else err)
+    # Done, but users cannot write: a runbook must not carry on as if all were well.
+    return exitcodes.DEGRADED if cannot_write else OUTCOME_EXIT[result.outcome]
 
 
 def run_action_command(

@@ -119,6 +119,19 @@ class CliContext:
     def status(self, backend: str) -> Any:
         return None
 
+    async def fresh_status(self, backend: str) -> Any:
+        """One refresh of ``backend`` under the liveness rule, for an action's blast-radius
+        check (the CLI has no last status): the service the action uses, kept open. What an
+        unreachable backend could still say (PostgreSQL: every member down) is its value."""
+        from backends.service import BackendUnreachable, observe
+
+        try:
+            return await observe(self.service(backend))
+        except BackendUnreachable as exc:
+            if exc.value is not None:
+                return exc.value
+            raise
+
 
 def run_spec(backend: Backend, spec: ActionSpec, args: argparse.Namespace) -> int:
     options = _values(args, backend.options)
@@ -129,7 +142,10 @@ def run_spec(backend: Backend, spec: ActionSpec, args: argparse.Namespace) -> in
         runner.check_allowed(spec.action_class())
         context = CliContext(config, runner, stack,
                              lambda c: backend.configured(c, options))
-        return spec.build(context, target, params)
+        from tui.commands.timeline import watch_actions
+
+        watch_actions(context, stack)  # the status before and after, for the timeline
+        return spec.make(context, target, params)
 
     return run_action_command(args, spec.action_class(), build)
 

@@ -17,9 +17,11 @@ from backends.safetext import CELL, LINE, TEXT, safe_text
 from tui import exitcodes
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from backends.config import SfopsConfig
     from backends.contract import Backend
-    from backends.service import BackendService, BackendSummary
+    from backends.service import Alert, BackendService, BackendSummary
     from backends.snapshot import Snapshot
 
 DEFAULT_TIMEOUT = 10.0
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if config.has_environments:  # which stack this is, before anything about it
             mode = " (read-only)" if config.sfops.read_only else ""
             print(f"environment: {config.env}{mode}")
-        print_table(results, sys.stdout)
+        print_table(results, sys.stdout, config)
     else:
         from tui.commands.backend import print_document
 
@@ -74,12 +76,15 @@ def run(args: argparse.Namespace) -> int:
 Result = tuple["Backend", "BackendService", "Snapshot[Any]", "BackendSummary"]
 
 
-async def poll_all(config: SfopsConfig, *, timeout: float) -> list[Result]:  # noqa: ASYNC109
-    """Every configured backend once, concurrently, under the TUI's liveness rule."""
+async def poll_all(config: SfopsConfig, *, timeout: float,  # noqa: ASYNC109
+                   only: Collection[str] | None = None) -> list[Result]:
+    """Every configured backend (``only`` these, by name) once, concurrently, under the TUI's
+    liveness rule."""
     from backends.registry import backends
     from tui.commands.backend import observe_once
 
-    configured = [(b, s) for b in backends() if (s := b.build_service(config)) is not None]
+    configured = [(b, s) for b in backends() if only is None or b.name in only
+                  if (s := b.build_service(config)) is not None]
     secrets = config.secrets()
 
     async def one(backend: Backend, service: BackendService) -> Result:
@@ -99,8 +104,34 @@ def exit_code(results: list[Result]) -> int:
     return exitcodes.OK
 
 
-def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, Any]:
+def explained(results: list[Result], config: SfopsConfig | None) -> list[Alert]:
+    """What is wrong now, each symptom under its likely cause across the layers (as the
+    TUI's list): evidence only from the backends that answered."""
     from backends.service import wrong_now
+    from backends.topology.causes import explain
+    from backends.topology.config import topology_of
+    from backends.topology.model import build_topology
+
+    statuses = {summary.name: snapshot.value for _, _, snapshot, summary in results
+                if snapshot.ok}
+    topology = build_topology(
+        topology_of(config), statuses, running=_running(config) if config else [],
+        postgres_configured=config is not None and config.postgres is not None)
+    return explain(wrong_now(summary for _, _, _, summary in results), topology)
+
+
+def _running(config: SfopsConfig) -> list[str]:
+    """Actions running now ("pg.failover pg-2"), from the audit log (none if unreadable)."""
+    from backends.audit import RUNNING, AuditLog
+
+    try:
+        items = AuditLog(config.sfops.audit_log, env=config.env).unfinished()
+    except (OSError, ValueError):
+        return []
+    return [f"{u.action} {u.target}" for u in items if u.state == RUNNING and not u.resolved]
+
+
+def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, Any]:
     from backends.snapshot import Health
 
     overall = Health.worst(summary.health for _, _, _, summary in results)
@@ -109,10 +140,13 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
         "exit_code": code,
         "config": str(config.path),
         "env": config.env,
-        # Unreachable backends and members first, then by severity (as the TUI's list).
+        # Unreachable backends and members first, then by severity (as the TUI's list), each
+        # likely cause followed by its symptoms: "cause" is the root's "source:key", "chain"
+        # the steps from the symptom to it.
         "wrong_now": [{"source": a.source, "key": a.key, "severity": a.severity.name.lower(),
-                       "unreachable": a.unreachable, "message": a.message}
-                      for a in wrong_now(summary for _, _, _, summary in results)],
+                       "unreachable": a.unreachable, "message": a.message,
+                       "cause": a.cause, "chain": list(a.chain)}
+                      for a in explained(results, config)],
         "backends": [
             {
                 "name": summary.name,
@@ -136,7 +170,8 @@ def to_json(results: list[Result], code: int, config: SfopsConfig) -> dict[str, 
     }
 
 
-def print_table(results: list[Result], out: TextIO) -> None:
+def print_table(results: list[Result], out: TextIO, config: SfopsConfig | None = None
+                ) -> None:
     rows = [("BACKEND", "HEALTH", "FIGURES")]
     for _, _, _, summary in results:
         figures = "  ".join(f"{f.label} {f.value}" for f in summary.figures)
@@ -145,14 +180,14 @@ def print_table(results: list[Result], out: TextIO) -> None:
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
         print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]}".rstrip(), file=out)
-    from backends.service import wrong_now
+    from tui.render.overview import alert_text
 
     print("", file=out)
     print("What is wrong now", file=out)
-    alerts = wrong_now(s for _, _, _, s in results)
+    alerts = explained(results, config)
     if not alerts:
         print("ok        nothing is wrong right now", file=out)
     for alert in alerts:
-        message = safe_text(f"{alert.source}: {alert.message}", LINE)
+        message = safe_text(f"{alert.source}: {alert_text(alert)}", LINE)
         label = "DOWN" if alert.unreachable else alert.severity.name.lower()
         print(f"{label:<8}  {message}", file=out)

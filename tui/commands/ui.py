@@ -46,6 +46,7 @@ def session(config: SfopsConfig, *, read_only: bool) -> Session:
     from backends.audit import AuditLog
     from backends.locks import manager_for
     from backends.services import build_services
+    from backends.writepath.action import write_path_check
     from tui.environments import Session
 
     if read_only:
@@ -53,6 +54,6 @@ def session(config: SfopsConfig, *, read_only: bool) -> Session:
     runner = ActionRunner(
         AuditLog(config.sfops.audit_log, env=config.env),
         read_only=config.sfops.read_only, secrets=config.secrets(),
-        locks=manager_for(config),
+        locks=manager_for(config), write_path=write_path_check(config),
     )
     return Session(config, build_services(config), runner)

@@ -87,6 +87,19 @@ class AlertRow:
     cells: tuple[Text, Text, Text, Text]
 
 
+CHAIN_ARROW = " \u2190 "  # " ← ": "symptom ← its likely cause ← …"
+SYMPTOM_MARK = "\u21b3 "  # "↳ ": listed under its likely cause
+
+
+def alert_text(alert: Alert) -> str:
+    """An alert as "What is wrong now" shows it: a root cause as its message; a symptom
+    (listed right under its root) marked, with the chain to its likely cause."""
+    if not alert.chain:
+        return alert.message
+    text = CHAIN_ARROW.join(" ".join(step.split()) for step in alert.chain)
+    return SYMPTOM_MARK + text if alert.cause else text
+
+
 def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list[AlertRow]:
     if not tracked:
         return [AlertRow("none", Severity.INFO, (plain("ok", "green"), plain(""),
@@ -100,7 +113,7 @@ def alert_rows(tracked: Sequence[tuple[Alert, datetime]], now: datetime) -> list
                 cells=(
                     plain(SEVERITY_LABEL[alert.severity], SEVERITY_STYLE[alert.severity]),
                     plain(alert.source),
-                    plain(alert.message, limit=LINE),
+                    plain(alert_text(alert), limit=LINE),
                     plain(since_text(first, now), "dim"),
                 ),
             )

@@ -39,7 +39,7 @@ class ScreenAction:
 
 def _from_spec(spec: ActionSpec) -> ScreenAction:
     def build(app: ScreenHost, target: str | None) -> Action:
-        return spec.build(app, target, spec.defaults())
+        return spec.make(app, target, spec.defaults())
 
     assert spec.key is not None
     return ScreenAction(spec.key, spec.label, build, needs_target=spec.target is not None,
@@ -97,7 +97,7 @@ def palette_actions(app: ScreenHost) -> Iterator[tuple[str, str, Callable[[], Ac
 
 
 def _builder(spec: ActionSpec, app: ScreenHost, target: Any) -> Callable[[], Action]:
-    return lambda: spec.build(app, target, spec.defaults())
+    return lambda: spec.make(app, target, spec.defaults())
 
 
 def preload(backends: list[str]) -> None:

@@ -26,24 +26,79 @@ from tui.tablediff import add_columns, sync_table
 if TYPE_CHECKING:
     from tui.screens.host import ScreenHost
 
-__all__ = ["BackendScreen", "ScreenAction"]
+__all__ = ["BackendScreen", "FilteredScreen", "ScreenAction"]
 
 
-class BackendScreen(Screen[None]):
+class FilteredScreen(Screen[None]):
+    """A screen whose table (``#table``) has a filter field (``#filter``): ``/`` opens it,
+    Enter applies it, Esc in it clears it; Esc elsewhere goes back."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("slash", "filter", "Filter"),
+    ]
+    filter_text = ""
+
+    def filter_changed(self) -> None:
+        """Show the table again for the new ``filter_text``."""
+        raise NotImplementedError
+
+    def initial_title(self) -> Text:
+        """The title line as composed (updated later by the screen)."""
+        return Text()
+
+    def above_table(self) -> ComposeResult:
+        """Widgets between the title and the table (none by default)."""
+        yield from ()
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.initial_title(), markup=False, id="screen-title")
+        yield from self.above_table()
+        yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
+        table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static(Text(), markup=False, id="detail")
+        yield Footer()
+
+    def mount_table(self, columns: Sequence[str]) -> DataTable[Text]:
+        """On mount: the table's columns, the filter field hidden."""
+        table: DataTable[Text] = self.query_one("#table", DataTable)
+        add_columns(table, columns)
+        self.query_one("#filter", Input).display = False
+        return table
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip()
+        self.query_one("#table", DataTable).focus()
+        self.filter_changed()
+
+    def action_back(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.has_focus:
+            field.value = ""
+            field.display = False
+            self.filter_text = ""
+            self.query_one("#table", DataTable).focus()
+            self.filter_changed()
+        else:
+            self.app.pop_screen()
+
+
+class BackendScreen(FilteredScreen):
     backend: ClassVar[str] = ""
     title_text: ClassVar[str] = ""
     columns: ClassVar[Sequence[str]] = ()
     # False on sub-screens (e.g. Kafka topics) whose rows are not the actions' targets.
     offers_actions: ClassVar[bool] = True
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("slash", "filter", "Filter"),
-        Binding("r", "app.refresh_now", "Refresh"),
-    ]
+    BINDINGS = [Binding("r", "app.refresh_now", "Refresh")]  # and FilteredScreen's
 
     def __init__(self) -> None:
         super().__init__()
-        self.filter_text = ""
         self.snapshot: Snapshot[Any] | None = None  # the one shown; the app pushes new ones
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
@@ -57,19 +112,11 @@ class BackendScreen(Screen[None]):
     def sfops(self) -> ScreenHost:
         return cast("ScreenHost", self.app)
 
-    def compose(self) -> ComposeResult:
-        yield Static(Text(safe_text(self.title_text, CELL), style="bold"), markup=False,
-                     id="screen-title")
-        yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
-        table: DataTable[Text] = DataTable(id="table", cursor_type="row", zebra_stripes=True)
-        yield table
-        yield Static(Text(), markup=False, id="detail")
-        yield Footer()
+    def initial_title(self) -> Text:
+        return Text(safe_text(self.title_text, CELL), style="bold")
 
     def on_mount(self) -> None:
-        table = self.query_one("#table", DataTable)
-        add_columns(table, self.columns)
-        self.query_one("#filter", Input).display = False
+        table = self.mount_table(self.columns)
         if not self.sfops.read_only:
             for action in self.screen_actions():
                 self._bindings.bind(action.key, f"screen_action('{action.key}')", action.label)
@@ -141,23 +188,5 @@ class BackendScreen(Screen[None]):
             return
         self.sfops.start_action(lambda: spec.build(self.sfops, target))
 
-    def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.display = True
-        field.focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.filter_text = event.value.strip()
-        self.query_one("#table", DataTable).focus()
+    def filter_changed(self) -> None:
         self.refresh_data()
-
-    def action_back(self) -> None:
-        field = self.query_one("#filter", Input)
-        if field.has_focus:
-            field.value = ""
-            field.display = False
-            self.filter_text = ""
-            self.query_one("#table", DataTable).focus()
-            self.refresh_data()
-        else:
-            self.app.pop_screen()

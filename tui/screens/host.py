@@ -16,6 +16,7 @@ from backends.actions import Action
 from backends.contract import ActionContext
 from backends.service import BackendService
 from backends.snapshot import Snapshot
+from backends.timeline.observer import TimelineWriter
 
 
 class ScreenHost(ActionContext, Protocol):
@@ -38,6 +39,11 @@ class ScreenHost(ActionContext, Protocol):
 
     def environment_badge(self) -> Text | None:
         """The environment on screen, for a title line (None: the file has none)."""
+        ...
+
+    def timeline_writer(self) -> TimelineWriter | None:
+        """The timeline store's writer of the environment on screen (None: not observing,
+        e.g. between environments)."""
         ...
 
     def overview_mounted(self) -> None:
