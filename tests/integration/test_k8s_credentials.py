@@ -30,9 +30,8 @@ from tests.integration.test_k8s import (
     NS,
     _write_config,
     deployment,
-    settled,
+    restore,
     sfops,
-    wait_for,
 )
 from tests.integration.test_least_privilege import OPERATOR_SA, now_utc, sfops_events
 
@@ -133,6 +132,7 @@ async def test_reads_go_on_through_declared_expiries_and_a_forced_401(
 
 
 def test_an_action_and_its_lease_survive_a_forced_401(k8s_lab: Any, tmp_path: Path) -> None:
+    restore(k8s_lab)  # from three available replicas, every node schedulable
     config, _, op_name = identities_config(k8s_lab, tmp_path, declare=300)
     force_401(k8s_lab, op_name)
     since = now_utc()
@@ -157,7 +157,7 @@ def test_an_action_and_its_lease_survive_a_forced_401(k8s_lab: Any, tmp_path: Pa
     finally:
         result = sfops(config, "k8s", "scale", NAME, "3", "--yes")
         assert result.returncode == 0, result.stderr + result.stdout
-        wait_for("streamforge-api back to 3", lambda: settled(k8s_lab), timeout=180)
+        restore(k8s_lab)
 
 
 # ----------------------------------------------------------------------------- proxy-url
@@ -240,8 +240,11 @@ def test_proxy_url_sends_every_request_through_the_proxy(k8s_lab: Any, tmp_path:
     config = _write_config(k8s_lab, tmp_path / "proxied.toml", kubeconfig=kubeconfig,
                            read_only=True)
     result = sfops(config, "k8s", "status", "--json")
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert any(d["name"] == NAME for d in json.loads(result.stdout)["status"]["deployments"])
+    # 0 healthy, 1 degraded (a rollout another test left going): either way it was read.
+    assert result.returncode in (0, 1), result.stderr + result.stdout
+    envelope = json.loads(result.stdout)
+    assert envelope["reachable"] and envelope["error"] is None
+    assert any(d["name"] == NAME for d in envelope["status"]["deployments"])
     api = f"127.0.0.1:{k8s_lab.port(k8s.OFF_APISERVER)}"
     assert proxy.targets and set(proxy.targets) == {api}
     assert set(proxy.authorizations) == {"Basic b25jYWxsOnByb3h5LXB3"}  # oncall:proxy-pw
