@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SFOPS := $(VENV)/bin/sfops
 TEST_LAB := .lab-test
+UNIT_LOG := $(TEST_LAB)/unit-tests.log
 PYTEST_ARGS ?=
 
 .PHONY: install install-base install-kafka install-k8s install-lint demo lab-up lab-down lint test test-only clean
@@ -43,11 +44,25 @@ test: install
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-only
 
+# The unit tests need no lab and mostly wait on child processes: they run beside the lab-bound
+# tests (one pytest each; the lab's tests stay sequential — they share one lab). With
+# PYTEST_ARGS (a selection) everything runs in one pytest, as asked. pytest's exit code 5 (no
+# test collected) is a failure here: tests must exist.
 test-only:
-	@rc=0; $(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS) || rc=$$?; \
+	@if [ -n "$(PYTEST_ARGS)" ]; then \
+	  rc=0; $(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS) || rc=$$?; urc=0; \
+	else \
+	  mkdir -p $(TEST_LAB); $(PY) -m pytest -q -ra -p no:cacheprovider tests/unit > $(UNIT_LOG) 2>&1 & upid=$$!; \
+	  rc=0; $(PY) -m pytest -q -ra --durations=25 --ignore=tests/unit || rc=$$?; \
+	  urc=0; wait $$upid || urc=$$?; \
+	  echo "---------------------------- unit tests (run beside) ----------------------------"; \
+	  cat $(UNIT_LOG); \
+	fi; \
 	$(SFOPS) lab --dir $(TEST_LAB) down >/dev/null 2>&1 || true; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here, tests must exist" >&2; exit 1; fi; \
-	exit $$rc
+	for code in $$rc $$urc; do \
+	  if [ $$code -eq 5 ]; then echo "pytest collected no tests: that is a failure here, tests must exist" >&2; exit 1; fi; \
+	done; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$urc
 
 clean: lab-down
 	rm -rf .lab .lab-test

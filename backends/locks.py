@@ -951,7 +951,8 @@ def manager_for(config: SfopsConfig) -> LockManager:
     connection: list[Connection] = []
 
     def client() -> KubeClient:
-        from backends.kubernetes.client import KubeClient, connection_from_kubeconfig
+        from backends.kubernetes.client import KubeClient
+        from backends.kubernetes.kubeconfig import connection_from_kubeconfig
 
         if not connection:
             # The operator identity: Leases are taken by actions (create/update).

@@ -40,8 +40,6 @@ from backends.kafka.model import (
     ElectionOutcome,
     KafkaSecurityError,
     KafkaUnreachable,
-    PartitionState,
-    TopicState,
 )
 from backends.kafka.security import PLAINTEXT, KafkaSecurity, explain
 from backends.resilience import with_timeout
@@ -49,43 +47,10 @@ from backends.resilience import with_timeout
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterInfo", "ClusterView", "ElectionOutcome", "KafkaAdmin", "KafkaUnreachable",
-           "partitions_from_metadata", "view_from_metadata"]
+__all__ = ["ClusterInfo", "ClusterView", "ElectionOutcome", "KafkaAdmin", "KafkaUnreachable"]
 
 MIN_ISR_TTL = 300.0  # topic configs change rarely; re-read every five minutes
 GRACE = 1.0  # our outer bound beyond the client's own timeout
-
-
-def partitions_from_metadata(metadata: ClusterMetadata,
-                             min_isr: dict[str, int | None]) -> tuple[TopicState, ...]:
-    topics: list[TopicState] = []
-    for name in sorted(metadata.topics):
-        topic = metadata.topics[name]
-        limit = min_isr.get(name)
-        partitions = tuple(
-            PartitionState(
-                topic=name, partition=pid, leader=p.leader, replicas=tuple(p.replicas),
-                isr=tuple(p.isrs), min_isr=limit,
-                error=str(p.error) if p.error is not None else None,
-            )
-            for pid, p in sorted(topic.partitions.items())
-        )
-        topics.append(TopicState(
-            name=name, partitions=partitions, internal=name.startswith("__"), min_isr=limit,
-            error=str(topic.error) if topic.error is not None else None,
-        ))
-    return tuple(topics)
-
-
-def view_from_metadata(metadata: ClusterMetadata,
-                       min_isr: dict[str, int | None]) -> ClusterView:
-    controller = metadata.controller_id
-    return ClusterView(
-        cluster_id=metadata.cluster_id,
-        controller_id=controller if controller is not None and controller >= 0 else None,
-        brokers={b.id: (str(b.host), int(b.port)) for b in metadata.brokers.values()},
-        topics=partitions_from_metadata(metadata, min_isr),
-    )
 
 
 class KafkaAdmin:

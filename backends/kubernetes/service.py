@@ -17,7 +17,6 @@ from backends.kubernetes.client import (
     KubeClient,
     KubeError,
     KubeUnavailable,
-    connection_from_kubeconfig,
 )
 from backends.kubernetes.config import KubernetesConfig
 from backends.kubernetes.contract import ALL_NAMESPACES
@@ -31,6 +30,7 @@ from backends.kubernetes.informer import (
     Informer,
     Resource,
 )
+from backends.kubernetes.kubeconfig import connection_from_kubeconfig
 from backends.kubernetes.model import (
     ClusterStatus,
     ProbeCache,

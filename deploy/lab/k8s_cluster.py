@@ -13,7 +13,10 @@ import json
 import os
 import pwd
 import secrets
+import shutil
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from deploy.lab.core import Lab, LabError, run, write_atomic
@@ -25,11 +28,15 @@ from deploy.lab.k8s_pki import (
     kubeconfig_text,
     kubectl,
     operator_kubeconfig,
+    pki,
     readonly_kubeconfig,
 )
 
 # deploy/k8s/ through the lab's overlay (its one change is explained there).
 LAB_OVERLAY = REPO / "deploy" / "k8s-tools" / "lab"
+CREDENTIAL_PLUGIN = REPO / "deploy" / "lab" / "k8s-credential.py"
+CREDENTIAL_RBAC = REPO / "deploy" / "lab" / "k8s-credential-rbac.yaml"
+DECLARED_EXPIRY = 20  # seconds the plugin declares; its real tokens live an hour
 DEPLOYMENT = "streamforge-api"
 
 
@@ -215,27 +222,63 @@ def wait_scale(lab: Lab, timeout: float) -> None:
 OPERATOR_USER = "sfops-lab"  # the lab's operator (runs sfops over SSH in the e2e tests)
 
 
-def service_account_token(lab: Lab, account: str, namespace: str = NAMESPACE) -> str:
-    """A bound token from the TokenRequest API (what `kubectl create token` calls)."""
-    return kubectl(lab, "-n", namespace, "create", "token", account, "--duration=48h").strip()
+def credential_dir(lab: Lab) -> Path:
+    """The exec plugin's state: the minter's certificate and key, the cached real tokens, the
+    call counters (``<name>.calls``) and the bad-token flags (``<name>.bad-once``)."""
+    return lab.path("k8s", "credentials")
+
+
+def exec_user(lab: Lab, account: str, *, name: str | None = None,
+              declare: int = DECLARED_EXPIRY) -> dict[str, Any]:
+    """A kubeconfig user whose credential comes from the lab's exec plugin, as EKS's and
+    GKE's do from theirs: a real token of ``account``, declared valid for ``declare`` s.
+    ``name`` picks another call counter (tests)."""
+    args = ["-I", "-S", str(CREDENTIAL_PLUGIN), "--state", str(credential_dir(lab)),
+            "--account", account, "--namespace", NAMESPACE, "--declare", str(declare)]
+    if name:
+        args += ["--name", name]
+    return {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": os.path.realpath(sys.executable),
+        "args": args,
+        "interactiveMode": "Never",
+        "provideClusterInfo": True,
+        "installHint": f"the lab's plugin is {CREDENTIAL_PLUGIN} (run by python3)",
+    }}
+
+
+def prepare_credential_plugin(lab: Lab, owner: int | None) -> None:
+    """The plugin's state directory with the token minter's certificate and key, and the
+    minter's only right: create tokens for sfops's two ServiceAccounts."""
+    directory = credential_dir(lab)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for stem, target in (("token-minter.crt", "minter.crt"), ("token-minter.key", "minter.key")):
+        shutil.copyfile(pki(lab, stem), directory / target)
+        (directory / target).chmod(0o600)
+    kubectl(lab, "apply", "--server-side", "--force-conflicts", "--field-manager=sfops-lab",
+            "-f", str(CREDENTIAL_RBAC))
+    if owner is not None:  # sfops run over SSH as the lab's operator runs the plugin
+        for path in (directory, *directory.iterdir()):
+            os.chown(path, owner, -1)
 
 
 def write_role_kubeconfigs(lab: Lab) -> None:
-    """The read-only and operator identities sfops uses (0600). Owned by the lab's operator
-    user when it exists, as the PostgreSQL secrets are, so sfops run over SSH as that user can
-    read them; the admin kubeconfig stays root's."""
+    """The read-only and operator identities sfops uses (0600), both through the lab's exec
+    credential plugin (a real token with a short declared expiry). Owned by the lab's
+    operator user when it exists, as the PostgreSQL secrets are, so sfops run over SSH as
+    that user can read them and run the plugin; the admin kubeconfig stays root's."""
     try:
         owner: int | None = pwd.getpwnam(OPERATOR_USER).pw_uid
     except KeyError:
         owner = None
+    prepare_credential_plugin(lab, owner)
     for account, path in (
         ("sfops", readonly_kubeconfig(lab)),
         ("sfops-operator", operator_kubeconfig(lab)),
     ):
-        token = service_account_token(lab, account)
-        write_atomic(
-            path, kubeconfig_text(lab, f"{NAMESPACE}-{account}", {"token": token}), mode=0o600
-        )
+        write_atomic(path, kubeconfig_text(lab, f"{NAMESPACE}-{account}",
+                                           exec_user(lab, account)), mode=0o600)
         if owner is not None:
             os.chown(path, owner, -1)
 

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from deploy.lab import tls
 from deploy.lab.core import Lab, LabError, run, write_atomic
@@ -31,6 +32,7 @@ BINARIES = (
 CONTEXT = "sfops-lab"
 NAMESPACE = "streamforge"
 OFF_APISERVER = 43
+TOKEN_MINTER = "sfops-lab-token-minter"  # noqa: S105 - a user name (CN), not a secret
 
 
 # -- binaries --------------------------------------------------------------------------------
@@ -119,6 +121,9 @@ def _certificates(lab: Lab) -> list[tuple[str, str, list[str] | None]]:
         ("scheduler", "/CN=system:kube-scheduler", None),
         # kwok writes node and pod status, leases and events cluster-wide.
         ("kwok", "/O=system:masters/CN=kwok", None),
+        # The lab's exec credential plugin: may only mint sfops's ServiceAccount tokens
+        # (deploy/lab/k8s-credential-rbac.yaml).
+        ("token-minter", f"/CN={TOKEN_MINTER}", None),
     ]
 
 
@@ -141,7 +146,7 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def kubeconfig_text(lab: Lab, user: str, credentials: dict[str, str]) -> str:
+def kubeconfig_text(lab: Lab, user: str, credentials: dict[str, Any]) -> str:
     # JSON is valid YAML; kubectl and the Python client both read it.
     config = {
         "apiVersion": "v1",

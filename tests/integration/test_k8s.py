@@ -34,6 +34,9 @@ NAME = k8s.DEPLOYMENT
 SELECTOR = "app.kubernetes.io/name=streamforge-api"
 IMAGE = "ghcr.io/streamforge/streamforge-api:0.1.0"
 KNOWN_KEYS = ("kubeconfig", "context", "namespaces")
+# The lab's identities: reads as the read-only ServiceAccount, actions as the operator, both
+# through the lab's exec credential plugin (deploy/lab/k8s-credential.py).
+IDENTITY_KEYS = ("readonly_kubeconfig", "operator_kubeconfig")
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -41,9 +44,11 @@ KNOWN_KEYS = ("kubeconfig", "context", "namespaces")
 
 def _write_config(lab: Any, path: Path, *, kubeconfig: Path | None = None,
                   read_only: bool = False) -> Path:
-    """The lab's configuration reduced to sfops + [kubernetes] (keys sfops knows)."""
+    """The lab's configuration reduced to sfops + [kubernetes] (keys sfops knows); with an
+    explicit ``kubeconfig``, that one identity for everything."""
     data = tomllib.loads(lab.config_path.read_text())
-    section = {k: v for k, v in data["kubernetes"].items() if k in KNOWN_KEYS}
+    keys = KNOWN_KEYS if kubeconfig is not None else KNOWN_KEYS + IDENTITY_KEYS
+    section = {k: v for k, v in data["kubernetes"].items() if k in keys}
     section["namespaces"] = [NS]
     if kubeconfig is not None:
         section["kubeconfig"] = str(kubeconfig)

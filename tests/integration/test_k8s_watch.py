@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from backends.config import load
-from backends.kubernetes.client import KubeClient, connection_from_kubeconfig
+from backends.kubernetes.client import KubeClient
 from backends.kubernetes.informer import EVENTS, Backoff, Informer
+from backends.kubernetes.kubeconfig import connection_from_kubeconfig
 from backends.kubernetes.objects import event_from_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]

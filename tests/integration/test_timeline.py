@@ -33,6 +33,10 @@ def stack(lab):
 
 @pytest.fixture
 def config_path(stack, tmp_path) -> Path:
+    return own_state(stack, tmp_path)
+
+
+def own_state(stack, tmp_path: Path) -> Path:
     """The lab's configuration with a timeline store and audit log of this test's own."""
     data = tomllib.loads(stack.config_path.read_text())
     data.setdefault("sfops", {})

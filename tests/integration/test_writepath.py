@@ -55,6 +55,11 @@ def superuser(lab: Any, member: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture(scope="module")
 def stack(lab: Any) -> Any:
+    return write_path_ready(lab)
+
+
+def write_path_ready(lab: Any) -> Any:
+    """The lab with every hop of the write path running (Kafka included)."""
     try:
         lab.ensure("pg", "kafka", "api", "nginx")
     except LabError:  # pg-1 is a standby (an earlier switchover): its init step refuses

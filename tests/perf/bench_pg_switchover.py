@@ -33,6 +33,8 @@ from deploy.lab.core import Lab
 from tests.conftest import LabHandle
 from tests.integration.test_pg import reset_pg, sql, status
 
+OUTAGE_TARGET_S = 1.0  # issue 18: today's switchover write outage, to keep
+
 
 @dataclass
 class Request:
@@ -199,6 +201,10 @@ def main() -> None:
           f"({len(requests) / elapsed:.1f}/s), {len(ids)} acknowledged, "
           f"{len(requests) - len(ids)} failed; acknowledged lost on the final primary "
           f"({primary}): {lost}")
+    # No peer in the lab: the longest write outage against today's figure (issue 18 keeps
+    # it, with 0 acknowledged writes lost — printed above).
+    worst = max(r["outage_s"] for r in results)
+    print(f"RATIO pg_switchover_outage_vs_{OUTAGE_TARGET_S:g}s {worst / OUTAGE_TARGET_S:.2f}")
 
 
 if __name__ == "__main__":
