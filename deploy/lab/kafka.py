@@ -609,15 +609,13 @@ class KafkaConsumerProcess(Component):
 
     def canary_args(self, lab: Lab) -> list[str]:
         """Where the consumer marks write-path canaries as received (the API's database, as
-        the API's user), when this lab has PostgreSQL: it connects only when a canary
-        arrives, so PostgreSQL may start later."""
+        the API's user). Always given: the consumer connects (and reads the password file)
+        only when a canary arrives, so PostgreSQL may start after it — a lab whose Kafka
+        group started first (a test that needed only Kafka) still marks canaries later."""
         from deploy.lab import postgres
 
-        password = postgres.secret_path(lab, "streamforge")
-        if not password.exists():
-            return []
         return ["--database-url", postgres.conninfo_for_app(lab),
-                "--database-password-file", str(password)]
+                "--database-password-file", str(postgres.secret_path(lab, "streamforge"))]
 
     def address(self, lab: Lab) -> str:
         return f"group {CONSUMER_GROUP} on {APP_TOPIC}"

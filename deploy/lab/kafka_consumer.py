@@ -49,9 +49,11 @@ class CanaryMarks:
     each, on a connection of its own; libpq's multi-host conninfo with
     target_session_attrs=read-write finds the primary after a failover)."""
 
-    def __init__(self, conninfo: str, password: str | None, consumer: str) -> None:
+    def __init__(self, conninfo: str, password_file: Path | None, consumer: str) -> None:
         self.conninfo = conninfo
-        self.password = password
+        # Read at each connect, not at start: the lab may start PostgreSQL (which writes the
+        # file) after this consumer, and a canary must still be marked then.
+        self.password_file = password_file
         self.consumer = consumer
         self.pending: deque[tuple[str, str]] = deque(maxlen=MAX_PENDING_MARKS)
         self._conn: Any = None
@@ -76,8 +78,10 @@ class CanaryMarks:
 
         try:
             if self._conn is None or self._conn.closed:
+                password = (self.password_file.read_text().splitlines()[0]
+                            if self.password_file is not None else None)
                 self._conn = psycopg.connect(
-                    self.conninfo, password=self.password, autocommit=True,
+                    self.conninfo, password=password, autocommit=True,
                     application_name="streamforge-consumer",
                     options="-c statement_timeout=3000")
             while self.pending:
@@ -90,7 +94,7 @@ class CanaryMarks:
             if self._failing:
                 log("canary marks: written again")
             self._failing = False
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError, IndexError) as exc:  # IndexError: an empty file
             if not self._failing:
                 log(f"canary marks: cannot write ({type(exc).__name__}); "
                     f"{len(self.pending)} kept, retrying")
@@ -122,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     marks = None
     if args.database_url:
-        password = (args.database_password_file.read_text().splitlines()[0]
-                    if args.database_password_file is not None else None)
-        marks = CanaryMarks(args.database_url, password, f"{args.group}/{os.getpid()}")
+        marks = CanaryMarks(args.database_url, args.database_password_file,
+                            f"{args.group}/{os.getpid()}")
 
     stopping = False
 
