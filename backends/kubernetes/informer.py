@@ -16,6 +16,7 @@ event in the stream. Failed requests are retried with exponential backoff and ji
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -129,6 +130,8 @@ class Informer(Generic[V]):
         self.last_event: float | None = None  # monotonic time of the last event or bookmark
         self._failures = 0  # failed requests in a row (for the backoff); 0 once a watch opens
         self._task: asyncio.Task[None] | None = None
+        # Set to end a backoff wait early: the service saw the API server answer /readyz.
+        self._retry = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -151,6 +154,22 @@ class Informer(Generic[V]):
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def retry_now(self) -> None:
+        """End a backoff wait after failures at once: the API server is known to answer again.
+
+        After an outage of a few seconds the backoff has grown to its maximum (10 s + jitter),
+        so without this the watches would stay closed for up to that long after the server is
+        back, and the backend would read unreachable although ``/readyz`` answers. A wait after
+        a quietly ended watch (a proxy cutting streams) is not shortened: that is no outage."""
+        if self._failures:
+            self._retry.set()
+
+    async def _backoff(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._retry.wait()
+        self._retry.clear()
 
     def _convert_kept(self, obj: dict[str, Any]) -> V | None:
         item = self.convert(obj)
@@ -232,6 +251,7 @@ class Informer(Generic[V]):
             nonlocal opened
             opened = True
             self._failures = 0
+            self._retry.clear()
             self._opened()
 
         low, high = self.watch_timeout
@@ -276,19 +296,19 @@ class Informer(Generic[V]):
                 self._failed(exc)
                 if exc.status in (401, 403, 404):
                     need_list = True  # permissions or the resource may come back changed
-                await asyncio.sleep(self.backoff.delay(self._failures))
+                await self._backoff(self.backoff.delay(self._failures))
                 continue
             except (KubeError, ValueError) as exc:
                 self._failures += 1
                 self._failed(exc)
-                await asyncio.sleep(self.backoff.delay(self._failures))
+                await self._backoff(self.backoff.delay(self._failures))
                 continue
             except Exception as exc:  # never let a bug silently end the informer
                 log.exception("informer %s failed", self.name)
                 self._failures += 1
                 self._failed(exc)
                 need_list = True
-                await asyncio.sleep(self.backoff.delay(self._failures))
+                await self._backoff(self.backoff.delay(self._failures))
                 continue
             # The watch was accepted and has ended quietly: reopen it from our version.
             quick_ends = quick_ends + 1 if quick else 0

@@ -186,6 +186,9 @@ class KubernetesService:
                                      ) from None
         except KubeError as exc:
             raise BackendUnreachable(f"API server {self.client.host}: {exc}") from None
+        # The server answers: watches waiting out a backoff from its outage reopen now.
+        for informer in self.informers:
+            informer.retry_now()
 
     async def poll(self) -> ClusterStatus:
         first = not self._started

@@ -131,10 +131,20 @@ def test_a_primary_outage_makes_ready_503_while_live_stays_200(stack: Any) -> No
     finally:
         stack.start("pg-1")
     # The same processes recover by themselves (pool reconnect + breaker half-open probe).
+    # Readiness uses a connection of its own: the pool is checked apart, by a pooled query.
     pids = {name: stack.pid(name) for name in WORKERS}
     for name in WORKERS:
         wait_for(lambda n=name: ready(stack, n).status_code == 200, 30, f"{name} ready again")
+        _wait_pool_serves(stack, name)
     assert {name: stack.pid(name) for name in WORKERS} == pids
+
+
+def _wait_pool_serves(lab: Any, name: str) -> None:
+    """Until a query on a pooled connection answers (after an outage the pool reconnects with
+    a backoff of its own, which readiness does not wait for)."""
+    wait_for(lambda: httpx.get(f"{worker_url(lab, name)}/slow", params={"seconds": 0},
+                               timeout=10).status_code == 200,
+             30, f"{name} serving from its pool")
 
 
 # -- graceful shutdown -----------------------------------------------------------------------------
@@ -188,6 +198,7 @@ def test_sigterm_drains_an_in_flight_request_and_exits_within_the_bound(
     pid = stack.pid(name)
     assert pid is not None
     url = worker_url(stack, name)
+    _wait_pool_serves(stack, name)  # an earlier test's outage may still be healing
     thread, result = _in_background(
         lambda: httpx.get(f"{url}/slow", params={"seconds": 4}, timeout=30.0)
     )

@@ -156,3 +156,29 @@ async def test_a_refused_reopen_is_an_error_until_the_server_is_back(
     finally:
         await informer.stop()
         await client.close()
+
+
+async def test_a_server_seen_back_ends_the_backoff_at_once(api: FakeApiServer) -> None:
+    """After an outage the backoff has grown to its maximum; the service's /readyz answering
+    (retry_now) must not leave the watches closed for that long."""
+    client = KubeClient(Connection(host=f"http://127.0.0.1:{api.port}"), timeout=5.0)
+    # Idle watches end after 1.5 s: not a "quick end" (that has a backoff of its own).
+    informer: Informer[Any] = Informer(client, PODS, None, pod_from_json, idle_timeout=1.5,
+                                       backoff=Backoff(600.0, 600.0, 0))
+    informer.start()
+    try:
+        await until(lambda: api.accepted >= 1 and informer.connected, "first watch accepted")
+        informer.retry_now()  # no failure yet: nothing to shorten, and nothing kept for later
+        assert not informer._retry.is_set()
+        api.mode = "fail"
+        await until(lambda: informer.error is not None, "the failed reopen shown")
+        # Now waiting out a 600 s backoff.
+        api.mode = "idle"
+        await asyncio.sleep(0.2)
+        assert informer.error is not None
+        informer.retry_now()
+        await until(lambda: informer.error is None and informer.connected,
+                    "reconnected long before the backoff ended")
+    finally:
+        await informer.stop()
+        await client.close()
