@@ -4,10 +4,10 @@ built purely from the informers' stores, and summarised for the overview."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from backends.config import redact_text
 from backends.kubernetes.objects import (
@@ -109,18 +109,75 @@ class ClusterStatus:
     watch_errors: tuple[str, ...]
     data_age_s: float  # 0 while every watch is connected; else seconds since the oldest break
     pod_count: int
+    # Lookups by key, name or address, each built on its first use and kept with this status
+    # (it never changes): "What is wrong now" asks for a few pods on every refresh, and a walk
+    # over 5,000 pods each time held the event loop. Not compared; a replace() starts empty.
+    _lookups: dict[str, Any] = field(init=False, default_factory=dict, repr=False,
+                                     compare=False)
 
     def deployment(self, namespace: str, name: str) -> DeploymentStatus | None:
         return next((d for d in self.deployments
                      if d.info.namespace == namespace and d.info.name == name), None)
 
     def node(self, name: str) -> NodeStatus | None:
-        return next((n for n in self.nodes if n.info.name == name), None)
+        nodes: dict[str, NodeStatus] = self._lookup("node", lambda: _first_by(
+            self.nodes, lambda n: [n.info.name]))
+        return nodes.get(name)
 
     def all_pods(self) -> Iterable[PodStatus]:
         for deployment in self.deployments:
             yield from deployment.pods
         yield from self.other_pods
+
+    def pods_by_key(self) -> Mapping[str, PodStatus]:
+        """Every pod by "namespace/name"."""
+        found: dict[str, PodStatus] = self._lookup(
+            "key", lambda: {p.info.key: p for p in self.all_pods()})
+        return found
+
+    def pods_named(self, name: str) -> Sequence[PodStatus]:
+        """The pods called ``name`` (in any namespace), in :meth:`all_pods` order."""
+        found: dict[str, list[PodStatus]] = self._lookup("name", lambda: _grouped_by(
+            self.all_pods(), lambda p: (p.info.name,)))
+        return found.get(name, ())
+
+    def pods_at(self, host: str) -> Sequence[PodStatus]:
+        """The pods whose IP or whose node's IP is ``host``, in :meth:`all_pods` order."""
+        found: dict[str, list[PodStatus]] = self._lookup("address", lambda: _grouped_by(
+            self.all_pods(), lambda p: {a for a in (p.info.ip, p.info.host_ip) if a}))
+        return found.get(host, ())
+
+    def deployment_of(self, pod_key: str) -> DeploymentStatus | None:
+        """The Deployment whose pods include the pod ``pod_key`` (the first, as listed)."""
+        found: dict[str, DeploymentStatus] = self._lookup("owner", lambda: _first_by(
+            self.deployments, lambda d: [p.info.key for p in d.pods]))
+        return found.get(pod_key)
+
+    def _lookup(self, name: str, build: Callable[[], Any]) -> Any:
+        found = self._lookups.get(name)
+        if found is None:
+            found = self._lookups[name] = build()
+        return found
+
+
+T = TypeVar("T")
+
+
+def _first_by(items: Iterable[T], keys: Callable[[T], Iterable[str]]) -> dict[str, T]:
+    found: dict[str, T] = {}
+    for item in items:
+        for key in keys(item):
+            found.setdefault(key, item)
+    return found
+
+
+def _grouped_by(items: Iterable[T], keys: Callable[[T], Iterable[str]]
+                ) -> dict[str, list[T]]:
+    found: dict[str, list[T]] = defaultdict(list)
+    for item in items:
+        for key in keys(item):
+            found[key].append(item)
+    return dict(found)
 
 
 def _revisions(replicasets: Sequence[ReplicaSetInfo], current: int | None

@@ -82,20 +82,63 @@ class Reading:
 Derive = Callable[[Facts, Observation], list[Change]]
 
 
+_MISSING = object()
+
+
 def diff(old: Facts, new: Facts, prefix: str = "") -> list[tuple[str, str, str]]:
     """``(key, old value, new value)`` for each key under ``prefix`` that both readings have
     and whose value differs (a key only one side has is a thing that appeared or went: see
-    :func:`appeared`)."""
-    return [(key, old[key], value) for key, value in sorted(new.items())
-            if key.startswith(prefix) and key in old and old[key] != value]
+    :func:`appeared`), by key. Only the differences are sorted: a 5,000-pod cluster's
+    11,000 facts are compared, never sorted."""
+    found = []
+    for key, value in new.items():
+        before = old.get(key, _MISSING)
+        if before is not _MISSING and before != value and key.startswith(prefix):
+            found.append((key, before, value))
+    found.sort()
+    return found  # type: ignore[return-value]
 
 
 def appeared(old: Facts, new: Facts, prefix: str) -> list[str]:
-    return sorted(k for k in new if k.startswith(prefix) and k not in old)
+    return sorted(k for k in new if k not in old and k.startswith(prefix))
 
 
 def vanished(old: Facts, new: Facts, prefix: str) -> list[str]:
-    return sorted(k for k in old if k.startswith(prefix) and k not in new)
+    return sorted(k for k in old if k not in new and k.startswith(prefix))
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Every difference between two readings' facts, found in one pass over them: what
+    :func:`diff`, :func:`appeared` and :func:`vanished` return for any prefix, without a
+    pass over every fact per prefix (a big cluster's facts, several kinds of change)."""
+
+    changed: tuple[tuple[str, str, str], ...]  # (key, old value, new value), by key
+    new_keys: tuple[str, ...]  # sorted
+    gone_keys: tuple[str, ...]  # sorted
+
+    @classmethod
+    def of(cls, old: Facts, new: Facts) -> Delta:
+        changed: list[tuple[str, str, str]] = []
+        new_keys: list[str] = []
+        for key, value in new.items():
+            before = old.get(key, _MISSING)
+            if before is _MISSING:
+                new_keys.append(key)
+            elif before != value:
+                changed.append((key, before, value))  # type: ignore[arg-type]
+        gone = sorted(k for k in old if k not in new) if len(old) + len(new_keys) != len(
+            new) else []  # every old key is still there: nothing went
+        return cls(tuple(sorted(changed)), tuple(sorted(new_keys)), tuple(gone))
+
+    def diff(self, prefix: str = "") -> list[tuple[str, str, str]]:
+        return [c for c in self.changed if c[0].startswith(prefix)]
+
+    def appeared(self, prefix: str) -> list[str]:
+        return [k for k in self.new_keys if k.startswith(prefix)]
+
+    def vanished(self, prefix: str) -> list[str]:
+        return [k for k in self.gone_keys if k.startswith(prefix)]
 
 
 def names(items: Sequence[str], shown: int = NAMES_SHOWN) -> str:

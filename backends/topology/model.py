@@ -14,7 +14,7 @@ Links and how each is known:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,21 +171,22 @@ def _link_pods(config: TopologyConfig, members: Sequence[NginxMember],
     """nginx member → (its pod or None, how the link is known); the mapping's problems."""
     links: dict[str, tuple[PodStatus | None, str]] = {}
     problems: list[str] = []
-    pods = list(cluster.all_pods()) if cluster is not None else []
     default_ns = config.api_deployment[0] if config.api_deployment else None
     for member in members:
         wanted = config.member_pods.get(member.name)
         if wanted is not None:
             namespace, name = wanted[0] or default_ns, wanted[1]
             key = f"[topology.members.{member.name}] pod"
-            match = [p for p in pods if p.info.name == name
-                     and (namespace is None or p.info.namespace == namespace)]
+            match = [p for p in (cluster.pods_named(name) if cluster is not None else ())
+                     if namespace is None or p.info.namespace == namespace]
             if cluster is not None and not match:
                 problems.append(f"{key}: no pod {namespace + '/' if namespace else ''}{name} "
                                 "(replaced by a rollout?)")
             links[member.name] = (match[0] if len(match) == 1 else None, key)
             continue
-        found = _by_address(member.address, pods)
+        host, _ = _split_address(member.address)
+        found = _by_address(member.address, cluster.pods_at(host)) if cluster is not None \
+            else []
         if len(found) == 1:
             links[member.name] = (found[0], f"address {member.address}")
         else:
@@ -202,10 +203,11 @@ def _api_pods(config: TopologyConfig, cluster: ClusterStatus | None,
     if config.api_deployment is not None:
         deployment = cluster.deployment(*config.api_deployment)
         return list(deployment.pods) if deployment is not None else []
-    keys = {p.info.key for p in linked}
+    linked = list(linked)
+    owners = {id(d) for p in linked if (d := cluster.deployment_of(p.info.key)) is not None}
     pods: list[PodStatus] = []
     for deployment in cluster.deployments:
-        if any(p.info.key in keys for p in deployment.pods):
+        if id(deployment) in owners:
             pods.extend(deployment.pods)
     known = {p.info.key for p in pods}
     pods += [p for p in linked if p.info.key not in known]
@@ -279,15 +281,12 @@ def build_topology(config: TopologyConfig, statuses: Mapping[str, Any], *,
     units = [_unit(m, *links[m.name]) for m in members]
     covered = {u.pod for u in units if u.pod}
     units += [_unit(None, pod, "") for pod in api_pods if pod.info.key not in covered]
-    nodes: dict[str, NodeState] = {}
-    if cluster is not None:
-        nodes = {n.info.name: _node_state(n) for n in cluster.nodes}
     return Topology(
         config=config,
         units=tuple(units),
-        pods={p.info.key: p for p in cluster.all_pods()} if cluster is not None else {},
+        pods=Pods(cluster) if cluster is not None else {},
         api_pods=frozenset(p.info.key for p in api_pods),
-        nodes=nodes,
+        nodes=Nodes(cluster) if cluster is not None else {},
         database=database_of(postgres, config) if postgres is not None else None,
         postgres_configured=(postgres is not None if postgres_configured is None
                              else postgres_configured),
@@ -300,3 +299,40 @@ def build_topology(config: TopologyConfig, statuses: Mapping[str, Any], *,
 
 def _node_state(node: NodeStatus) -> NodeState:
     return NodeState(node.info.name, node.info.ready, node.info.unschedulable, node.draining)
+
+
+class Pods(Mapping[str, PodStatus]):
+    """Every pod of the cluster by "namespace/name", indexed on the first lookup (once per
+    cluster status): most refreshes of "What is wrong now" ask for none of 5,000 pods."""
+
+    def __init__(self, cluster: ClusterStatus) -> None:
+        self._cluster = cluster
+
+    def __getitem__(self, key: str) -> PodStatus:
+        return self._cluster.pods_by_key()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cluster.pods_by_key())
+
+    def __len__(self) -> int:
+        return len(self._cluster.pods_by_key())
+
+
+class Nodes(Mapping[str, NodeState]):
+    """The cluster's nodes by name, each made into a :class:`NodeState` when asked for:
+    the causes and the blast radius ask for one or two nodes of 500."""
+
+    def __init__(self, cluster: ClusterStatus) -> None:
+        self._cluster = cluster
+
+    def __getitem__(self, name: str) -> NodeState:
+        node = self._cluster.node(name)
+        if node is None:
+            raise KeyError(name)
+        return _node_state(node)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({n.info.name: None for n in self._cluster.nodes})
+
+    def __len__(self) -> int:
+        return len({n.info.name for n in self._cluster.nodes})
