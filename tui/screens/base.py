@@ -112,6 +112,7 @@ class BackendScreen(FilteredScreen):
     def __init__(self) -> None:
         super().__init__()
         self.snapshot: Snapshot[Any] | None = None  # the one shown; the app pushes new ones
+        self._covered_since_show = False  # a snapshot came while another screen was on top
 
     def rows(self, snapshot: Snapshot[Any]) -> list[tuple[str, Sequence[Text]]]:
         raise NotImplementedError
@@ -140,9 +141,23 @@ class BackendScreen(FilteredScreen):
     def show(self, snapshot: Snapshot[Any] | None) -> None:
         """Show this snapshot of the backend (the app calls it with each new one)."""
         self.snapshot = snapshot
-        if self.is_mounted:  # until then on_mount shows the latest
-            # A snapshot arriving while the app shuts down finds the widgets gone: nothing
-            # to show it on.
+        if not self.is_mounted:  # until then on_mount shows the latest
+            return
+        if not self.is_active:
+            # Covered (the help, a dialog, a drill-down on top): shown once on top again, as
+            # dolphie skips its refresh while a modal is open. Rendering a covered 5,000-pod
+            # table cost the loop its rows and made the screen on top repaint over it.
+            self._covered_since_show = True
+            return
+        # A snapshot arriving while the app shuts down finds the widgets gone: nothing to
+        # show it on.
+        with contextlib.suppress(NoMatches):
+            self.refresh_data()
+
+    def on_screen_resume(self) -> None:
+        """On top again: the snapshots that came while covered, shown now (the newest)."""
+        if self._covered_since_show:
+            self._covered_since_show = False
             with contextlib.suppress(NoMatches):
                 self.refresh_data()
 
