@@ -19,9 +19,10 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from backends.snapshot import Snapshot
+from tui.footer import SteadyFooter
 from tui.render.cells import CELL, age_text, safe_text
 from tui.screens import ScreenAction
 from tui.tablediff import add_columns, sync_table
@@ -65,7 +66,7 @@ class FilteredScreen(Screen[None]):
         yield Input(placeholder="filter (Enter to apply, Esc to clear)", id="filter")
         yield self.make_table()
         yield Static(Text(), markup=False, id="detail")
-        yield Footer()
+        yield SteadyFooter()
 
     def make_table(self) -> Widget:
         """The table (``#table``): a row-cursor DataTable unless the screen says otherwise."""

@@ -12,10 +12,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Sparkline, Static
+from textual.widgets import DataTable, Header, Sparkline, Static
 
 from backends.service import BackendService, BackendSummary
 from backends.snapshot import Health, Snapshot
+from tui.footer import SteadyFooter
 from tui.render.cells import CELL, safe_text
 from tui.render.overview import panel_body, panel_title
 from tui.tablediff import add_columns
@@ -84,7 +85,7 @@ class OverviewScreen(Screen[None]):
         yield Static(Text("Recent actions", style="bold"), markup=False, classes="section")
         recent: DataTable[Text] = DataTable(id="recent", cursor_type="none", show_header=False)
         yield recent
-        yield Footer()
+        yield SteadyFooter()
 
     def on_mount(self) -> None:
         self._fill()
