@@ -50,7 +50,7 @@ async def test_the_footer_keeps_its_keys_over_a_modal_and_shows_new_ones():
                        what="the footer's keys")
         base = app.screen
         before = key_widgets(app)
-        assert [k.description for k in before][0] == "Ex"
+        assert before[0].description == "Ex"
 
         app.push_screen(Covering())
         await wait_for(pilot, lambda: isinstance(app.screen, Covering), what="the modal")
