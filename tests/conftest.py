@@ -9,6 +9,7 @@ never touches the demo lab in ``.lab/``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,18 +75,36 @@ class LabHandle:
         return load(self.config_path)
 
     def sfops(
-        self, *args: str, timeout: float = 120.0, **kwargs: Any
+        self, *args: str, timeout: float = 120.0, config: Path | None = None, **kwargs: Any
     ) -> subprocess.CompletedProcess[str]:
-        """Run the real `sfops` CLI against this lab's configuration."""
-        return subprocess.run(
-            [sys.executable, "-m", "tui.cli", "--config", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-            check=False,
-            **kwargs,
-        )
+        """Run the real `sfops` CLI against this lab's configuration (or ``config``)."""
+        return run_sfops(config or self.config_path, *args, timeout=timeout, **kwargs)
+
+    def sfops_json(
+        self, *args: str, timeout: float = 180.0, config: Path | None = None
+    ) -> tuple[int, Any, str]:
+        """`sfops ARGS` that must print one JSON document: (exit code, document, stderr)."""
+        return sfops_json(config or self.config_path, *args, timeout=timeout)
+
+
+def run_sfops(config: Path, *args: str, timeout: float = 120.0,
+              **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """The real `sfops` CLI with this configuration file."""
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False, **kwargs,
+    )
+
+
+def sfops_json(config: Path, *args: str, timeout: float = 180.0) -> tuple[int, Any, str]:
+    """`sfops ARGS` that must print one JSON document on stdout, whatever its exit code:
+    (exit code, document, stderr). No JSON fails the test with the command and both streams."""
+    done = run_sfops(config, *args, timeout=timeout)
+    try:
+        return done.returncode, json.loads(done.stdout), done.stderr
+    except ValueError:
+        pytest.fail(f"sfops {' '.join(args)}: no JSON (rc {done.returncode}): "
+                    f"{done.stdout!r}\n{done.stderr}")
 
 
 @pytest.fixture(scope="session")
