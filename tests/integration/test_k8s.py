@@ -15,6 +15,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,24 @@ def restore(lab: Any) -> None:
     if image_of(deployment(lab)) != IMAGE:
         kubectl(lab, "-n", NS, "set", "image", f"deployment/{NAME}", f"api={IMAGE}")
     wait_for("streamforge-api settled with 3 available", lambda: settled(lab), timeout=180)
+    wait_for("old pods of streamforge-api gone", lambda: no_pods_leaving(lab), timeout=120)
+
+
+def no_pods_leaving(lab: Any) -> bool:
+    """True when no API pod is terminating. A settled Deployment may still have an old
+    ReplicaSet's pod on its way out (kwok deletes it a moment later); one kwok left
+    terminating well past its grace period (seen on a loaded machine) is force-deleted here,
+    as an operator would, and named in the output."""
+    leaving = [p for p in api_pods(lab) if p["metadata"].get("deletionTimestamp")]
+    now = datetime.now(UTC)
+    for pod in leaving:
+        deadline = datetime.fromisoformat(pod["metadata"]["deletionTimestamp"])
+        if (now - deadline).total_seconds() > 30:
+            name = pod["metadata"]["name"]
+            print(f"restore: force-deleting {name}, terminating since {deadline} (kwok left it)")
+            kubectl(lab, "-n", NS, "delete", "pod", name, "--force", "--grace-period=0",
+                    "--wait=false")
+    return not leaving
 
 
 # ----------------------------------------------------------------------------- read side
