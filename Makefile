@@ -44,18 +44,19 @@ test: install
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-only
 
-# The unit tests need no lab and mostly wait on child processes: they run beside the lab-bound
-# tests (one pytest each; the lab's tests stay sequential — they share one lab). With
+# The unit tests and the UI tests that use fakes need no lab: they run beside the lab-bound
+# tests (one pytest each, split by tests/conftest.py's --part; the lab's tests stay sequential —
+# they share one lab, and a test of the beside part that asks for the lab fails). With
 # PYTEST_ARGS (a selection) everything runs in one pytest, as asked. pytest's exit code 5 (no
 # test collected) is a failure here: tests must exist.
 test-only:
 	@if [ -n "$(PYTEST_ARGS)" ]; then \
 	  rc=0; $(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS) || rc=$$?; urc=0; \
 	else \
-	  mkdir -p $(TEST_LAB); $(PY) -m pytest -q -ra -p no:cacheprovider tests/unit > $(UNIT_LOG) 2>&1 & upid=$$!; \
-	  rc=0; $(PY) -m pytest -q -ra --durations=25 --ignore=tests/unit || rc=$$?; \
+	  mkdir -p $(TEST_LAB); $(PY) -m pytest -q -ra -p no:cacheprovider --part beside > $(UNIT_LOG) 2>&1 & upid=$$!; \
+	  rc=0; $(PY) -m pytest -q -ra --durations=25 --part lab || rc=$$?; \
 	  urc=0; wait $$upid || urc=$$?; \
-	  echo "---------------------------- unit tests (run beside) ----------------------------"; \
+	  echo "------------------- unit and lab-free UI tests (run beside) -------------------"; \
 	  cat $(UNIT_LOG); \
 	fi; \
 	$(SFOPS) lab --dir $(TEST_LAB) down >/dev/null 2>&1 || true; \

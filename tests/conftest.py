@@ -107,8 +107,37 @@ def sfops_json(config: Path, *args: str, timeout: float = 180.0) -> tuple[int, A
                     f"{done.stdout!r}\n{done.stderr}")
 
 
+# `make test` runs two pytests side by side: ``--part lab`` (everything that needs the lab, one
+# test at a time: they share it) and ``--part beside`` (the unit tests and the UI tests that use
+# fakes, never the lab). The split is made here, so the two are always complementary.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--part", choices=("lab", "beside"), default=None,
+                     help="run only the lab-bound tests, or only those that never touch the lab")
+
+
+def runs_beside(item: pytest.Item) -> bool:
+    parts = Path(str(item.path)).relative_to(REPO).parts
+    if parts[:2] == ("tests", "unit"):
+        return True
+    return parts[:2] == ("tests", "ui") and item.get_closest_marker("integration") is None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    part = config.getoption("--part")
+    if part is None:
+        return
+    keep = [item for item in items if runs_beside(item) == (part == "beside")]
+    dropped = [item for item in items if runs_beside(item) != (part == "beside")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
-def lab() -> Iterator[LabHandle]:
+def lab(request: pytest.FixtureRequest) -> Iterator[LabHandle]:
+    if request.config.getoption("--part") == "beside":
+        pytest.fail("this test uses the lab: mark it integration (it runs beside the lab-bound "
+                    "tests, which share the lab)")
     reuse = os.environ.get("SFOPS_TEST_LAB_DIR")
     if reuse:
         handle = LabHandle(Lab.open(Path(reuse)), owned=False)
