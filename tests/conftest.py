@@ -4,7 +4,7 @@ The session ``lab`` fixture starts the groups a test asks for (``lab.ensure("pg"
 once per session and stops everything it started at the end. To reuse a lab that is already
 running (faster iteration), point ``SFOPS_TEST_LAB_DIR`` at its directory: it is then left
 running. The default test lab lives in ``.lab-test/`` with its own ports (base 17400), so it
-never touches the demo lab in ``.lab/``.
+never touches the demo lab in ``.lab/`` (under pytest-xdist, worker gwN's in ``.lab-test-gwN``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from deploy.lab import ops, registry
 from deploy.lab.core import Component, Lab
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_PORT_BASE = int(os.environ.get("SFOPS_TEST_PORT_BASE", "17400"))
+# Under pytest-xdist (`make test` runs the lab-bound tests in two workers, whole files each)
+# every worker has a lab of its own: gw0 the usual .lab-test on the base port, gwN
+# .lab-test-gwN 100 ports above per N (a lab uses offsets 0..48; tests that start a second
+# lab put it at +50).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_INDEX = int(WORKER[2:]) if WORKER.startswith("gw") and WORKER[2:].isdigit() else 0
+TEST_PORT_BASE = int(os.environ.get("SFOPS_TEST_PORT_BASE", "17400")) + 100 * WORKER_INDEX
+TEST_LAB_DIR = REPO / (".lab-test" if WORKER_INDEX == 0 else f".lab-test-{WORKER}")
 
 
 class LabHandle:
@@ -142,7 +149,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabHandle]:
     if reuse:
         handle = LabHandle(Lab.open(Path(reuse)), owned=False)
     else:
-        handle = LabHandle(Lab.open(REPO / ".lab-test", port_base=TEST_PORT_BASE), owned=True)
+        handle = LabHandle(Lab.open(TEST_LAB_DIR, port_base=TEST_PORT_BASE), owned=True)
     yield handle
     if handle.owned:
         ops.down(handle.lab)
