@@ -69,7 +69,7 @@ from backends.snapshot import Snapshot
 CLUSTER_WIDE_ABOVE = 4
 FIRST_SYNC_WAIT = 4.0  # a poll waits this long for the first LIST, then shows what it has
 # The pods' first LIST asks for this many first (then pages of 500): a screenful (60 lines),
-# decoded in milliseconds, where a full first page is ~3.5 MB of JSON.
+# decoded in milliseconds on the loop, where a full first page is 2-3.5 MB of JSON.
 FIRST_PODS_PAGE = 50
 THREAD_BUILD_PODS = 1000  # from this many pods a snapshot rebuild runs in a worker thread
 CONTACT_SHARE = 0.9  # of contact_timeout: the /readyz request's own timeout
