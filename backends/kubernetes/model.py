@@ -23,6 +23,7 @@ from backends.kubernetes.objects import (
     RolloutState,
     probe_statuses,
     rollout_status,
+    utcnow,
 )
 from backends.service import Alert, BackendSummary, Figure, Severity
 from backends.snapshot import Health
@@ -291,15 +292,33 @@ def worst_event(events: Sequence[EventInfo]) -> EventInfo | None:
                                       e.count, e.last.timestamp() if e.last else 0.0))
 
 
+# A deleted pod is on its way out (a rollout, a drain, a scale-down): not an alert while its
+# grace period runs. Still there this long after it ended, it is stuck (a kubelet or node that
+# does not act, a finalizer): that is one.
+STUCK_TERMINATING_SECONDS = 60.0
+
+
+def stuck_terminating(pod: PodInfo, now: datetime) -> float | None:
+    """Seconds a deleted pod has outlived its grace period by, past the margin; else None."""
+    if not pod.deleting or pod.deletion_deadline is None:
+        return None
+    late = (now - pod.deletion_deadline).total_seconds()
+    return late if late > STUCK_TERMINATING_SECONDS else None
+
+
 def summarize_status(status: ClusterStatus, title: str = "Kubernetes",
-                     name: str = "kubernetes") -> BackendSummary:
+                     name: str = "kubernetes", *, now: datetime | None = None) -> BackendSummary:
     """The overview's summary of one good status (a failed refresh: backends.service)."""
+    now = now or utcnow()
     healthy = sum(1 for d in status.deployments if d.health is Health.OK)
     rolling = sum(1 for d in status.deployments
                   if d.rollout.state in (RolloutState.ROLLING, RolloutState.PAUSED))
     failed = [d for d in status.deployments if d.health is Health.FAILED]
     not_ready = [p for p in status.all_pods()
-                 if not p.ready and p.info.phase not in ("Succeeded", "Failed")]
+                 if not p.ready and p.info.phase not in ("Succeeded", "Failed")
+                 and not p.info.deleting]
+    stuck = [(p, late) for p in status.all_pods()
+             if (late := stuck_terminating(p.info, now)) is not None]
     cordoned = [n for n in status.nodes if n.info.unschedulable]
     not_ready_nodes = [n for n in status.nodes if n.info.ready is False]
     alerts: list[Alert] = []
@@ -314,6 +333,11 @@ def summarize_status(status: ClusterStatus, title: str = "Kubernetes",
         why = pod.probe_failure or pod.info.waiting_reason or pod.info.phase
         alerts.append(Alert(name, f"pod-not-ready:{pod.info.key}", Severity.WARNING,
                             f"pod {pod.info.key} not ready: {why}"))
+    for pod, late in stuck[:5]:
+        where = f" on node {pod.info.node}" if pod.info.node else ""
+        alerts.append(Alert(name, f"pod-stuck-terminating:{pod.info.key}", Severity.WARNING,
+                            f"pod {pod.info.key} still terminating{where}, "
+                            f"{late:.0f} s past its grace period"))
     for node in not_ready_nodes[:5]:
         alerts.append(Alert(name, f"node-not-ready:{node.info.name}", Severity.CRITICAL,
                             f"node {node.info.name} NotReady {node.info.ready_reason}".rstrip()))
@@ -332,7 +356,7 @@ def summarize_status(status: ClusterStatus, title: str = "Kubernetes",
 
     if failed or not_ready_nodes:
         health = Health.FAILED
-    elif rolling or not_ready or cordoned or status.watch_errors:
+    elif rolling or not_ready or stuck or cordoned or status.watch_errors:
         health = Health.DEGRADED
     elif not status.synced:
         health = Health.UNKNOWN

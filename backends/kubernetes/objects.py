@@ -288,6 +288,8 @@ class PodInfo:
     ip: str = ""
     host_ip: str = ""
     ports: tuple[tuple[int, int | None], ...] = ()
+    # metadata.deletionTimestamp: when a deleted pod's grace period ends (None: not deleted).
+    deletion_deadline: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -346,6 +348,7 @@ def pod_from_json(obj: Mapping[str, Any]) -> PodInfo:
         ip=str(status.get("podIP") or ""),
         host_ip=str(status.get("hostIP") or ""),
         ports=_ports(containers),
+        deletion_deadline=parse_time(meta.get("deletionTimestamp")),
     )
 
 

@@ -29,13 +29,8 @@ def config_path(stack: Any, tmp_path: Path) -> Path:
     return own_state(stack, tmp_path)
 
 
-def sfops_json(stack: Any, config_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    done = stack.sfops("--config", str(config_path), *args, timeout=180)
-    try:
-        return done.returncode, json.loads(done.stdout), done.stderr
-    except ValueError:
-        pytest.fail(f"sfops {' '.join(args)}: no JSON (rc {done.returncode}): "
-                    f"{done.stdout!r} {done.stderr}")
+def sfops_json(stack: Any, config_path: Path, *args: str) -> tuple[int, Any, str]:
+    return stack.sfops_json(*args, config=config_path)  # type: ignore[no-any-return]
 
 
 def position(entries: list[dict[str, Any]], what: str, test: Any) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 import tomllib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,24 @@ def restore(lab: Any) -> None:
     if image_of(deployment(lab)) != IMAGE:
         kubectl(lab, "-n", NS, "set", "image", f"deployment/{NAME}", f"api={IMAGE}")
     wait_for("streamforge-api settled with 3 available", lambda: settled(lab), timeout=180)
+    wait_for("old pods of streamforge-api gone", lambda: no_pods_leaving(lab), timeout=120)
+
+
+def no_pods_leaving(lab: Any) -> bool:
+    """True when no API pod is terminating. A settled Deployment may still have an old
+    ReplicaSet's pod on its way out (kwok deletes it a moment later); one kwok left
+    terminating well past its grace period (seen on a loaded machine) is force-deleted here,
+    as an operator would, and named in the output."""
+    leaving = [p for p in api_pods(lab) if p["metadata"].get("deletionTimestamp")]
+    now = datetime.now(UTC)
+    for pod in leaving:
+        deadline = datetime.fromisoformat(pod["metadata"]["deletionTimestamp"])
+        if (now - deadline).total_seconds() > 30:
+            name = pod["metadata"]["name"]
+            print(f"restore: force-deleting {name}, terminating since {deadline} (kwok left it)")
+            kubectl(lab, "-n", NS, "delete", "pod", name, "--force", "--grace-period=0",
+                    "--wait=false")
+    return not leaving
 
 
 # ----------------------------------------------------------------------------- read side
@@ -234,7 +254,9 @@ def test_unready_pod_is_seen_within_seconds_by_watch(healthy: Any, config_path: 
             await service.close()
 
     elapsed, seen, lists_before, lists_after = asyncio.run(scenario())
-    assert seen.startswith("readiness failed 1\u00d7"), seen
+    # "1\u00d7" when this pod had no other probe event in the window; an earlier test (or a re-run
+    # within minutes) may have left one for the same pod, and then the count is the sum.
+    assert re.match("readiness failed [1-9][0-9]*\u00d7", seen), seen
     # A figure, not an assertion (timing is measured in tests/perf): two kubectl round trips
     # plus the watch's delivery. What is asserted is that the watch pushed it (no re-list).
     print(f"readiness flip seen {elapsed:.2f} s after kubectl patched it")

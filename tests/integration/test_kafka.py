@@ -62,15 +62,10 @@ def wait_for(config, predicate, timeout: float, what: str, interval: float = 1.0
 
 
 def sfops_json(lab, *args: str, timeout: float = 180.0) -> tuple[int, dict]:
-    result = lab.sfops("kafka", *args, "--json", timeout=timeout)
-    try:
-        data = json.loads(result.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"sfops kafka {' '.join(args)}: no JSON (rc {result.returncode}): "
-                    f"{result.stdout}\n{result.stderr}")
-    if result.returncode != 0:
-        data["stderr"] = result.stderr
-    return result.returncode, data
+    code, data, stderr = lab.sfops_json("kafka", *args, "--json", timeout=timeout)
+    if code != 0:
+        data["stderr"] = stderr
+    return code, data
 
 
 def drain_record(lab, broker: int) -> Path:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,10 @@ from backends.kafka.worker import IsolatedAdmin
 from backends.secrets import Secret
 from deploy.lab import kafka as labkafka
 from deploy.lab import tls
+from tests.conftest import sfops_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
-REPO = Path(__file__).resolve().parents[2]
 WRONG_PASSWORD = "not-the-sfops-password-0451"
 
 
@@ -57,15 +55,8 @@ def variant(lab: Any, tmp_path: Path, **changes: Any) -> Path:
 
 
 def sfops(config: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    result = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(config),
-                             "kafka", *args, "--json"], capture_output=True, text=True,
-                            timeout=180, cwd=REPO)
-    try:
-        data = json.loads(result.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"sfops kafka {' '.join(args)}: no JSON (rc {result.returncode}): "
-                    f"{result.stdout}\n{result.stderr}")
-    return result.returncode, data, result.stdout + result.stderr
+    code, data, stderr = sfops_json(config, "kafka", *args, "--json")
+    return code, data, json.dumps(data) + stderr
 
 
 def refused_everywhere(kafka_lab: Any, config: Path, key: str) -> None:

@@ -66,15 +66,10 @@ def sql(lab: Any, member: str, statement: str, params: Any = None) -> Any:
 
 def pg(lab: Any, *args: str, timeout: float = 180.0) -> tuple[int, Any, str]:
     """Run `sfops pg ARGS`; (exit code, parsed JSON stdout or the text, stderr)."""
-    done = lab.sfops("pg", *args, timeout=timeout)
-    out: Any = done.stdout
     if "--json" in args:
-        try:
-            out = json.loads(done.stdout)
-        except ValueError:
-            pytest.fail(f"sfops pg {' '.join(args)}: no JSON on stdout: {done.stdout!r} "
-                        f"stderr: {done.stderr}")
-    return done.returncode, out, done.stderr
+        return lab.sfops_json("pg", *args, timeout=timeout)  # type: ignore[no-any-return]
+    done = lab.sfops("pg", *args, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
 
 
 def status(lab: Any) -> dict[str, Any]:

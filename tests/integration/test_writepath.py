@@ -23,13 +23,7 @@ WORKERS = ("api-1", "api-2", "api-3")
 
 
 def verify(lab: Any, *args: str) -> tuple[int, dict[str, Any], str]:
-    done = lab.sfops("verify", "-o", "json", *args, timeout=120)
-    try:
-        data = json.loads(done.stdout)
-    except ValueError:
-        pytest.fail(f"sfops verify: no JSON (rc {done.returncode}): {done.stdout!r} "
-                    f"{done.stderr}")
-    return done.returncode, data, done.stderr
+    return lab.sfops_json("verify", "-o", "json", *args, timeout=120)  # type: ignore[no-any-return]
 
 
 def audit_records(lab: Any) -> list[dict[str, Any]]:

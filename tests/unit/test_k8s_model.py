@@ -238,6 +238,23 @@ def test_summary_reports_failed_rollout_unready_pod_cordoned_node_and_worst_even
     assert any(a.key.startswith("event:Unhealthy") for a in summary.alerts)
 
 
+def test_a_terminating_pod_is_no_alert_until_it_outlives_its_grace_period():
+    """A rollout's or a drain's old pod is on its way out; one still there a minute after its
+    deletion deadline (deletionTimestamp) is stuck, and that is named."""
+    leaving = pod_from_json(pod("api-old-0", ready=False, deleting=True))  # deadline 12:00:00
+    status = _status(pods=[pod_from_json(pod(f"api-abcde-{i}")) for i in range(3)] + [leaving])
+    in_grace = summarize_status(status, now=datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC))
+    assert in_grace.health is Health.OK and in_grace.alerts == ()
+    assert {f.label: f.value for f in in_grace.figures}["pods not ready"] == "0/4"
+
+    stuck = summarize_status(status, now=datetime(2026, 1, 1, 12, 5, tzinfo=UTC))
+    assert stuck.health is Health.DEGRADED
+    (alert,) = stuck.alerts
+    assert alert.key == "pod-stuck-terminating:streamforge/api-old-0"
+    assert alert.message == ("pod streamforge/api-old-0 still terminating on node node-1, "
+                             "300 s past its grace period")
+
+
 def test_draining_node():
     status = _status(nodes=[node_from_json(node(
         "node-1", unschedulable=True,

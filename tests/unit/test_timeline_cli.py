@@ -18,7 +18,7 @@ from tui.cli import main
 SECRET = "PLANTED-s3cret-9f3a"
 PATTERN_SECRET = "hunter2-only-by-pattern"
 HOSTILE = "\x1b]0;pwned\x07[@click=app.quit]x\u202eevil\x1b[2J"
-NOW = time.time()
+NOW = time.time()  # set again by each test's seed: the CLI's window ends at its own "now"
 
 
 def write_config(tmp_path: Path) -> Path:
@@ -42,7 +42,13 @@ address = "127.0.0.1:9002"
 
 def seed(tmp_path: Path) -> None:
     """A store and an audit log as an earlier sfops left them: the secret was not known
-    when these were written, so it is really in them (the export must redact it)."""
+    when these were written, so it is really in them (the export must redact it).
+
+    Times are relative to this moment, not to the import: a test that runs many minutes after
+    collection (a loaded machine, the whole suite) must still find its entries in the
+    default window."""
+    global NOW
+    NOW = time.time()
     store = TimelineStore(tmp_path / "state" / "timeline.sqlite3").open()
     store.start_span("s1", "alice@h pid 1 (tui)", NOW - 600.0)
     store.stop_span("s1", NOW - 60.0)
