@@ -142,7 +142,7 @@ class SfopsApp(App[None]):
         for index in range(1, min(len(self.services), PANEL_KEYS) + 1):
             self.bind(str(index), f"open_index({index})", description=f"Panel {index}",
                       show=False)
-        preload([service.name for service in self.services])
+        preload([service.name for service in self.services], read_only=self.read_only)
 
     def _show_environment(self) -> None:
         """Title, sub-title and colour class of the environment on screen."""

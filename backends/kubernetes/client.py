@@ -365,19 +365,24 @@ class KubeClient:
         *,
         params: Mapping[str, str | int] | None = None,
         page_size: int = 500,
+        first_page_size: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - per page
         on_page: Callable[[list[T]], None] | None = None,
     ) -> tuple[list[T], str]:
         """LIST in pages of ``page_size`` (as kubectl does), converting every item with
         ``convert``; big pages are parsed and converted in a worker thread. Returns the items
         and the list's resourceVersion (where a watch continues from); ``on_page`` sees each
-        page's items as it arrives."""
+        page's items as it arrives. ``first_page_size`` asks for a smaller first page (the
+        server takes any limit with a continue token): what a screen shows first arrives
+        after a small request and a small decode instead of a full page."""
         items: list[T] = []
         token: str | None = None
         resource_version = ""
+        limit = first_page_size or page_size
         while True:
             query: dict[str, str | int] = dict(params or {})
-            query["limit"] = page_size
+            query["limit"] = limit
+            limit = page_size
             if token:
                 query["continue"] = token
             body = await self.request("GET", path, params=query, timeout=timeout, verb="list",

@@ -104,6 +104,7 @@ class Informer(Generic[V]):
         watch_timeout: tuple[int, int] = (240, 300),
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
         backoff: Backoff = Backoff(),
+        first_page: int | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -116,10 +117,15 @@ class Informer(Generic[V]):
         self.watch_timeout = watch_timeout
         self.idle_timeout = idle_timeout
         self.backoff = backoff
+        # The first LIST's first page size (None: a full page), when its pages are shown as
+        # they come: a screen can draw its first rows from a small page.
+        self.first_page = first_page
         self.items: dict[str, V] = {}
         self.version = 0  # bumped on every change of ``items``
         self.resource_version = ""
         self.synced = asyncio.Event()
+        # Set once the first LIST's first page is in the store (or the list is complete).
+        self.first_page_in = asyncio.Event()
         self.connected = False
         self.error: str | None = None
         self.error_since: float | None = None  # monotonic time of the first failure in a row
@@ -179,7 +185,7 @@ class Informer(Generic[V]):
         on_page = self._add_page if not self.synced.is_set() and not self.items else None
         converted, version = await self.client.list_pages(
             self.path, self._convert_kept, params=self.params, timeout=self.request_timeout,
-            on_page=on_page,
+            on_page=on_page, first_page_size=self.first_page if on_page is not None else None,
         )
         # Swapped in whole: objects deleted while we were disconnected disappear here.
         self.items = {item.key: item for item in converted if item is not None}
@@ -188,6 +194,7 @@ class Informer(Generic[V]):
         self.version += 1
         self._healthy()
         self.synced.set()
+        self.first_page_in.set()
         self.on_change()
 
     def _add_page(self, page: list[V | None]) -> None:
@@ -195,6 +202,7 @@ class Informer(Generic[V]):
         nothing can have been deleted since, so adding is exact; ``synced`` stays unset."""
         self.items.update((item.key, item) for item in page if item is not None)
         self.version += 1
+        self.first_page_in.set()
         self.on_change()
 
     def _healthy(self) -> None:

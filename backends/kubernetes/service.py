@@ -68,6 +68,9 @@ from backends.snapshot import Snapshot
 # watches instead of six per namespace.
 CLUSTER_WIDE_ABOVE = 4
 FIRST_SYNC_WAIT = 4.0  # a poll waits this long for the first LIST, then shows what it has
+# The pods' first LIST asks for this many first (then pages of 500): a screenful (60 lines),
+# decoded in milliseconds on the loop, where a full first page is 2-3.5 MB of JSON.
+FIRST_PODS_PAGE = 50
 THREAD_BUILD_PODS = 1000  # from this many pods a snapshot rebuild runs in a worker thread
 CONTACT_SHARE = 0.9  # of contact_timeout: the /readyz request's own timeout
 
@@ -111,9 +114,11 @@ class KubernetesService:
         self.nodes: Informer[NodeInfo] = Informer(client, NODES, None, node_from_json,
                                                   on_change=self._changed)
         self._started = False
+        self._start_rest: asyncio.Task[None] | None = None
         # A live screen sets this: while the first LIST runs, a poll waits this long for it,
         # then returns what has arrived (``synced`` False). None: a poll waits for the sync.
         self.partial_wait: float | None = None
+        self._first_view_returned = False
 
     # ------------------------------------------------------------------ informers
 
@@ -126,11 +131,13 @@ class KubernetesService:
         return not self.namespaces or namespace in self.namespaces
 
     def _informer(self, resource: Resource, scope: str | None, convert: Any,
-                  params: dict[str, str] | None = None) -> Informer[Any]:
+                  params: dict[str, str] | None = None, *,
+                  first_page: int | None = None) -> Informer[Any]:
         keep = (lambda item: True) if scope is not None or not self.namespaces else (
             lambda item: self._wanted(item.namespace))
         return Informer(self.client, resource, scope, convert, on_change=self._changed,
-                        params=params, keep=keep, request_timeout=max(30.0, self.request_timeout))
+                        params=params, keep=keep, request_timeout=max(30.0, self.request_timeout),
+                        first_page=first_page)
 
     def start(self) -> None:
         """Start the informers (idempotent); they run on the current event loop."""
@@ -140,12 +147,39 @@ class KubernetesService:
         for scope in self._scopes():
             self.deployments.append(self._informer(DEPLOYMENTS, scope, deployment_from_json))
             self.replicasets.append(self._informer(REPLICASETS, scope, replicaset_from_json))
-            self.pods.append(self._informer(PODS, scope, pod_from_json))
+            self.pods.append(self._informer(PODS, scope, pod_from_json,
+                                            first_page=FIRST_PODS_PAGE))
             self.budgets.append(self._informer(BUDGETS, scope, budget_from_json))
             self.events.append(self._informer(EVENTS, scope, event_from_json,
                                               {"fieldSelector": "type=Warning"}))
-        for informer in self.informers:
+        # What the first screenful needs starts first; the rest (500 nodes are a page as big
+        # as a full page of pods, the events and budgets) once that is in, so it does not
+        # compete for the API server and this process's CPU with the first rows.
+        for informer in self._first_view_informers():
             informer.start()
+        self._start_rest = asyncio.create_task(self._start_after_first_view(),
+                                               name="kubernetes:start-rest")
+
+    def _first_view_informers(self) -> list[Informer[Any]]:
+        return [*self.deployments, *self.replicasets, *self.pods]
+
+    def _first_view(self) -> list[asyncio.Event]:
+        """Set when the first screenful can be drawn: the Deployments and ReplicaSets (small
+        lists that give the pods their place) listed, the pods' first (small) page in."""
+        return [i.first_page_in if i in self.pods else i.synced
+                for i in self._first_view_informers()]
+
+    async def _wait_first_view(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_SYNC_WAIT):
+                await asyncio.gather(*(event.wait() for event in self._first_view()))
+
+    async def _start_after_first_view(self) -> None:
+        await self._wait_first_view()  # bounded: a failing pods' LIST delays nothing long
+        first = self._first_view_informers()
+        for informer in self.informers:
+            if informer not in first:
+                informer.start()
 
     @property
     def informers(self) -> list[Informer[Any]]:
@@ -208,13 +242,13 @@ class KubernetesService:
         return await self.current_async()
 
     async def _wait_partial(self, wait: float) -> None:
-        """The Deployments and ReplicaSets (small lists that give the pods their place) up to
-        FIRST_SYNC_WAIT, then the rest up to ``wait``: 500 nodes are a page as big as a
-        page of pods, and the table shows them last."""
-        small: list[Informer[Any]] = [*self.deployments, *self.replicasets]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FIRST_SYNC_WAIT):
-                await asyncio.gather(*(i.synced.wait() for i in small))
+        """The first such poll returns as soon as the first screenful can be drawn
+        (:meth:`_first_view`, up to FIRST_SYNC_WAIT); later ones wait up to ``wait`` for the
+        rest, then show what has arrived."""
+        if not self._first_view_returned:
+            await self._wait_first_view()
+            self._first_view_returned = True
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await asyncio.gather(*(i.synced.wait() for i in self.informers))
@@ -315,6 +349,10 @@ class KubernetesService:
         return self._operator_client
 
     async def close(self) -> None:
+        start_rest, self._start_rest = self._start_rest, None
+        if start_rest is not None:
+            start_rest.cancel()
+            await asyncio.gather(start_rest, return_exceptions=True)
         await asyncio.gather(*(i.stop() for i in self.informers), return_exceptions=True)
         await self.client.close()
         operator, self._operator_client = self._operator_client, None

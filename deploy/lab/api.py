@@ -74,7 +74,27 @@ def _kafka_environment(lab: Lab) -> dict[str, str]:
     return environment
 
 
-COMPONENTS: list[Component] = [ApiWorker(name) for name in WORKERS]
+def without_kafka(lab: Lab) -> list[ApiWorker]:
+    """Running workers that publish nothing although the lab now runs Kafka: they were started
+    before it (their environment has no bootstrap list). A worker that does not answer is
+    left alone (it may be a test's hung worker)."""
+    if not _kafka_environment(lab):
+        return []
+    found = []
+    for worker in COMPONENTS:
+        if not worker.running(lab):
+            continue
+        try:
+            health = httpx.get(f"http://127.0.0.1:{worker.port_number(lab)}/health", timeout=2.0)
+            state = health.json()["kafka"]["state"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            continue
+        if state == "disabled":
+            found.append(worker)
+    return found
+
+
+COMPONENTS: list[ApiWorker] = [ApiWorker(name) for name in WORKERS]
 # Each worker drains on its own for up to SHUTDOWN_GRACE_SECONDS: no reason to queue them.
 STOP_WAVES = [list(WORKERS)]
 

@@ -41,12 +41,25 @@ def up(lab: Lab, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
         waited = component.wait_ready(lab)
         component.after_ready(lab)
         lab.progress(f"{step}: ready ({waited:.1f}s) at {component.address(lab)}")
+    _api_follows_kafka(lab)
     write_config(lab)
     lab.progress(
         f"lab up: {total} component(s) ready in {time.monotonic() - started_all:.1f}s; "
         f"config at {lab.config_path}"
     )
     return status(lab)
+
+
+def _api_follows_kafka(lab: Lab) -> None:
+    """API workers started before Kafka publish no events; once the lab runs Kafka they are
+    restarted (one at a time: nginx keeps the others) so the whole write path is there."""
+    module = registry.group_module("api")
+    if module is None:
+        return
+    for worker in module.without_kafka(lab):
+        lab.progress(f"{worker.name}: restarting so it publishes to Kafka (started before it)")
+        stop(lab, worker.name)
+        start(lab, worker.name)
 
 
 def start(lab: Lab, name: str) -> dict[str, Any]:

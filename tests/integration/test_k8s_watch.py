@@ -73,3 +73,29 @@ async def test_quiet_watches_reopen_without_showing_an_error(k8s_lab: Any) -> No
         for watcher in watchers:
             await watcher.stop()
         await client.close()
+
+
+async def test_a_small_first_page_then_full_pages_list_one_whole_snapshot(k8s_lab: Any) -> None:
+    """The pods' first LIST asks for a small first page (a screen's first rows), then full
+    pages with the continue token: the real API server takes the change of limit and the
+    pages add up to exactly the list at that resourceVersion."""
+    section = load(k8s_lab.config_path).kubernetes
+    assert section is not None
+    client = KubeClient(connection_from_kubeconfig(section.kubeconfig, section.context))
+    pages: list[list[str]] = []
+
+    def key(item: dict[str, Any]) -> str:
+        return f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+
+    try:
+        keys, version = await client.list_pages("/api/v1/pods", key, page_size=2,
+                                                first_page_size=1, on_page=pages.append)
+        whole = await client.get("/api/v1/pods", {"resourceVersion": version,
+                                                  "resourceVersionMatch": "Exact"})
+    finally:
+        await client.close()
+    assert len(whole["items"]) >= 3, "the lab runs fewer pods than this test needs"
+    assert [len(page) for page in pages[:2]] == [1, 2]
+    assert all(1 <= len(page) <= 2 for page in pages)
+    assert [name for page in pages for name in page] == keys
+    assert sorted(keys) == sorted(key(item) for item in whole["items"])

@@ -58,12 +58,8 @@ def write_path_ready(lab: Any) -> Any:
         lab.ensure("pg", "kafka", "api", "nginx")
     except LabError:  # pg-1 is a standby (an earlier switchover): its init step refuses
         lab.ensure("kafka", "api", "nginx")
-    # Workers started before Kafka publish nothing: the write path must include Kafka here.
-    _, data, _ = verify(lab)
-    if data["write_path"]["hops"][3]["status"] == "skipped":
-        for worker in WORKERS:
-            lab.stop(worker)
-            lab.start(worker)
+    # Workers started before Kafka publish nothing: ensure() restarted them (deploy/lab/ops.py)
+    # so every worker nginx may pick has the Kafka hop.
     return lab
 
 

@@ -28,17 +28,21 @@ class FakeClient:
         self.watch_versions: list[str] = []
         self.page_size = 500
         self.pages_seen: list[Any] = []  # what ``observe`` returned after each page
+        self.first_page_sizes: list[int | None] = []  # asked for, per LIST
         self.observe = lambda: None
 
     async def list_pages(self, path, convert, *, params=None, timeout=None, page_size=500,
-                         on_page=None):
+                         first_page_size=None, on_page=None):
         self.list_calls += 1
+        self.first_page_sizes.append(first_page_size)
         items, rv = self.lists.pop(0)
         converted = [convert(i) for i in items]
-        for start in range(0, len(converted), self.page_size):
+        start, size = 0, first_page_size or self.page_size
+        while start < len(converted):
             if on_page is not None:
-                on_page(converted[start:start + self.page_size])
+                on_page(converted[start:start + size])
             self.pages_seen.append(self.observe())
+            start, size = start + size, self.page_size
         return converted, rv
 
     async def watch(self, path, *, resource_version, params=None, timeout_seconds=300,
@@ -109,6 +113,29 @@ async def test_the_first_list_fills_the_store_page_by_page_a_relist_swaps_it_who
         # The re-list after 410 is not shown page by page: the old store stays until the
         # whole new one replaces it (objects deleted meanwhile must not linger, half-shown).
         assert relist == [(5, True, 4)]
+        assert sorted(informer.items) == ["streamforge/p0"]
+    finally:
+        await informer.stop()
+
+
+async def test_the_first_list_asks_for_a_small_first_page_a_relist_does_not():
+    client = FakeClient(lists=[([pod(f"p{i}") for i in range(5)], "100"),
+                               ([pod("p0")], "200")],
+                        watches=[[KubeApiError(410, "Gone", "too old resource version")]])
+    client.page_size = 2
+    informer = Informer(client, PODS, "streamforge", pod_from_json,  # type: ignore[arg-type]
+                        backoff=Backoff(0.001, 0.01, 0), first_page=1)
+    client.observe = lambda: (len(informer.items), informer.first_page_in.is_set(),
+                              informer.synced.is_set())
+    assert not informer.first_page_in.is_set()
+    informer.start()
+    try:
+        await _until(lambda: client.list_calls == 2 and informer.resource_version == "200")
+        # One pod first (the store has something to show, not yet synced), then pages of 2.
+        assert client.pages_seen[:3] == [(1, True, False), (3, True, False), (5, True, False)]
+        # The re-list replaces the store whole: nothing is shown of it early, so it asks
+        # for full pages.
+        assert client.first_page_sizes == [1, None]
         assert sorted(informer.items) == ["streamforge/p0"]
     finally:
         await informer.stop()

@@ -100,11 +100,15 @@ def _builder(spec: ActionSpec, app: ScreenHost, target: Any) -> Callable[[], Act
     return lambda: spec.make(app, target, spec.defaults())
 
 
-def preload(backends: list[str]) -> None:
+def preload(backends: list[str], *, read_only: bool = False) -> None:
     """Import the screens (and through them the backends' action modules) before the event
-    loop runs: importing e.g. the kubernetes client takes seconds and would freeze the UI."""
+    loop runs: importing e.g. the kubernetes client takes seconds and would freeze the UI.
+    Read-only, no action can be built in the TUI (no key, no palette entry): their modules
+    are left out (Kubernetes': some 60 ms of CPU before the first poll could start)."""
     for backend in backends:
         screen_for(backend)
+        if read_only:
+            continue
         for spec in specs(backend):
             spec.action_class()
 
