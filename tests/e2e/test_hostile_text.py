@@ -28,6 +28,7 @@ import tomli_w
 
 from deploy.lab import k8s
 from deploy.lab import kafka as labkafka
+from deploy.lab.core import LabError
 from tests.e2e.tmux import TmuxSession, ssh_sfops_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.k8s, pytest.mark.kafka]
@@ -79,7 +80,8 @@ def planted(stack: Any) -> Any:
     from confluent_kafka.admin import AdminClient
 
     pods = json.loads(kubectl(stack, "-n", k8s.NAMESPACE, "get", "pods", "-o", "json"))["items"]
-    pod = pods[0]["metadata"]["name"]
+    # Not one on its way out (an old ReplicaSet's pod while the lab's Deployment settles).
+    pod = next(p for p in pods if not p["metadata"].get("deletionTimestamp"))["metadata"]["name"]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = f"sfops-hostile-{MARK}"
     kubectl(stack, "-n", k8s.NAMESPACE, "create", "-f", "-", input_text=json.dumps({
@@ -97,7 +99,11 @@ def planted(stack: Any) -> Any:
     consumer.close()
     yield pod
     kubectl(stack, "-n", k8s.NAMESPACE, "delete", "event", event, "--ignore-not-found")
-    kubectl(stack, "-n", k8s.NAMESPACE, "annotate", "pod", pod, "sfops-test/hostile-")
+    try:
+        kubectl(stack, "-n", k8s.NAMESPACE, "annotate", "pod", pod, "sfops-test/hostile-")
+    except LabError as exc:  # the pod may have been replaced since: nothing left to remove
+        if "NotFound" not in str(exc):
+            raise
     admin = AdminClient(client)
     for future in admin.delete_consumer_groups([GROUP], request_timeout=10).values():
         future.result()
