@@ -329,6 +329,11 @@ class Canary:
         deadline = started + self.timeout
         client = self._client or httpx.AsyncClient(trust_env=False, follow_redirects=False)
         attempts = 0
+        # The failed attempt that got furthest along the path. A later attempt can fail
+        # earlier only because less time was left: a database that refuses writes makes the
+        # API's pool reconnect, and the last attempt's short budget then ends at "API: no
+        # answer", hiding the hop that stopped the write. Every attempt is still shown.
+        furthest: PostResult | None = None
 
         async def show(message: str) -> None:
             if on_step is None:
@@ -341,11 +346,15 @@ class Canary:
         async def attempt() -> PostResult:
             nonlocal attempts
             attempts += 1
+            nonlocal furthest
             answer = await self._post(client, key, deadline)
             result = post_hops(answer)
             if result.failed is not None:
                 await show(f"attempt {attempts}: {result.failed.describe()}")
-                raise _AttemptFailed(result)
+                if furthest is None or furthest.failed is None or (
+                        NAMES.index(result.failed.name) >= NAMES.index(furthest.failed.name)):
+                    furthest = result
+                raise _AttemptFailed(result)  # its own permanence decides whether to retry
             await show(" · ".join(h.describe() for h in result.hops
                                   if h.status is not HopStatus.NOT_REACHED))
             return result
@@ -365,8 +374,9 @@ class Canary:
             try:
                 result = await call_read(attempt, policy, what=f"POST canary {key}")
             except _AttemptFailed as exc:
-                return report([*exc.result.hops, Hop("consumer", HopStatus.NOT_REACHED)],
-                              exc.result.served_by)
+                stopped = furthest or exc.result
+                return report([*stopped.hops, Hop("consumer", HopStatus.NOT_REACHED)],
+                              stopped.served_by)
             consumer = await self._consumer(client, key, result, deadline, show)
             return report([*result.hops, consumer], result.served_by)
         except Exception as exc:  # a bug or a URL httpx refuses: named, never raised

@@ -247,6 +247,24 @@ async def test_a_permanent_failure_is_not_sent_again() -> None:
     assert report.failed_hop.name == "api"
 
 
+async def test_the_report_names_the_hop_where_the_write_got_furthest() -> None:
+    """A read-only database: the first attempt reaches PostgreSQL and is refused; later ones,
+    with less time left, end at the API (its pool reconnecting). The hop that stopped the
+    write is PostgreSQL; every attempt is still in the steps."""
+    def read_only() -> httpx.Response:
+        body = report_body(postgres={"hop": "postgres", "status": "failed", "ms": 5.0,
+                                     "error": "database is read-only (SQLSTATE 25006)"})
+        return httpx.Response(200, json=body, headers={"X-Served-By": "api-2"})
+
+    steps: list[Step] = []
+    report = await FakeApi([read_only, nginx_502]).canary(timeout=0.6).run(
+        "k6", on_step=steps.append)
+    assert report.attempts > 1 and not report.ok
+    assert report.failed_hop is not None and report.failed_hop.name == "postgres"
+    assert "read-only" in report.failed_hop.detail
+    assert any("attempt 2: API handled: failed" in s.message for s in steps)
+
+
 async def test_an_unreachable_nginx_is_named_with_the_url_redacted() -> None:
     canary = Canary(VerifySettings(url="http://ops:s3cret-pw@127.0.0.1:9", timeout=0.5),
                     secrets=["s3cret-pw"])
