@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -27,6 +26,7 @@ from backends.config import load
 from backends.kubernetes.service import KubernetesService, build_service
 from backends.service import observe
 from deploy.lab import k8s
+from tests.conftest import run_sfops
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
 
@@ -75,12 +75,10 @@ def config_path(k8s_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def sfops(config: Path, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
-        stdin=subprocess.DEVNULL,  # no answer to a confirmation prompt: not confirmed
-        env={**os.environ, "NO_COLOR": "1"},
-    )
+    """`run_sfops` with no answer to a confirmation prompt (stdin closed: not confirmed) and
+    no colour."""
+    return run_sfops(config, *args, timeout=timeout, stdin=subprocess.DEVNULL,
+                     env={**os.environ, "NO_COLOR": "1"})
 
 
 def kubectl(lab: Any, *args: str, input_text: str | None = None) -> str:

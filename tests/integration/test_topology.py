@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from textual.widgets import DataTable
 
 from deploy.lab import k8s as labk8s
 from deploy.lab import kafka as labkafka
+from tests.conftest import run_sfops
 from tests.faults import POLLS_ALLOWED, make_app, settle
 
 pytestmark = [pytest.mark.integration]
@@ -59,11 +59,10 @@ def write_config(lab: Any, path: Path, sections: tuple[str, ...],
 
 
 def sfops(config: Path, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
-        stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"},
-    )
+    """`run_sfops` with no answer to a confirmation prompt (stdin closed: not confirmed) and
+    no colour."""
+    return run_sfops(config, *args, timeout=timeout, stdin=subprocess.DEVNULL,
+                     env={**os.environ, "NO_COLOR": "1"})
 
 
 def dry_run(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
