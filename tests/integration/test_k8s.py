@@ -30,7 +30,6 @@ from tests.conftest import run_sfops
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
 
-REPO = Path(__file__).resolve().parents[2]
 NS = k8s.NAMESPACE
 NAME = k8s.DEPLOYMENT
 SELECTOR = "app.kubernetes.io/name=streamforge-api"

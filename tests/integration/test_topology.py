@@ -33,7 +33,6 @@ from tests.faults import POLLS_ALLOWED, make_app, settle
 
 pytestmark = [pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[2]
 ROOT = "postgres:member-unreachable:pg-1"
 MEMBERS = ("api-1", "api-2", "api-3")
 
