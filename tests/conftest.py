@@ -133,8 +133,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     part = config.getoption("--part")
     if part is None:
         return
-    keep = [item for item in items if runs_beside(item) == (part == "beside")]
-    dropped = [item for item in items if runs_beside(item) != (part == "beside")]
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        (keep if runs_beside(item) == (part == "beside") else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
