@@ -37,15 +37,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from backends.actions import CheckResult, Step
 from backends.resilience import RetryPolicy, call_read
 from backends.safetext import LINE, safe_text
 from backends.secrets import Secret, redact_known, redact_url
 from backends.writepath.config import VerifySettings
+
+if TYPE_CHECKING:
+    import httpx
 
 HOPS: tuple[tuple[str, str], ...] = (
     ("nginx", "nginx accepted"),
@@ -327,6 +328,8 @@ class Canary:
         key = key or new_key()
         started = self._clock()
         deadline = started + self.timeout
+        import httpx  # here, not at the top: ~85 ms of every start-up, and most never verify
+
         client = self._client or httpx.AsyncClient(trust_env=False, follow_redirects=False)
         attempts = 0
         # The failed attempt that got furthest along the path. A later attempt can fail
@@ -387,6 +390,8 @@ class Canary:
                 await client.aclose()
 
     async def _post(self, client: httpx.AsyncClient, key: str, deadline: float) -> Answer:
+        import httpx
+
         remaining = max(0.1, deadline - self._clock())
         wait = min(30.0, max(0.1, remaining - API_MARGIN_SECONDS))
         started = self._clock()
@@ -409,6 +414,8 @@ class Canary:
                       (self._clock() - started) * 1000)
 
     def _why(self, exc: BaseException, seconds: float) -> str:
+        import httpx
+
         if isinstance(exc, httpx.TimeoutException):
             what = "connect" if isinstance(exc, httpx.ConnectTimeout) else "answer"
             return f"no {what} from {self.shown_url} within {seconds:.1f} s"
@@ -417,6 +424,8 @@ class Canary:
 
     async def _consumer(self, client: httpx.AsyncClient, key: str, result: PostResult,
                         deadline: float, show: Callable[[str], Any]) -> Hop:
+        import httpx
+
         kafka = result.hops[-1]
         if kafka.status is HopStatus.SKIPPED:
             return Hop("consumer", HopStatus.SKIPPED, detail="no Kafka on this write path")
