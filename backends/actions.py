@@ -614,11 +614,18 @@ def _lock_lost(action: Action) -> str | None:
 
 
 def _lock_record(action: Action) -> dict[str, Any] | None:
-    """The lock held for the target, as the intent record keeps it."""
+    """The lock held for the target, as the intent record keeps it: each key (its name — the
+    Lease's and the lock file's — and title), the holder (``user@host``, since when, the
+    action, the pid) and the lock checks (where each was taken)."""
     held = action.held_locks
     if held is None:
         return None
-    return {"checks": [c.to_json() for c in held.checks]}
+    record: dict[str, Any] = {"keys": [{"name": k.name, "title": k.title} for k in held.keys]}
+    if held.holder is not None:
+        record.update(holder=held.holder.identity, since=held.holder.since,
+                      action=held.holder.action, pid=held.holder.pid)
+    record["checks"] = [c.to_json() for c in held.checks]
+    return record
 
 
 def _lost_lock_check(action: Action) -> list[CheckResult]:
