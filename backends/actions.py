@@ -18,7 +18,7 @@ import inspect
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -112,6 +112,19 @@ class ReadOnlyError(Exception):
     """A mutating action was requested in read-only mode."""
 
 
+class RecheckFailed(Exception):
+    """A re-check right before a later change of :meth:`Action.execute` failed: the action
+    stopped there, without that change. ``left`` says plainly what the target was left in
+    (e.g. "pg-1 fenced, nothing promoted: …"); the runner shows the message as the last
+    step and records it as the run's error."""
+
+    def __init__(self, change: str, failing: Sequence[CheckResult], left: str) -> None:
+        self.change, self.failing, self.left = change, list(failing), left
+        reasons = "; ".join(f"{c.name}: {c.detail}" if c.detail else c.name for c in failing)
+        super().__init__(f"re-check before {change} failed ({reasons}): stopped without "
+                         f"{change}; {left}")
+
+
 class Action(abc.ABC):
     """Base for every operation. Subclasses set ``name`` (e.g. ``"nginx.drain"``) and the
     flags, take their dependencies (adapter, executor) in ``__init__`` and call
@@ -127,10 +140,16 @@ class Action(abc.ABC):
     # (backends.topology); set by ActionSpec.make, None when built without a context (unit
     # tests of one action): then those checks are left out.
     layers: LayerView | None = None
+    # Set by the runner before execute(): the run was forced. A re-check during execute()
+    # then stops it only for the action's hard checks, as the preflight refused only for them.
+    forced: bool = False
 
     def __init__(self, target: str, params: Mapping[str, Any] | None = None) -> None:
         self.target = target
         self.params: dict[str, Any] = dict(params or {})
+        # The re-checks read during execute() right before its later changes
+        # (:meth:`recheck_before`); the audit record keeps them as "re-check: …".
+        self.step_rechecks: list[CheckResult] = []
 
     def describe(self) -> str:
         """One line for the confirmation dialog: what this will do."""
@@ -168,6 +187,23 @@ class Action(abc.ABC):
         """The named critical conditions, read again right before the change (the preflight
         the operator confirmed may be minutes old). Cheap and few: not the whole preflight."""
         return []
+
+    def recheck_before(self, change: str, checks: Sequence[CheckResult], *, left: str,
+                       hard: Collection[str] = ()) -> Step:
+        """For a multi-step :meth:`execute`: the conditions another actor can change, read
+        again right before its later ``change`` (e.g. "promoting pg-2") — the same helpers as
+        :meth:`recheck`, not a second copy. They are kept for the audit record ("re-check:
+        …", their detail saying before what); when one failed (when the run was forced: one
+        named in ``hard``) :class:`RecheckFailed` is raised, saying what the target is
+        ``left`` in, and nothing more is changed. Else the step to report."""
+        self.step_rechecks += [replace(c, detail=f"before {change}: {c.detail}" if c.detail
+                                       else f"before {change}") for c in checks]
+        failing = [c for c in checks if c.status is CheckStatus.FAIL
+                   and (not self.forced or c.name in hard)]
+        if failing:
+            raise RecheckFailed(change, failing, left)
+        return Step(f"re-checked before {change}: " + "; ".join(
+            c.detail or c.name for c in checks))
 
     async def would_change(self) -> list[str]:
         """Exactly what :meth:`execute` would change, for ``--dry-run`` (the upstream-file
@@ -340,6 +376,7 @@ class ActionRunner:
                 outcome = Outcome.REFUSED  # the intent is not on disk: nothing may change
             else:
                 await self._tell("started", action, {"id": progress.started_id})
+                action.forced = force
                 outcome, error = await self._execute(action, on_step, progress)
                 progress.write_path = await self._check_write_path(action, outcome, on_step)
         except asyncio.CancelledError:
@@ -353,6 +390,7 @@ class ActionRunner:
             outcome = Outcome.FAILED
             error = self._redact(f"{type(exc).__name__}: {exc}", action)
         finally:
+            checks = [*checks, *self._step_rechecks(action)]
             result_ = replace(self._result(action, outcome, error, force, checks,
                                            progress.verify, progress.steps, started,
                                            started_iso), write_path=progress.write_path)
@@ -362,6 +400,12 @@ class ActionRunner:
             finally:
                 await close_quietly(action)
         return result_
+
+    def _step_rechecks(self, action: Action) -> list[CheckResult]:
+        """The re-checks read during execute() before its later changes, recorded after the
+        preflight and the first re-check, prefixed "re-check" as that one is."""
+        return [CheckResult(f"re-check: {c.name}", c.status, c.detail) for c in
+                self._redact_checks(getattr(action, "step_rechecks", ()), action)]
 
     async def _check_write_path(self, action: Action, outcome: Outcome,
                                 on_step: StepCallback | None) -> WritePathReport | None:
@@ -459,20 +503,23 @@ class ActionRunner:
     ) -> tuple[Outcome, str | None]:
         interrupted = False
         lost: str | None = None
+        stopped: RecheckFailed | None = None
         generator = action.execute()
         try:
             async for step in generator:
                 progress.steps += 1
-                step = replace(step, message=self._redact(step.message, action))
-                if on_step is not None:
-                    shown = on_step(step)
-                    if inspect.isawaitable(shown):
-                        await shown
+                await self._show(step, action, on_step)
                 if self._interrupt.is_set() or (lost := _lock_lost(action)):
                     interrupted = True
                     break
+        except RecheckFailed as exc:
+            stopped = exc
         finally:
             await _aclose(generator)  # runs the action's own cleanup at the safe point
+        if stopped is not None:  # what the target was left in: the last step, and the error
+            message = self._redact(str(stopped), action)
+            await self._show(Step(message), action, on_step)
+            return Outcome.FAILED, message
         if lost:
             return Outcome.INTERRUPTED, self._redact(f"stopped at a safe point: lock lost: "
                                                      f"{lost}", action)
@@ -483,6 +530,12 @@ class ActionRunner:
             return Outcome.FAILED, self._redact(_summarise("verification failed: ", failing),
                                                 action)
         return Outcome.SUCCEEDED, None
+
+    async def _show(self, step: Step, action: Action, on_step: StepCallback | None) -> None:
+        if on_step is not None:
+            shown = on_step(replace(step, message=self._redact(step.message, action)))
+            if inspect.isawaitable(shown):
+                await shown
 
     def _result(self, action: Action, outcome: Outcome, error: str | None, force: bool,
                 preflight: list[CheckResult], verify: list[CheckResult], steps: int,
@@ -561,11 +614,18 @@ def _lock_lost(action: Action) -> str | None:
 
 
 def _lock_record(action: Action) -> dict[str, Any] | None:
-    """The lock held for the target, as the intent record keeps it."""
+    """The lock held for the target, as the intent record keeps it: each key (its name — the
+    Lease's and the lock file's — and title), the holder (``user@host``, since when, the
+    action, the pid) and the lock checks (where each was taken)."""
     held = action.held_locks
     if held is None:
         return None
-    return {"checks": [c.to_json() for c in held.checks]}
+    record: dict[str, Any] = {"keys": [{"name": k.name, "title": k.title} for k in held.keys]}
+    if held.holder is not None:
+        record.update(holder=held.holder.identity, since=held.holder.since,
+                      action=held.holder.action, pid=held.holder.pid)
+    record["checks"] = [c.to_json() for c in held.checks]
+    return record
 
 
 def _lost_lock_check(action: Action) -> list[CheckResult]:

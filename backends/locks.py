@@ -790,6 +790,8 @@ class HeldLocks:
     checks: list[CheckResult]
     grants: list[Grant] = field(default_factory=list)
     refused: bool = False
+    keys: list[LockKey] = field(default_factory=list)  # what was asked for
+    holder: Holder | None = None  # who holds them (recorded with the intent)
 
     @property
     def lost(self) -> str | None:
@@ -818,7 +820,7 @@ class LockManager:
     async def acquire(self, keys: Sequence[LockKey], *, user: str, host: str,
                       action: str) -> HeldLocks:
         holder = Holder(user, host, action)
-        held = HeldLocks([])
+        held = HeldLocks([], keys=list(keys), holder=holder)
         try:
             for key in keys:
                 check, grants = await self._acquire_key(key, holder)

@@ -41,6 +41,7 @@ from textual.widgets import DataTable
 from backends.actions import Action, ActionRunner, RunResult, close_quietly
 from backends.audit import RUNNING, AuditLog, Unfinished
 from backends.config import ConfigError, SfopsConfig, redact_text
+from backends.locks import format_since
 from backends.resilience import Poller
 from backends.safetext import CELL, LINE, TEXT, safe_text
 from backends.secrets import redact_known
@@ -119,6 +120,7 @@ class SfopsApp(App[None]):
         # Target key (the action's lock keys) → the action that has it, from before its
         # preflight to its end: a second action on the same target is refused at once.
         self.busy: dict[str, Action] = {}
+        self.busy_since: dict[str, float] = {}  # target key → when it became busy (epoch)
         # Actions between confirmation and outcome: quitting waits for every one of them.
         self.running: list[Action] = []
         self.quit_when_done = False
@@ -581,14 +583,19 @@ class SfopsApp(App[None]):
             self.notify(str(exc), title="cannot build action", severity="error", markup=False)
             return
         keys = busy_keys(action)
-        holders = [self.busy[key] for key in keys if key in self.busy]
-        if holders:
-            self.notify(f"busy: {holders[0].describe()} is in progress on this target",
+        held = [key for key in keys if key in self.busy]
+        if held:  # as the lock refusal says it: who holds it, since when
+            holder = self.busy[held[0]]
+            self.notify(f"busy: held by {holder.name} {holder.target} in this sfops since "
+                        f"{format_since(self.busy_since.get(held[0]))} "
+                        f"({holder.describe()}); nothing was started",
                         severity="warning", markup=False)
             self.run_worker(close_quietly(action), group="close")
             return
+        now = time.time()
         for key in keys:  # busy from now, before the preflight
             self.busy[key] = action
+            self.busy_since[key] = now
         self.run_action_flow(action, keys, confirm=confirm)
 
     @work(exclusive=False, group="action")
@@ -627,6 +634,7 @@ class SfopsApp(App[None]):
             for key in keys:
                 if self.busy.get(key) is action:
                     del self.busy[key]
+                    self.busy_since.pop(key, None)
             await close_quietly(action)  # also when refused, cancelled or never confirmed
 
     def action_finished(self, action: Action, result: RunResult, progress: ProgressScreen) -> None:

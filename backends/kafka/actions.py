@@ -488,10 +488,15 @@ class DrainBroker(_BrokerAction):
         metadata read: the broker is still up (unless the preflight already saw it down),
         and every partition it leads still has another in-sync replica, above
         ``min.insync.replicas``, to take over."""
+        return (await self._recheck_read())[1]
+
+    async def _recheck_read(self) -> tuple[ClusterView | None, list[CheckResult]]:
+        """One metadata read and :meth:`recheck`'s conditions judged on it (the view is None
+        when the read failed)."""
         try:
             view = await self.view()
         except Exception as exc:
-            return [CheckResult.failed("cluster reachable", describe_error(exc))]
+            return None, [CheckResult.failed("cluster reachable", describe_error(exc))]
         checks: list[CheckResult] = []
         if self.was_up is not False:
             if self.broker_id in view.brokers:
@@ -503,7 +508,7 @@ class DrainBroker(_BrokerAction):
                     "(down or fenced since the preflight): look again before draining it"))
         checks.append(self._min_isr(view))
         checks.append(self._takeover(view.partitions()))
-        return checks
+        return view, checks
 
     async def would_change(self) -> list[str]:
         """Each replica order that changes (before → after), each leadership that moves, and
@@ -551,8 +556,20 @@ class DrainBroker(_BrokerAction):
                 yield Step(step.message, 0.5)
         else:
             yield Step(f"broker {self.broker_id} is already last in every replica list", 0.5)
-        to_elect = sorted((p.topic, p.partition) for p in await self.partitions()
-                          if p.leader == self.broker_id)
+        # The reassignment can take minutes: before the election, the re-check's conditions
+        # again, on the read that finds the partitions to elect (no read more).
+        view, checks = await self._recheck_read()
+        led = [] if view is None else [p for p in view.partitions()
+                                       if p.leader == self.broker_id]
+        yield self.recheck_before(
+            "the leader election", checks,
+            left=f"replica orders demoted (broker {self.broker_id} last) and the originals "
+                 f"recorded in {self.state_file}; no leadership moved"
+                 + (f" (broker {self.broker_id} still leads {len(led)} partition(s))"
+                    if view is not None else "") + "; undo "
+                 f"with `sfops kafka undrain {self.broker_id}`, or drain again once the "
+                 "check passes")
+        to_elect = sorted((p.topic, p.partition) for p in led)
         if to_elect:
             yield Step(f"preferred election for the {len(to_elect)} partition(s) it leads",
                        0.6)

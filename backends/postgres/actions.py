@@ -141,6 +141,24 @@ def _still_primary(primary: MemberStatus) -> CheckResult:
     return CheckResult.failed(CHECK_ONE_PRIMARY, f"{primary.name} is {_state(primary)} now")
 
 
+def _still_standby(candidate: MemberStatus) -> CheckResult:
+    """The re-check that the member to promote is still a standby."""
+    if candidate.is_standby:
+        return CheckResult.passed(CHECK_CANDIDATE_STANDBY, f"{candidate.name} still in recovery")
+    return CheckResult.failed(CHECK_CANDIDATE_STANDBY,
+                              f"{candidate.name} is {_state(candidate)} now")
+
+
+def _others_primary(statuses: Mapping[str, MemberStatus], candidate: str,
+                    name: str) -> CheckResult:
+    """The re-check that nobody but ``candidate`` answers as primary (check ``name``)."""
+    live = [m.name for m in statuses.values() if m.name != candidate and m.is_primary]
+    if live:
+        return CheckResult.failed(name, f"{', '.join(live)} answers as primary now: "
+                                  f"promoting {candidate} would make two primaries")
+    return CheckResult.passed(name, f"no member but {candidate} could be primary: none is")
+
+
 def _already_follows(status: MemberStatus, primary: MemberStatus,
                      fenced: Mapping[str, Any]) -> bool:
     """``status`` streams from ``primary`` on its timeline and is not fenced: no rejoin."""
@@ -168,6 +186,14 @@ class _PgAction(Action):
 
     async def _statuses(self) -> dict[str, MemberStatus]:
         return self.statuses or await self.cluster.read_all()
+
+    async def _read_roles(self, names: list[str], short: list[str]) -> dict[str, MemberStatus]:
+        """One role probe of each of ``names`` at once; the ``short`` ones (killed before the
+        promotion) get RECHECK_FENCED_SECONDS."""
+        reads = await asyncio.gather(*(
+            self.cluster.read_role(n, RECHECK_FENCED_SECONDS if n in short else None)
+            for n in names))
+        return {m.name: m for m in reads}
 
     def _promotion_plan(self, name: str, status: MemberStatus | None,
                         timeline: int | None) -> list[str]:
@@ -327,6 +353,7 @@ class Failover(_PgAction):
             ("re-check", read),
             ("fencing first", sum(worst.fence_first(self.cluster, n)
                                   for n in self._fenced_first())),
+            ("re-check before the promotion", read if self._fenced_first() else 0.0),
             ("promotion", worst.promote(self.cluster)),
             ("fencing after", sum(worst.fence_after(self.cluster, n) for n in self.old_primary
                                   if n not in self._fenced_first())),
@@ -429,34 +456,46 @@ class Failover(_PgAction):
         if self.to not in self.cluster.members:
             return []
         fenced_first = self._fenced_first()
-        names = list(self.cluster.members)
-        reads = await asyncio.gather(*(
-            self.cluster.read_role(n, RECHECK_FENCED_SECONDS if n in fenced_first else None)
-            for n in names))
-        statuses = {m.name: m for m in reads}
+        statuses = await self._read_roles(list(self.cluster.members), fenced_first)
+        gone = ", ".join(self.old_primary) or "no member"
+        within = (f" (given {RECHECK_FENCED_SECONDS:g} s: it is killed before the "
+                  "promotion)" if fenced_first else "")
+        self.rechecked = self._still_safe(statuses, f"{gone} still does not answer{within}")
+        return self.rechecked
+
+    def _still_safe(self, statuses: Mapping[str, MemberStatus], gone: str
+                    ) -> list[CheckResult]:
+        """What :meth:`recheck` and the re-check before the promotion judge: nobody but the
+        candidate answers as primary, no former primary read here answers again (``gone``:
+        the detail when none does), the candidate is still a standby."""
         results = []
-        live = [m for m in statuses.values() if m.name != self.to and m.is_primary]
+        others = _others_primary(statuses, self.to, CHECK_PRIMARY_GONE)
         back = [statuses[n] for n in self.old_primary if n in statuses and statuses[n].reachable]
-        if live:
-            results.append(CheckResult.failed(
-                CHECK_PRIMARY_GONE, ", ".join(m.name for m in live) + " answers as primary "
-                "now: a failover would make two primaries"))
+        if others.status is CheckStatus.FAIL:
+            results.append(others)
         elif back:
             results.append(CheckResult.failed(
                 CHECK_PRIMARY_GONE, f"{back[0].name} answers again ({_state(back[0])})"))
         else:
-            gone = ", ".join(self.old_primary) or "no member"
-            within = (f" (given {RECHECK_FENCED_SECONDS:g} s: it is killed before the "
-                      "promotion)" if fenced_first else "")
-            results.append(CheckResult.passed(CHECK_PRIMARY_GONE,
-                                              f"{gone} still does not answer{within}"))
-        candidate = statuses[self.to]
-        results.append(CheckResult.passed(CHECK_CANDIDATE_STANDBY,
-                                          f"{self.to} still in recovery")
-                       if candidate.is_standby else CheckResult.failed(
-                           CHECK_CANDIDATE_STANDBY, f"{self.to} is {_state(candidate)} now"))
-        self.rechecked = results
+            results.append(CheckResult.passed(CHECK_PRIMARY_GONE, gone))
+        results.append(_still_standby(statuses[self.to]))
         return results
+
+    async def _recheck_before_promotion(self, fenced: list[str]) -> Step:
+        """Between fencing and promoting (the fence can take seconds): every member but the
+        fenced ones read again — nobody else became primary, the candidate is still a
+        standby. Stops with nothing promoted when one fails."""
+        names = [n for n in self.cluster.members if n not in fenced]
+        statuses = await self._read_roles(names, [])
+        killed = ", ".join(fenced)
+        checks = self._still_safe(statuses, f"no member answers as primary ({killed} fenced "
+                                  "and killed)")
+        return self.recheck_before(
+            f"promoting {self.to}", checks, hard=HARD_CHECKS,
+            left=f"{killed} fenced (standby.signal written, server killed), nothing promoted: "
+                 f"no member accepts writes; check `sfops pg status`, then run "
+                 f"`sfops pg failover` again, or `sfops pg rejoin {fenced[0]}` to follow a "
+                 "primary that exists now")
 
     async def _plan(self) -> list[str]:
         """How each old primary is fenced (before or after the promotion), the promotion,
@@ -499,6 +538,8 @@ class Failover(_PgAction):
         for name in fenced_first:
             async for step in fence_first(self.cluster, name, self.to):
                 yield step
+        if fenced_first:  # another actor may have promoted someone meanwhile
+            yield await self._recheck_before_promotion(fenced_first)
         try:
             async for step in promote(self.cluster, self.to, self.old_timeline):
                 yield step
@@ -650,6 +691,7 @@ class Switchover(_PgAction):
         return WorstCase((
             ("re-check", read),
             (f"stopping {old}", worst.switchover_stop(cluster, old)),
+            ("re-check before the promotion", read),
             ("promotion", worst.promote(cluster)),
             (f"rejoining {old}", worst.rejoin(cluster, old)),
             ("verify", 3 * read + worst.query(cluster)),
@@ -674,6 +716,21 @@ class Switchover(_PgAction):
                 f"{primary.name}"))
         self.rechecked = results
         return results
+
+    async def _recheck_before_promotion(self, old: str) -> Step:
+        """Between the old primary's shutdown and the promotion (the wait for its shutdown
+        checkpoint can take 30 s): every other member read again — the target is still a
+        standby, nobody else became primary. Stops with nothing promoted when one fails."""
+        names = [n for n in self.cluster.members if n != old]
+        statuses = await self._read_roles(names, [])
+        checks = [_others_primary(statuses, self.to, CHECK_ONE_PRIMARY),
+                  _still_standby(statuses[self.to])]
+        path = self.cluster.host(old).path("standby.signal")
+        return self.recheck_before(
+            f"promoting {self.to}", checks, hard=HARD_CHECKS,
+            left=f"{old} stopped cleanly and fenced (standby.signal), {self.to} not promoted: "
+                 f"no member accepts writes, nothing was lost; check `sfops pg status`, then "
+                 f"`sfops pg failover` to a standby, or remove {path} and start {old} again")
 
     async def _plan(self) -> list[str]:
         """Shutdown, the no-loss condition, promotion, and the old primary's rejoin (the
@@ -738,6 +795,7 @@ class Switchover(_PgAction):
                 "lost; check replication with `sfops pg status`")
         yield Step(f"{new}: received {format_lsn(received)} ≥ shutdown checkpoint: nothing "
                    "can be lost")
+        yield await self._recheck_before_promotion(old)
         async for step in promote(cluster, new, self.old_timeline):
             yield step
         yield Step(f"write outage so far {time.monotonic() - started:.2f} s; rejoining {old}")

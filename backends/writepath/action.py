@@ -49,7 +49,8 @@ class VerifyWritePath(Action):
     async def preflight(self) -> list[CheckResult]:
         return [CheckResult.passed(
             "canary", f"writes key {self.key}: one row in table canary (deleted by the API "
-            "after its TTL) and one record on the events topic; nothing else")]
+            "after its TTL) and one record on the events topic; nothing else"),
+            self.worst_case().check()]
 
     def worst_case(self) -> WorstCase:
         return WorstCase((("canary timeout", self.canary.timeout),),

@@ -17,6 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from backends.config import load
+from backends.postgres.actions import cluster_lock
+from backends.postgres.cluster import PgCluster
 from deploy.lab.core import LabError
 from tests.conftest import REPO
 from tests.integration import test_pg as pg_tests
@@ -146,8 +149,16 @@ def test_sigkill_mid_switchover_reads_interrupted_and_recovers_to_one_primary(
     assert (entry["action"], entry["target"], entry["outcome"]) == (
         "pg.switchover", "pg-2", "interrupted"), entries
     assert entry["event"] == "started" and isinstance(entry["pid"], int)
-    # The preflight it ran is in the intent record.
+    # The preflight it ran is in the intent record, and the lock it held: the cluster's key
+    # and this sfops as the holder.
     assert "one reachable primary" in [c["name"] for c in entry["preflight"]], entry
+    lock = entry["lock"]
+    key = cluster_lock(PgCluster(load(fresh.config_path)))
+    assert lock["keys"] == [{"name": key.name, "title": key.title}], lock
+    assert lock["holder"] == f"{entry['user']}@{entry['host']}", lock
+    assert lock["pid"] == entry["pid"] and lock["action"] == "pg.switchover pg-2", lock
+    assert [c["name"] for c in lock["checks"]] == ["target lock"], lock
+    assert lock["checks"][0]["status"] in ("pass", "warn"), lock  # warn: a lock not taken
     record_id = entry["id"]
     advice = [line for line in listing.stdout.splitlines() if record_id in line]
     assert advice and "exactly one primary" in advice[0] and "rejoin" in advice[0], \

@@ -25,7 +25,7 @@ from textual.widgets import DataTable
 from backends.actions import ActionRunner
 from backends.audit import AuditLog
 from backends.config import load
-from backends.locks import manager_for
+from backends.locks import lock_file_beside, manager_for
 from backends.services import build_services
 from deploy.lab import postgres as lab_postgres
 from tests.integration.test_pg import _rebuild, reset_pg, sql
@@ -152,6 +152,42 @@ def test_two_failovers_with_different_candidates_exactly_one_wins(pg_pair: Any) 
         if not sql(pg_pair, name, "SELECT pg_is_in_recovery()")[0][0]:
             sql(pg_pair, name, "SELECT pg_drop_replication_slot('pg_3') FROM "
                 "pg_replication_slots WHERE slot_name = 'pg_3'")
+
+
+def test_a_failover_while_a_switchover_holds_the_cluster_is_refused_naming_it(
+        pg_pair: Any) -> None:
+    """Failover, switchover and rejoin of one cluster exclude each other. A switchover waits
+    at its confirmation (stdin open, nobody answers) holding the cluster's lock; pg-1 is
+    killed meanwhile, so a failover would pass its preflight: it is refused naming the
+    switchover, and proceeds once the switchover is cancelled. One writable primary at the
+    end."""
+    config = pg_pair.config_path
+    data_dir = Path(str(load(config).postgres.members["pg-1"].data_dir))
+    lock_file = Path(lock_file_beside(data_dir, f"pg-{data_dir.name}"))
+    waiting = start(config, "pg", "switchover", "--to", "pg-2", stdin=subprocess.PIPE)
+    try:
+        # Its holder line is in the lock file beside pg-1's data directory.
+        wait_until(lambda: lock_file.exists()
+                   and f'"pid": {waiting.pid}' in lock_file.read_text(errors="replace"),
+                   60, "the waiting switchover holds the cluster's lock")
+        pg_pair.stop("pg-1", kill=True)
+        code, data, err = finish(start(config, "pg", "failover", "--to", "pg-2", "--yes",
+                                       "--json"))
+        assert code == 3 and data["outcome"] == "refused", (data, err)
+        error = data["error"]
+        assert "held by " in error and " since " in error, error
+        assert "pg.switchover pg-2" in error and f"pid {waiting.pid}" in error, error
+        assert lock_check(data)["status"] == "fail"
+        print(f"failover refused: {error}")
+        assert not writable(pg_pair, config, "pg-2")  # nothing was promoted
+    finally:
+        if waiting.poll() is None:
+            waiting.communicate(input="no\n", timeout=60)  # not the target's name: cancelled
+    assert waiting.returncode == 3  # not confirmed: nothing was changed, the lock let go
+
+    code, data, err = finish(start(config, "pg", "failover", "--to", "pg-2", "--yes", "--json"))
+    assert code == 0 and data["outcome"] == "succeeded", (data, err)
+    assert [n for n in ("pg-1", "pg-2") if writable(pg_pair, config, n)] == ["pg-2"]
 
 
 # --------------------------------------------------------------------------- nginx

@@ -5,13 +5,14 @@ Fake actions (no lab): the point is the app's bookkeeping, the locks are real fi
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from backends.actions import Action, ActionRunner, CheckResult, Step
 from backends.audit import AuditLog
 from backends.config import SfopsConfig, SfopsSettings
-from backends.locks import CHECK_NAME, LocalFlockLocks, LockKey, LockManager
+from backends.locks import CHECK_NAME, LocalFlockLocks, LockKey, LockManager, format_since
 from tests.ui.fakes import FakeService
 from tests.ui.helpers import wait_for
 from tui.app import SfopsApp
@@ -85,6 +86,29 @@ async def test_busy_before_the_preflight_and_a_second_action_on_it_is_refused(tm
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmActionScreen), what="again")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.busy, what="busy cleared again")
+
+
+async def test_the_refusal_of_a_busy_target_names_the_holder_and_since_when(tmp_path):
+    """As the lock refusal does ("held by … since HH:MM:SS"): the action that has the
+    target in this sfops, and since when."""
+    app = make_app(tmp_path)
+    first, second = SlowAction("a"), SlowAction("a")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.start_action(lambda: first)
+        await wait_for(pilot, lambda: first.preflight_started.is_set(), what="preflight")
+        app.start_action(lambda: second)
+        await wait_for(pilot, lambda: any("busy" in n.message for n in app._notifications),
+                       what="the refusal")
+        (note,) = [n for n in app._notifications if "busy" in n.message]
+        since = format_since(app.busy_since["test-a"])
+        assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", since), since
+        assert note.message.startswith(f"busy: held by test.slow a in this sfops since {since} "
+                                       "(test.slow a)"), note.message
+        assert note.severity == "warning" and not second.preflight_started.is_set()
+        first.preflight_may_end.set()
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmActionScreen), what="dialog")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.busy and not app.busy_since, what="cleared")
 
 
 async def test_two_targets_run_at_once_and_quit_waits_for_both(tmp_path):

@@ -53,6 +53,7 @@ class FakeCluster:
         self.cluster_id = cluster_id
         self.reads = 0
         self.writes: list[tuple[str, Any]] = []
+        self.on_reassign: Any = None  # another actor, once a reassignment is applied
 
     def view(self) -> ClusterView:
         self.reads += 1
@@ -101,6 +102,8 @@ class FakeAdmin:
         self.cluster.writes.append(("reassign", dict(assignments)))
         for key, order in assignments.items():
             self.cluster.set(key, replicas=order)
+        if self.cluster.on_reassign is not None:
+            self.cluster.on_reassign()
         return [PartitionResult(t, p, 0) for t, p in assignments]
 
     async def ongoing_reassignments(self, partitions: Any = None) -> list[Any]:
@@ -320,6 +323,59 @@ async def test_a_failed_recheck_refuses_before_any_write(runner, tmp_path):
     assert "re-check: another in-sync replica takes over, ISR above min.insync.replicas" \
         in names
     assert [a.closed for a in source.admins] == [1] and not source.service_closed
+
+
+TAKEOVER_CHECK = "another in-sync replica takes over, ISR above min.insync.replicas"
+
+
+async def test_drain_rechecks_before_the_election_and_stops_there(runner, tmp_path):
+    """Between the reassignment and the leader election, a replica of t-1 (which broker 2
+    leads) falls out of sync: its ISR is no longer above min.insync.replicas. The drain stops
+    without electing, says what it left, and audits the re-check."""
+    cluster = balanced()
+    action = DrainBroker(FakeSource(cluster), 2, tmp_path)
+    shown = await action.preflight()
+    assert failing(shown) == []
+    cluster.on_reassign = lambda: cluster.set(("t", 1), isr=(2, 3))
+    steps: list[str] = []
+    result = await runner.run(action, preflight=shown,
+                              on_step=lambda step: steps.append(step.message))
+    assert result.outcome is Outcome.FAILED
+    assert [kind for kind, _ in cluster.writes] == ["reassign"]  # no election
+    assert sorted(k for k, p in cluster.partitions.items() if p.leader == 2) == [
+        ("t", 1), ("u", 0)]  # broker 2 still leads what it led
+    assert state_path(tmp_path, 2).exists()  # the originals stay recorded for the undrain
+    error = result.error or ""
+    assert error.startswith(f"re-check before the leader election failed ({TAKEOVER_CHECK}: "
+                            "1 of 2 led partition(s) unsafe: t-1"), error
+    assert ("replica orders demoted (broker 2 last) and the originals recorded in "
+            f"{state_path(tmp_path, 2)}; no leadership moved (broker 2 still leads 2 "
+            "partition(s)); undo with `sfops kafka undrain 2`") in error
+    assert steps[-1] == error
+    record = audit(tmp_path)[-1]
+    assert record["outcome"] == "failed" and record["error"] == error
+    later = {c["name"]: c["status"] for c in record["preflight"]
+             if c["detail"].startswith("before the leader election: ")}
+    assert sorted(later) == ["re-check: " + TAKEOVER_CHECK,
+                             "re-check: blast radius: min.insync.replicas",
+                             "re-check: broker still up"]
+    assert later["re-check: " + TAKEOVER_CHECK] == "fail"
+    assert later["re-check: broker still up"] == "pass"
+
+
+async def test_a_forced_drain_goes_on_past_a_judgement_it_was_forced_past(runner, tmp_path):
+    """--force overrides the takeover judgement at the preflight; the re-check before the
+    election is recorded, and overridden likewise."""
+    cluster = balanced()
+    action = DrainBroker(FakeSource(cluster), 2, tmp_path)
+    shown = await action.preflight()
+    cluster.on_reassign = lambda: cluster.set(("t", 1), isr=(2, 3))
+    result = await runner.run(action, preflight=shown, force=True)
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    assert [kind for kind, _ in cluster.writes][:2] == ["reassign", "elect"]
+    assert ("re-check: " + TAKEOVER_CHECK, "fail") in [
+        (c["name"], c["status"]) for c in audit(tmp_path)[-1]["preflight"]
+        if c["detail"].startswith("before the leader election: ")]
 
 
 async def test_drain_then_undrain_against_the_fake(runner, tmp_path):

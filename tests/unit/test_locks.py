@@ -489,6 +489,21 @@ async def test_runner_locks_before_the_preflight_and_refuses_a_busy_target_even_
     assert (await runner(tmp_path, manager, "bob").run(third)).ok  # released at the end
 
 
+async def test_the_intent_record_names_the_lock_held_its_key_and_holder(
+        tmp_path: Path) -> None:
+    manager = LockManager(local=LocalFlockLocks(tmp_path / "state"))
+    action = LockedAction(LockKey("pg-abc", "PostgreSQL cluster (pg-1, pg-2)"), steps=1)
+    action.go_on.set()
+    assert (await runner(tmp_path, manager).run(action)).ok
+    started, finished = AuditLog(tmp_path / "audit.jsonl").records()
+    assert started["event"] == "started" and finished["started_id"] == started["id"]
+    lock = started["lock"]
+    assert lock["keys"] == [{"name": "pg-abc", "title": "PostgreSQL cluster (pg-1, pg-2)"}]
+    assert lock["holder"] == "alice@h" and lock["action"] == "test.locked t1"
+    assert isinstance(lock["since"], float) and isinstance(lock["pid"], int)
+    assert [c["name"] for c in lock["checks"]] == [CHECK_NAME]
+
+
 async def test_prepare_holds_the_lock_through_confirmation_and_close_releases_it(
         tmp_path: Path) -> None:
     from backends.actions import close_quietly

@@ -94,6 +94,8 @@ class FakeHost:
         self.events = events if events is not None else []
         self.kill_error: str | None = None  # kill_server fails with this
         self.running_pid: str | None = "4242"  # a (hung) server runs from the data directory
+        self.on_kill: Any = None  # called once the server is killed (another actor, meanwhile)
+        self.on_stop: Any = None  # likewise once it is stopped
 
     async def reachable(self) -> str | None:
         return self.problem
@@ -120,10 +122,24 @@ class FakeHost:
             raise HostError(f"{self.name}: {self.kill_error}")
         self.events.append(("SIGKILL", self.name))
         pid, self.running_pid = self.running_pid, None
+        if self.on_kill is not None:
+            self.on_kill()
         return None if pid is None else Killed(pid, exited=True)
 
     async def running(self) -> bool:
         return False
+
+    async def stop(self, mode: str = "fast") -> None:
+        self.events.append((f"stop {mode}", self.name))
+        if self.on_stop is not None:
+            self.on_stop()
+
+    async def start(self) -> None:
+        self.events.append(("start", self.name))
+
+    async def controldata(self) -> dict[str, str]:
+        return {"Database cluster state": "shut down",
+                "Latest checkpoint location": "0/3000100"}
 
 
 class FakeConn:
@@ -143,6 +159,8 @@ class FakeConn:
             return [{"promoted": True}]
         if "pg_current_xact_id" in sql:
             return [{"xid": "1"}]
+        if "pg_last_wal_receive_lsn" in sql:  # past the fake's shutdown checkpoint 0/3000100
+            return [{"lsn": "0/3000200"}]
         return []
 
     async def fetchone(self, sql: str, params: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -380,8 +398,11 @@ async def test_the_runner_given_the_shown_preflight_pays_the_window_once(
     assert cluster.fenced["pg-1"]["method"] == pg_cluster.FENCE_METHOD_KILLED
     [record] = AuditLog(tmp_path / "audit.jsonl").read()
     names = [c["name"] for c in record["preflight"]]
-    assert names == [c.name for c in shown] + [f"re-check: {CHECK_PRIMARY_GONE}",
-                                               f"re-check: {CHECK_CANDIDATE_STANDBY}"]
+    rechecks = [f"re-check: {CHECK_PRIMARY_GONE}", f"re-check: {CHECK_CANDIDATE_STANDBY}"]
+    # Once right before the first change, once more between the fence and the promotion.
+    assert names == [c.name for c in shown] + rechecks + rechecks
+    assert all(c["detail"].startswith("before promoting pg-2: ")
+               for c in record["preflight"][-2:]), record["preflight"]
     assert cluster.closed >= 1  # the runner closed the action
 
 
@@ -417,6 +438,63 @@ async def test_failover_whose_fence_fails_promotes_nothing_and_undoes_it(
     assert cluster.fenced == {} and cluster.statuses["pg-2"].is_standby
 
 
+@pytest.mark.parametrize("force", [False, True])
+async def test_failover_rechecks_between_the_fence_and_the_promotion(
+        tmp_path: Path, force: bool) -> None:
+    """While pg-1 is being fenced, another actor promotes pg-3: the failover stops before
+    promoting pg-2 (even forced: two primaries is a safety check), says what it left, and
+    audits the re-check."""
+    cluster = FakeCluster(down("pg-1"), standby(streaming=False),
+                          standby("pg-3", streaming=False), last=seen(0x3000060))
+    action = Failover(cluster, "pg-2")
+    shown = await action.preflight()
+    assert [c.name for c in shown if c.status is CheckStatus.FAIL] == []
+
+    def promoted_elsewhere() -> None:
+        cluster.statuses["pg-3"] = primary("pg-3", timeline=4, standbys=(), slots=())
+        cluster.reads.clear()
+
+    cluster.hosts["pg-1"].on_kill = promoted_elsewhere
+    steps: list[str] = []
+    result = await runner(tmp_path).run(action, preflight=shown, force=force,
+                                        on_step=lambda step: steps.append(step.message))
+    assert result.outcome is Outcome.FAILED
+    # Fenced, then nothing more: no pg_promote of pg-2 beside the new primary pg-3.
+    assert cluster.events == [("standby.signal", "pg-1"), ("SIGKILL", "pg-1")]
+    assert not any("pg_promote" in sql for _, sql in cluster.statements)
+    assert cluster.statuses["pg-2"].is_standby
+    error = result.error or ""
+    assert error.startswith("re-check before promoting pg-2 failed (primary unreachable: "
+                            "pg-3 answers as primary now"), error
+    assert "pg-1 fenced (standby.signal written, server killed), nothing promoted" in error
+    assert steps[-1] == error  # the operator reads the state left in the progress, too
+    record = AuditLog(tmp_path / "audit.jsonl").read()[-1]
+    assert record["outcome"] == "failed" and record["error"] == error
+    later = [(c["name"], c["status"]) for c in record["preflight"]
+             if c["detail"].startswith("before promoting pg-2: ")]
+    assert later == [(f"re-check: {CHECK_PRIMARY_GONE}", "fail"),
+                     (f"re-check: {CHECK_CANDIDATE_STANDBY}", "pass")]
+    # The killed pg-1 is not read again (it cannot answer); everyone else is.
+    assert sorted(cluster.reads) == ["pg-2", "pg-3"]
+
+
+async def test_failover_stops_before_promoting_a_candidate_no_longer_a_standby(
+        tmp_path: Path) -> None:
+    cluster = gone_primary()
+    action = Failover(cluster, "pg-2")
+    shown = await action.preflight()
+
+    def promoted_meanwhile() -> None:  # e.g. by hand, with pg_ctl promote
+        cluster.statuses["pg-2"] = primary("pg-2", timeline=4, standbys=(), slots=())
+
+    cluster.hosts["pg-1"].on_kill = promoted_meanwhile
+    result = await runner(tmp_path).run(action, preflight=shown)
+    assert result.outcome is Outcome.FAILED
+    assert "candidate in recovery: pg-2 is primary now" in (result.error or "")
+    assert cluster.events == [("standby.signal", "pg-1"), ("SIGKILL", "pg-1")]
+    assert not any("pg_promote" in sql for _, sql in cluster.statements)
+
+
 async def test_failover_with_the_old_primarys_host_unreachable_promotes_then_records(
         tmp_path: Path) -> None:
     cluster = FakeCluster(down("pg-1"), standby(streaming=False), last=seen(0x3000060),
@@ -449,6 +527,66 @@ async def test_switchover_passes_on_a_streaming_pair_and_rechecks_it() -> None:
     rechecked = await action.recheck()
     assert by_name(rechecked)[CHECK_ONE_PRIMARY] is CheckStatus.FAIL
     assert "pg-1 is down (connection refused) now" in detail(rechecked, CHECK_ONE_PRIMARY)
+
+
+async def test_switchover_stops_the_primary_rechecks_then_promotes(tmp_path: Path) -> None:
+    cluster = FakeCluster(primary(), standby())
+    action = Switchover(cluster, "pg-2")
+    shown = await action.preflight()
+    steps: list[str] = []
+    # pg-1's rejoin is not faked here: the run ends failing there, after the promotion.
+    result = await runner(tmp_path).run(action, preflight=shown,
+                                        on_step=lambda step: steps.append(step.message))
+    assert cluster.events[:3] == [("stop fast", "pg-1"), ("standby.signal", "pg-1"),
+                                  ("promote", "pg-2")], (cluster.events, result.error)
+    assert any(m.startswith("re-checked before promoting pg-2: ") for m in steps), steps
+    record = AuditLog(tmp_path / "audit.jsonl").read()[-1]
+    assert [(c["name"], c["status"]) for c in record["preflight"]
+            if c["detail"].startswith("before promoting pg-2: ")] == [
+        (f"re-check: {CHECK_ONE_PRIMARY}", "pass"), (f"re-check: {CHECK_CANDIDATE_STANDBY}",
+                                                    "pass")]
+
+
+@pytest.mark.parametrize("force", [False, True])
+async def test_switchover_stops_before_promoting_when_the_target_changed_meanwhile(
+        tmp_path: Path, force: bool) -> None:
+    """pg-1 stopped cleanly and fenced; meanwhile pg-2 stopped answering as a standby: no
+    promotion (even forced), the state left said plainly, the re-check audited."""
+    cluster = FakeCluster(primary(), standby())
+    action = Switchover(cluster, "pg-2")
+    shown = await action.preflight()
+
+    def target_went_down() -> None:
+        cluster.statuses["pg-2"] = down("pg-2")
+
+    cluster.hosts["pg-1"].on_stop = target_went_down
+    steps: list[str] = []
+    result = await runner(tmp_path).run(action, preflight=shown, force=force,
+                                        on_step=lambda step: steps.append(step.message))
+    assert result.outcome is Outcome.FAILED
+    assert cluster.events == [("stop fast", "pg-1"), ("standby.signal", "pg-1")]
+    assert not any("pg_promote" in sql for _, sql in cluster.statements)
+    error = result.error or ""
+    assert error.startswith("re-check before promoting pg-2 failed (candidate in recovery: "
+                            "pg-2 is down (connection refused) now)"), error
+    assert ("pg-1 stopped cleanly and fenced (standby.signal), pg-2 not promoted: no member "
+            "accepts writes, nothing was lost") in error
+    assert "remove /data/pg-1/standby.signal and start pg-1" in error
+    assert steps[-1] == error and cluster.fenced["pg-1"]["reason"] == "switchover"
+    record = AuditLog(tmp_path / "audit.jsonl").read()[-1]
+    assert record["error"] == error
+    assert (f"re-check: {CHECK_CANDIDATE_STANDBY}", "fail") in [
+        (c["name"], c["status"]) for c in record["preflight"]
+        if c["detail"].startswith("before promoting pg-2: ")]
+
+
+def test_failover_switchover_and_rejoin_of_one_cluster_take_the_same_lock() -> None:
+    """They exclude each other: whichever starts first holds the one key the others need."""
+    cluster = FakeCluster(primary(), standby(), standby("pg-3"))
+    keys = [action.locks() for action in (Failover(cluster, "pg-2"),
+                                          Switchover(cluster, "pg-3"), Rejoin(cluster, "pg-1"))]
+    assert len(keys[0]) == 1 and keys[0] == keys[1] == keys[2]
+    assert keys[0][0].name.startswith("pg-")
 
 
 async def test_switchover_refused_without_a_streaming_candidate() -> None:

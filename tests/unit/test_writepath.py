@@ -427,7 +427,17 @@ async def test_the_preflight_says_a_canary_follows(tmp_path: Path) -> None:
     assert checks[-1].name == "then: write path"
     assert checks[-1].detail.startswith(f"once it succeeded, a canary through {URL}")
     verify = runner.build(VerifyWritePath, FakeApi([ok_post]).canary())
-    assert [c.name for c in await runner.prepare(verify)] == ["canary"]
+    assert [c.name for c in await runner.prepare(verify)] == ["canary", "worst case"]
+
+
+async def test_verify_shows_its_worst_case_like_every_action(tmp_path: Path) -> None:
+    """Its preflight states the longest it can take: the canary's own timeout, which bounds
+    every hop and every attempt."""
+    verify = VerifyWritePath(FakeApi([ok_post]).canary(timeout=7.0))
+    checks = await verify.preflight()
+    assert checks[-1] == verify.worst_case().check()
+    assert checks[-1].status is CheckStatus.PASS
+    assert checks[-1].detail == "7 s: canary timeout 7 s (every hop and every attempt)"
 
 
 async def test_a_secret_the_server_echoes_is_redacted_in_the_report() -> None:
