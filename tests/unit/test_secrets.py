@@ -234,3 +234,24 @@ def test_a_crash_in_a_command_prints_its_traceback_redacted(
     assert MARKER not in printed, printed
     assert "in _crash" in printed  # the frame that raised
     assert sys.stdout is out and sys.stderr is err  # the streams are restored
+
+
+def test_a_password_env_secret_leaves_the_environment_any_child_inherits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child a library starts on its own (``ctypes.util.find_library`` runs gcc and ld when
+    asyncssh is imported) inherits os.environ, not :func:`child_environment`: the variable a
+    secret came from is taken out of it as the configuration is read (found by the process
+    sampler of tests/integration/test_secrets.py)."""
+    import subprocess
+
+    monkeypatch.setenv("SFOPS_TEST_PW", f"env-{MARKER}")
+    path = tmp_path / "sfops.toml"
+    path.write_text('[postgres]\ndbname = "d"\nuser = "u"\npassword_env = "SFOPS_TEST_PW"\n'
+                    '[postgres.members.pg-1]\nhost = "h"\n')
+    config = load(path)
+    assert config.postgres is not None
+    assert config.postgres.password is not None
+    assert config.postgres.password.reveal() == f"env-{MARKER}"
+    inherited = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+    assert MARKER not in inherited and "SFOPS_TEST_PW" not in inherited
+    assert load(path).postgres.password.reveal() == f"env-{MARKER}"  # type: ignore[union-attr]
