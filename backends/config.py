@@ -42,6 +42,7 @@ from backends.secrets import (
     redacted,
     remember,
     secrets_in,
+    take_env,
 )
 
 if TYPE_CHECKING:
@@ -381,11 +382,10 @@ class Reader:
             remember(value)
             return Secret(value)
         if password_env is not None:
-            env_value = os.environ.get(password_env)
+            env_value = take_env(password_env)  # out of the environment children inherit
             if env_value is None:
                 table.fail(f"{base}_env", f"environment variable {password_env} is not set")
                 return None
-            remember(env_value, env=password_env)
             return Secret(env_value)
         if inline is not None:
             remember(inline)

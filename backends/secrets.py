@@ -170,6 +170,7 @@ def redact_conninfo(conninfo: str) -> str:
 
 _KNOWN: set[str] = set()
 _ENV_NAMES: set[str] = set()
+_TAKEN_ENV: dict[str, str] = {}  # variables a secret was read from, taken out of os.environ
 # libpq reads a password from here; sfops never passes one that way, so no child needs it.
 _SECRET_ENV = frozenset({"PGPASSWORD"})
 
@@ -183,14 +184,32 @@ def remember(secret: Secret | str | None, *, env: str | None = None) -> None:
         _KNOWN.add(value)
 
 
+def take_env(name: str) -> str | None:
+    """The secret in the environment variable ``name``, taken out of this process's
+    environment as it is read: a child that a library starts on its own, without
+    :func:`child_environment` (``ctypes.util.find_library`` runs ``gcc`` and ``ld`` when
+    asyncssh is imported), inherits the process's environment, and must not find it there.
+    Read again (a configuration loaded once more), it is the value first read. Remembered
+    (:func:`remember`) with its variable."""
+    value = os.environ.pop(name, None)
+    if value is not None:
+        _TAKEN_ENV[name] = value
+    value = _TAKEN_ENV.get(name)
+    if value is not None:
+        remember(value, env=name)
+    return value
+
+
 def known_secrets() -> list[str]:
     return list(_KNOWN)
 
 
 def forget_all() -> None:
-    """Tests only: start from no known secrets."""
+    """Tests only: start from no known secrets (and no variable taken from the
+    environment)."""
     _KNOWN.clear()
     _ENV_NAMES.clear()
+    _TAKEN_ENV.clear()
 
 
 def redact_known(text: str, secrets: Iterable[Secret | str] = ()) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -123,11 +124,27 @@ def pane(session: TmuxSession, what: str) -> str:
     return done.stdout.strip()
 
 
-def assert_terminal_intact(session: TmuxSession, screen: str) -> None:
+# capture-pane -e writes each cell's attributes as SGR sequences (colours, bold): nothing else.
+SGR = re.compile(r"\x1b\[[0-9;:]*m")
+
+
+def assert_terminal_intact(session: TmuxSession, screen: str, shown: str) -> None:
+    """The terminal did not act on the hostile text: the pane kept its title, and the text
+    is on the screen in its escaped, visible form ``shown`` (had ESC reached the terminal,
+    tmux would have acted on the sequence and its text would not be there). The pane's
+    cells hold no raw bidi override, and with their attributes (``capture-pane -e``) no
+    escape sequence but tmux's own SGR."""
     print(screen)  # what the operator saw (shown with -s, or on failure)
     assert f"PWNED{MARK}" not in pane(session, "#{pane_title}")
     assert f"PWNED{MARK}" not in pane(session, "#{window_name}")
-    assert "\u202e" not in screen and "\x1b" not in screen
+    flat = "".join(line.strip() for line in screen.splitlines())  # a wrapped cell too
+    assert shown in flat, f"{shown!r} not on the screen"
+    assert "\u202e" not in screen
+    styled = session.screen(escapes=True)
+    assert SGR.search(styled), "capture-pane -e gave no attributes: the check below is void"
+    rest = SGR.sub("", styled)
+    assert "\x1b" not in rest and "\x9b" not in rest and "\u202e" not in rest, repr(
+        [rest[i:i + 20] for i in range(len(rest)) if rest[i] in "\x1b\x9b\u202e"][:5])
 
 
 def test_hostile_event_annotation_and_group_do_not_drive_the_terminal(
@@ -136,8 +153,7 @@ def test_hostile_event_annotation_and_group_do_not_drive_the_terminal(
     tmux.wait_for("BackOff", timeout=90)
     time.sleep(3)  # another refresh or two
     screen = tmux.screen()
-    assert_terminal_intact(tmux, screen)
-    assert SHOWN in screen, screen
+    assert_terminal_intact(tmux, screen, SHOWN)
     assert "Kafka" in screen and "Kubernetes" in screen  # the panels are still drawn
     assert "y" * 250 not in screen.replace("\n", "")  # cut, not 300 characters
 
@@ -147,7 +163,7 @@ def test_hostile_event_annotation_and_group_do_not_drive_the_terminal(
     tmux.wait_for(planted, timeout=30)
     time.sleep(3)  # another refresh or two: a clear would show now
     screen = tmux.screen()
-    assert_terminal_intact(tmux, screen)
+    assert_terminal_intact(tmux, screen, f"\\x1b]0;PWNED{MARK}\\x07\\x1b[2J[red]x[/red]")
     assert planted in screen and "nodes (" in screen, screen  # the table was not cleared
     assert "[red]x[/red]" in screen and "…" in screen
     assert "y" * 250 not in "".join(line.strip() for line in screen.splitlines())
@@ -162,8 +178,8 @@ def test_hostile_event_annotation_and_group_do_not_drive_the_terminal(
     tmux.wait_for("streamforge-consumer", timeout=60)
     time.sleep(3)
     screen = tmux.screen()
-    assert_terminal_intact(tmux, screen)
-    assert f"\\x1b]0;PWNED{MARK}\\x07" in screen and "[red]g[/red]" in screen
+    assert_terminal_intact(tmux, screen, f"\\x1b]0;PWNED{MARK}\\x07")
+    assert "[red]g[/red]" in screen
     assert "Kafka — consumer groups" in screen
     assert "streamforge-consumer" in screen  # the other rows are still there
     assert "g" * 200 not in screen

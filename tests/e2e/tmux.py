@@ -22,9 +22,11 @@ class TmuxSession:
         subprocess.run(["tmux", "set-option", "-t", self.name, "remain-on-exit", "on"],
                        check=False)
 
-    def screen(self) -> str:
-        done = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name],
-                              capture_output=True, text=True, check=False)
+    def screen(self, *, escapes: bool = False) -> str:
+        """The pane's text; ``escapes``: with the escape sequences of each cell's attributes
+        (``capture-pane -e``: SGR colours and styles, as tmux writes them)."""
+        done = subprocess.run(["tmux", "capture-pane", "-p", *(["-e"] if escapes else []),
+                               "-t", self.name], capture_output=True, text=True, check=False)
         return done.stdout
 
     def send(self, *keys: str) -> None:

@@ -15,6 +15,7 @@ from backends.config import (
     redact_text,
     redacted,
 )
+from backends.secrets import forget_all
 
 FULL = """
 [sfops]
@@ -295,7 +296,12 @@ def test_password_from_env_and_inline(tmp_path: Path, monkeypatch: pytest.Monkey
     assert config.postgres is not None and config.postgres.password == Secret("from-env")
     config = load(write(tmp_path, POSTGRES.format(password='password = "inline"')))
     assert config.postgres is not None and config.postgres.password == Secret("inline")
-    monkeypatch.delenv("SFOPS_TEST_PW")
+    # Taken out of the environment as it was read (no child of sfops inherits it); read
+    # again, it is the value first read.
+    assert "SFOPS_TEST_PW" not in os.environ
+    config = load(write(tmp_path, POSTGRES.format(password='password_env = "SFOPS_TEST_PW"')))
+    assert config.postgres is not None and config.postgres.password == Secret("from-env")
+    forget_all()  # as a new sfops process, the variable not set
     problems = errors_of(tmp_path, POSTGRES.format(password='password_env = "SFOPS_TEST_PW"'))
     assert problems[0].endswith(
         "postgres.password_env: environment variable SFOPS_TEST_PW is not set")

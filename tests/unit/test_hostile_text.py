@@ -3,9 +3,11 @@
 Arbitrary strings — control characters, ESC/OSC sequences, C1 controls, bidi overrides,
 markup such as ``[@click=app.quit]``, thousands of characters — are planted in every string
 field of each backend's status (a generic walk over the status dataclasses), in alerts,
-audit records, check results and step messages. Whatever reaches the output must hold no
+audit records, check results and step messages, the timeline's entries and sources, a
+write-path report, an incident bundle's inputs. Whatever reaches the output must hold no
 control or format character, keep the markup literal (no span runs an action or links) and
-stay bounded in length."""
+stay bounded in length; JSON (``ensure_ascii``) holds only ASCII, every other character
+escaped by JSON itself."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.text import Text
 
@@ -44,6 +46,9 @@ HOSTILE = st.builds(
     st.lists(st.one_of(st.text(), NASTY), max_size=8),
     st.sampled_from([1, 1, 1, 40]),  # now and then very long
 )
+# Always tried as well: long enough that any uncapped output shows (hypothesis draws the
+# long case now and then only).
+LONG = MARKUP + "\x1b]0;PWNED\x07\u202e" * 300
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -261,8 +266,32 @@ def check_cli(backend: str, status: Any, summary: BackendSummary) -> None:
         assert not unsafe_chars(out.getvalue(), newlines=True)
     out = io.StringIO()
     snapshot = _Snapshot(status)  # its status is the likely causes' evidence
-    print_table([(declared, _NoBreaker(), snapshot, summary)], out)  # type: ignore[list-item]
+    results = [(declared, _NoBreaker(), snapshot, summary)]
+    print_table(results, out)  # type: ignore[arg-type]
     check_block(out.getvalue())
+    check_status_json(results)  # type: ignore[arg-type]
+
+
+def check_status_json(results: list[Any]) -> None:
+    """`sfops status -o json|yaml`: :func:`tui.commands.status.to_json` printed."""
+    import tempfile
+    from pathlib import Path
+
+    from backends.config import SfopsConfig, SfopsSettings
+    from tui.commands.backend import print_document
+    from tui.commands.status import to_json
+
+    with tempfile.TemporaryDirectory() as directory:
+        config = SfopsConfig(path=Path(directory) / "sfops.toml", executors={},
+                             sfops=SfopsSettings(audit_log=Path(directory) / "audit.jsonl",
+                                                 state_dir=Path(directory)))
+        document = to_json(results, 1, config)
+    for output in ("json", "yaml"):
+        out = io.StringIO()
+        print_document(document, output, out)
+        assert not unsafe_chars(out.getvalue(), newlines=True), output
+        if output == "json":
+            assert out.getvalue().isascii()  # ensure_ascii: every escape is JSON's
 
 
 class _NoBreaker:
@@ -274,6 +303,7 @@ class _Snapshot:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+        self.taken_at = datetime.now(UTC)
 
 
 @SETTINGS
@@ -296,6 +326,138 @@ def test_action_printers(hostile: str) -> None:
     for cell in _row({k: hostile for k in ("ts", "user", "action", "target", "outcome",
                                            "error")}):
         assert not unsafe_chars(cell, newlines=False) and len(cell) <= LINE
+
+
+# ----------------------------------------------------------------------------- timeline
+
+
+def hostile_timeline(hostile: str) -> Any:
+    from backends.timeline.model import CRITICAL
+    from backends.timeline.view import Entry, Gap, SourceAge, Timeline
+
+    now = datetime.now(UTC).timestamp()
+    entries = [
+        Entry(now - 60, hostile, hostile, hostile, CRITICAL, hostile, "k1",
+              {"detail": hostile}),
+        Entry(now - 30, hostile, hostile, hostile, hostile, hostile, "k2"),  # unknown level
+        Entry(now - 86400 * 2, "sfops", hostile, hostile, CRITICAL, hostile, "k3"),  # dated
+    ]
+    ages = [SourceAge(hostile, hostile, False, now - 48, hostile),
+            SourceAge(hostile, hostile, True, now - 2, None),
+            SourceAge(hostile, hostile, False, None, hostile)]
+    return Timeline(entries, ages, [Gap(now - 600, now - 300)], now - 3600, now,
+                    (hostile, hostile))
+
+
+@SETTINGS
+@given(HOSTILE)
+@example(LONG)
+def test_timeline_renderers(hostile: str) -> None:
+    """The timeline screen's rows and data line, `sfops timeline`'s table and its JSON/YAML."""
+    from backends.timeline.view import document
+    from tui.commands.backend import print_document
+    from tui.render import timeline as render
+
+    timeline = hostile_timeline(hostile)
+    check_rows(render.timeline_rows(timeline.entries, timeline.until))
+    check_cell(render.ages_text(timeline.ages, timeline.until))
+    check_block(render.timeline_text(timeline.entries, timeline.ages, timeline.until))
+    check_block(render.timeline_text([], timeline.ages, timeline.until))
+    doc = document(timeline.entries, timeline.ages, timeline.gaps, since=timeline.since,
+                   until=timeline.until, env="default", store=hostile, error=hostile,
+                   problems=timeline.problems)
+    for output in ("json", "yaml"):
+        out = io.StringIO()
+        print_document(doc, output, out)
+        assert not unsafe_chars(out.getvalue(), newlines=True), output
+
+
+@SETTINGS
+@given(HOSTILE)
+@example(LONG)
+def test_incident_export(hostile: str) -> None:
+    """`sfops incident export`: incident.md (safe, bounded lines) and incident.json (every
+    character escaped by JSON itself), from a hostile timeline, audit record, status
+    snapshots and alerts."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from backends.audit import FINISHED, STARTED
+    from backends.secrets import redact_known
+    from backends.timeline.export import bundle, write
+    from backends.timeline.store import StoredSnapshot
+
+    timeline = hostile_timeline(hostile)
+    ts = datetime.fromtimestamp(timeline.until - 120, UTC).isoformat()
+    check = {"name": hostile, "status": hostile, "detail": hostile}
+    started = {"event": STARTED, "id": "a1", "ts": ts, "action": hostile, "target": hostile,
+               "user": hostile, "host": hostile, "outcome": "started", "env": "default"}
+    final = {**started, "event": FINISHED, "id": "a2", "started_id": "a1", "outcome": hostile,
+             "error": hostile, "duration_s": 3.0, "forced": True, "preflight": [check, hostile],
+             "verify": [check]}
+    summary = {"health": hostile, "figures": [{"label": hostile, "value": hostile}],
+               "alerts": [{"severity": hostile, "message": hostile}]}
+    snapshots = [StoredSnapshot(1, timeline.until - 119, "a1", hostile, hostile, phase,
+                                hostile, timeline.until - 119, ok, hostile,
+                                summary if ok else {}, {"x": hostile})
+                 for phase, ok in (("before", True), ("after", False))]
+    alerts = [{"source": hostile, "key": hostile, "severity": hostile, "unreachable": True,
+               "message": hostile}]
+    data = bundle(timeline, [started, final], snapshots, alerts, env="default",
+                  store=hostile, generated=timeline.until, store_error=hostile)
+    assert data["actions"], "the hostile action is in the bundle"
+    with tempfile.TemporaryDirectory() as directory:
+        md_path, json_path = write(data, Path(directory) / "bundle")
+        text, raw = md_path.read_text(), json_path.read_text()
+    check_block(text)
+    assert raw.isascii() and not unsafe_chars(raw, newlines=True)
+    # Kept as it was (but for redaction), only escaped by JSON.
+    assert json.loads(raw)["actions"][0]["record"]["error"] == redact_known(hostile)
+
+
+# ----------------------------------------------------------------------------- CLI reports
+
+
+@SETTINGS
+@given(HOSTILE)
+@example(LONG)
+def test_verify_report(hostile: str) -> None:
+    """`sfops verify`'s table of hops and its last line."""
+    from backends.writepath.canary import NAMES, Hop, HopStatus, WritePathReport
+    from tui.commands.verify import print_report
+
+    hops = tuple(Hop(name, status, 1.5, hostile) for name, status in zip(
+        [*NAMES, hostile], [*HopStatus, HopStatus.FAILED] * 3, strict=False))
+    report = WritePathReport(hostile, hostile, hops, attempts=2, served_by=hostile,
+                             error=hostile)
+    result = RunResult(action=hostile, target=hostile, outcome=Outcome.FAILED, preflight=[],
+                       verify=[], steps=0, error=hostile, duration_s=1.0, forced=False,
+                       write_path=report)
+    out = io.StringIO()
+    print_report(result, out)
+    check_block(out.getvalue())
+
+
+@SETTINGS
+@given(HOSTILE)
+@example(LONG)
+def test_audit_unfinished_listing(hostile: str) -> None:
+    """`sfops audit`'s lines under its table: actions without an outcome."""
+    from contextlib import redirect_stdout
+
+    from backends.audit import INTERRUPTED, RUNNING, UNFINISHED, Unfinished
+    from tui.commands.audit import _print_unfinished
+
+    record = {k: hostile for k in ("id", "ts", "action", "target", "user", "host", "env",
+                                   "pid")}
+    items = [Unfinished(record, state) for state in (RUNNING, INTERRUPTED, UNFINISHED)]
+    items.append(Unfinished({**record, "action": "pg.failover"}, INTERRUPTED))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        _print_unfinished(items)
+    assert out.getvalue().count("\n") == len(items) + 1  # a blank line, then one each
+    check_block(out.getvalue())
 
 
 @SETTINGS

@@ -204,3 +204,54 @@ def test_the_probe_redacts_primary_conninfo_as_it_enters() -> None:
     status = asyncio.run(probe.read_member(Conn()))  # type: ignore[arg-type]
     assert status.primary_conninfo == "user=replicator password=*** host=127.0.0.1"
     assert MARKER not in repr(status)
+
+
+def _crash(secret: str) -> None:
+    """A bug with a secret in its exception text and in a local variable (as a revealed
+    password or a passfile's text would be)."""
+    passfile_text = f"*:*:*:sfops:{secret}"  # noqa: F841 - what a locals dump would show
+    raise RuntimeError(f"the server answered {secret} to us")
+
+
+def test_a_crash_in_a_command_prints_its_traceback_redacted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The except branch of :func:`tui.cli.redacted_output`: a command's unexpected
+    exception is printed there, through the redacting stream, and ends the command with
+    exit code 1 — not left to the interpreter, which prints after the streams are restored."""
+    from tui.cli import redacted_output
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    remember(MARKER)
+    with pytest.raises(SystemExit) as exit_info, redacted_output():
+        _crash(MARKER)
+    assert exit_info.value.code == 1
+    assert exit_info.value.__cause__ is None and exit_info.value.__suppress_context__
+    printed = out.getvalue() + err.getvalue()
+    assert "Traceback (most recent call last)" in printed, printed
+    assert f"RuntimeError: the server answered {REDACTED} to us" in printed, printed
+    assert MARKER not in printed, printed
+    assert "in _crash" in printed  # the frame that raised
+    assert sys.stdout is out and sys.stderr is err  # the streams are restored
+
+
+def test_a_password_env_secret_leaves_the_environment_any_child_inherits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child a library starts on its own (``ctypes.util.find_library`` runs gcc and ld when
+    asyncssh is imported) inherits os.environ, not :func:`child_environment`: the variable a
+    secret came from is taken out of it as the configuration is read (found by the process
+    sampler of tests/integration/test_secrets.py)."""
+    import subprocess
+
+    monkeypatch.setenv("SFOPS_TEST_PW", f"env-{MARKER}")
+    path = tmp_path / "sfops.toml"
+    path.write_text('[postgres]\ndbname = "d"\nuser = "u"\npassword_env = "SFOPS_TEST_PW"\n'
+                    '[postgres.members.pg-1]\nhost = "h"\n')
+    config = load(path)
+    assert config.postgres is not None
+    assert config.postgres.password is not None
+    assert config.postgres.password.reveal() == f"env-{MARKER}"
+    inherited = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+    assert MARKER not in inherited and "SFOPS_TEST_PW" not in inherited
+    assert load(path).postgres.password.reveal() == f"env-{MARKER}"  # type: ignore[union-attr]

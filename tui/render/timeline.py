@@ -11,7 +11,7 @@ from rich.text import Text
 
 from backends.timeline.model import CRITICAL, INFO, OK, WARNING
 from backends.timeline.view import Entry, SourceAge, age_line
-from tui.render.cells import CELL, LINE, plain, safe_text, text_table
+from tui.render.cells import CELL, LINE, TEXT, plain, safe_text, text_table
 
 COLUMNS = ("time (UTC)", "source", "level", "what")
 LEVEL_LABEL = {OK: "ok", INFO: "info", WARNING: "warn", CRITICAL: "CRIT"}
@@ -55,9 +55,10 @@ def ages_text(ages: Sequence[SourceAge], now: float) -> Text:
 
 
 def timeline_text(entries: Sequence[Entry], ages: Sequence[SourceAge], now: float) -> str:
-    """``sfops timeline``'s table: the sources' ages, then one line per entry."""
+    """``sfops timeline``'s table: the sources' ages, then one line per entry. The ages line
+    is cut as any line of text is (a source's name and error are outside text)."""
     dated = spans_days(entries, now)
-    header = safe_text(f"data: {age_line(ages, now)}", None)
+    header = safe_text(f"data: {age_line(ages, now)}", TEXT)
     if not entries:
         return header + "\nnothing recorded in this window"
     table = text_table([c.upper() for c in COLUMNS],
