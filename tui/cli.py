@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import sys
@@ -164,6 +165,18 @@ def redacted_output() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Start-up is some 1,000 module imports and the objects they make, nearly none of them
+    # garbage: the cyclic collector's passes over them cost ~15 % of the start (measured:
+    # 0.99 s -> 0.84 s of CPU for the TUI's imports). It is off until the command runs (the
+    # TUI turns it back on before its first frame, see run_tui), on again whatever happens.
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: list[str] | None) -> int:
     argv = hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -176,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             from tui.commands.ui import run_tui
 
             return run_tui(args)
+        gc.enable()
         with redacted_output():
             code = int(args.func(args))
             sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit

@@ -4,6 +4,7 @@ TUI may switch to another of the file's environments)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ def run_tui(args: argparse.Namespace) -> int:
 
         print(f"sfops: {safe_text(str(exc), None, lines=True)}", file=sys.stderr)
         return exitcodes.USAGE
-    from tui.app import SfopsApp
+    from tui.app import SfopsApp, keep_out_of_gc
     from tui.environments import CallableOpener
 
     def load_env(env: str) -> SfopsConfig:
@@ -35,6 +36,11 @@ def run_tui(args: argparse.Namespace) -> int:
     first = session(config, read_only=args.read_only)
     app = SfopsApp(first.config, first.services, runner=first.runner, config_path=args.config,
                    opener=opener)
+    # The modules and objects of the start-up stay for the whole session: frozen out of the
+    # collector's reach (as the app does after each backend's first complete snapshot), then
+    # the collector, off during the start (tui.cli.main), is on again.
+    keep_out_of_gc()
+    gc.enable()
     app.run()
     return exitcodes.OK
 
