@@ -104,8 +104,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Register only the command that was asked for (all of them for help and completion):
-    # a command module may import heavy client libraries.
-    chosen = chosen_command(hoist_global_options(sys.argv[1:] if argv is None else argv))
+    # a command module may import heavy client libraries. None for a bare `sfops` (the TUI):
+    # registering them all there took ~0.1 s of its start.
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
+    chosen = chosen_command(args)
+    if chosen is None and not {"-h", "--help"} & set(args):
+        return parser
     from backends.registry import backends
     from tui.commands import backend as backend_commands
 
