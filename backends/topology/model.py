@@ -14,16 +14,19 @@ Links and how each is known:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backends.kafka.model import KafkaStatus
 from backends.kubernetes.model import ClusterStatus, NodeStatus, PodStatus
-from backends.nginx.model import MemberStatus as NginxMember
-from backends.nginx.model import NginxStatus
-from backends.postgres.model import PostgresStatus
 from backends.topology.config import TopologyConfig
+
+if TYPE_CHECKING:
+    from backends.kafka.model import KafkaStatus
+    from backends.nginx.model import MemberStatus as NginxMember
+    from backends.nginx.model import NginxStatus
+    from backends.postgres.model import PostgresStatus
 
 MAX_NAMED = 5
 
@@ -261,19 +264,26 @@ def database_of(status: PostgresStatus, config: TopologyConfig) -> Database:
                     last, unreachable, fenced)
 
 
+def _loaded(value: Any, backend: str, type_name: str) -> Any:
+    """``value`` if it is the backend's status type, else None. The type is looked up where
+    its module is already loaded, not imported: a status of it can only exist then, and a
+    start-up that polls none of nginx, PostgreSQL and Kafka saves their models' imports."""
+    module = sys.modules.get(f"backends.{backend}.model")
+    status_type = getattr(module, type_name, None)
+    return value if status_type is not None and isinstance(value, status_type) else None
+
+
 def build_topology(config: TopologyConfig, statuses: Mapping[str, Any], *,
                    running: Sequence[str] = (), postgres_configured: bool | None = None,
                    ) -> Topology:
     """The cross-layer view of the latest statuses (backend name → status value; a backend
     without one is simply not known). Pure."""
-    nginx = statuses.get("nginx")
-    nginx = nginx if isinstance(nginx, NginxStatus) else None
+    nginx: NginxStatus | None = _loaded(statuses.get("nginx"), "nginx", "NginxStatus")
     cluster = statuses.get("kubernetes")
     cluster = cluster if isinstance(cluster, ClusterStatus) else None
-    postgres = statuses.get("postgres")
-    postgres = postgres if isinstance(postgres, PostgresStatus) else None
-    kafka = statuses.get("kafka")
-    kafka = kafka if isinstance(kafka, KafkaStatus) else None
+    postgres: PostgresStatus | None = _loaded(statuses.get("postgres"), "postgres",
+                                              "PostgresStatus")
+    kafka: KafkaStatus | None = _loaded(statuses.get("kafka"), "kafka", "KafkaStatus")
     members = nginx.members if nginx is not None else ()
     links, problems = _link_pods(config, members, cluster)
     linked = [pod for pod, _ in links.values() if pod is not None]
