@@ -209,7 +209,7 @@ class SfopsApp(App[None]):
             if hasattr(service, "partial_wait"):
                 # A live screen shows a big first sync as it comes (Kubernetes: 5,000 pods).
                 service.partial_wait = PARTIAL_WAIT
-            self.poller.add(
+            job = self.poller.add(
                 service.name,
                 lambda service=service: observe(service),  # type: ignore[misc]
                 interval=interval,
@@ -217,6 +217,10 @@ class SfopsApp(App[None]):
                 on_snapshot=self._snapshot_callback(service),
                 redact=lambda text: redact_known(text, secrets),
             )
+            if hasattr(service, "on_lost"):
+                # A member's server went away (PostgreSQL: its watch connection closed):
+                # poll now rather than at the end of the interval.
+                service.on_lost = lambda member, job=job: job.wake()
         self.poller.start()
 
     async def _stop_polls(self) -> None:

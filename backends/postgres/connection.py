@@ -33,6 +33,7 @@ Row = dict[str, Any]
 
 APPLICATION_NAME = "sfops"  # polls (pg_stat_activity tells them from the actions)
 OPERATOR_APPLICATION_NAME = "sfops-operator"  # actions
+WATCH_APPLICATION_NAME = "sfops-watch"  # a poll's idle watch on a member (MemberConnection.watch)
 
 
 class PgError(Exception):
@@ -286,6 +287,53 @@ class MemberConnection:
         except (psycopg.Error, OSError) as exc:
             abandon()
             raise self._failure(what, exc) from None
+
+    async def watch(self, on_open: Callable[[], None] | None = None) -> str:
+        """Wait on an idle connection of its own until the server goes away; return why
+        (redacted). Raises :class:`PgError` when it cannot be opened within
+        ``connect_timeout`` (plus slack).
+
+        The poll's identity and read-only session, ``application_name`` sfops-watch. Nothing
+        is sent once open: psycopg's ``notifies()`` only waits on the socket (no LISTEN, which
+        a standby refuses) and raises as soon as the server closes it — a killed server, or a
+        backend ended by a fast shutdown. A hung server closes nothing: the poll's liveness
+        rule covers that. Cancelling the task closes the connection (no server round trip:
+        the session is idle, so psycopg has no query to cancel)."""
+        kwargs = self._kwargs()
+        kwargs["application_name"] = WATCH_APPLICATION_NAME
+        opened: list[psycopg.AsyncConnection[Row]] = []
+
+        def abandon() -> None:
+            for conn in opened:
+                with contextlib.suppress(Exception):
+                    conn.pgconn.finish()
+
+        async def connect() -> psycopg.AsyncConnection[Row]:
+            conn = await psycopg.AsyncConnection.connect(**kwargs)
+            opened.append(conn)
+            return conn
+
+        what = "watch"
+        try:
+            try:
+                conn = await self._bounded(connect, f"{what}: connect",
+                                           self.config.connect_timeout + 1.0, abandon)
+            except BackendTimeout as exc:
+                raise PgError(self.name, f"{what}: no connection within {exc.seconds:g} s"
+                              ) from None
+            except (psycopg.Error, OSError) as exc:
+                raise self._failure(what, exc) from None
+            if on_open is not None:
+                on_open()
+            try:
+                async with contextlib.aclosing(conn.notifies()) as notifies:
+                    async for _ in notifies:
+                        pass  # nothing LISTENs on this session: none is expected
+            except (psycopg.Error, OSError) as exc:
+                return self.redact(_error_text(exc))
+            return "connection closed"
+        finally:
+            abandon()
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from backends.config import SfopsConfig
 from backends.postgres.config import PostgresConfig
-from backends.postgres.connection import MemberConnection
+from backends.postgres.connection import MemberConnection, PgError
 from backends.postgres.model import (
     NAME,
     TITLE,
@@ -47,6 +48,12 @@ log = logging.getLogger(__name__)
 # the whole cycle wait through a backoff.
 POLL_POLICY = RetryPolicy(attempts=1, deadline=None)
 
+# A member's watch (re)opens at most this often: a server that keeps closing idle sessions
+# (idle_session_timeout, an administrator's pg_terminate_backend) gets no reconnect loop.
+WATCH_REOPEN_S = 5.0
+# After a watch could not be opened (max_connections reached, pg_hba refusing it), the
+# polls go on without one for this long.
+WATCH_RETRY_S = 30.0
 
 
 class PostgresService:
@@ -69,6 +76,15 @@ class PostgresService:
         }
         # The overview shows one breaker; the per-member ones are in ``breakers``.
         self.breaker: CircuitBreaker | None = None
+        # Set by whoever polls (the TUI wakes its poll job): called with a member's name as
+        # soon as that member's server closes its watch connection (a killed server closes
+        # its sockets at once), so the next poll need not wait for the refresh interval.
+        # None (the CLI, actions): no watch is opened.
+        self.on_lost: Callable[[str], None] | None = None
+        self._watches: dict[str, asyncio.Task[None]] = {}
+        self._watched: dict[str, bool] = {}  # the watch's connection is open
+        self._watch_opened: dict[str, float] = {}
+        self._watch_failed: dict[str, float] = {}
 
     @property
     def contact_timeout(self) -> float:
@@ -112,6 +128,7 @@ class PostgresService:
 
     async def poll(self, *, use_breaker: bool = True) -> PostgresStatus:
         members = await self.read_members(use_breaker=use_breaker)
+        self._update_watches(members)
         last_lsn = None
         fenced: dict[str, dict[str, Any]] = {}
         if self.state is not None:
@@ -137,7 +154,67 @@ class PostgresService:
             return summary_for_failure(self.name, self.title, snapshot)
         return summarize_status(status, self.title)
 
+    # -- watches --------------------------------------------------------------------------
+    def watching(self, member: str) -> bool:
+        """Whether ``member``'s watch connection is open now."""
+        return self._watched.get(member, False)
+
+    def _update_watches(self, members: list[MemberStatus]) -> None:
+        """After a poll: a watch on every member it reached (opened only here, so a member
+        that is down is never hammered: it is tried again by the poll, behind its breaker),
+        none on a member it did not reach (the poll's own connection is dropped then, and
+        the watch's must not outlive it, e.g. through a shutdown)."""
+        now = time.monotonic()
+        for status in members:
+            name = status.name
+            task = self._watches.get(name)
+            running = task is not None and not task.done()
+            if not status.reachable:
+                if running:
+                    assert task is not None
+                    task.cancel()
+                continue
+            if running or self.on_lost is None:
+                continue
+            if now - self._watch_opened.get(name, -WATCH_REOPEN_S) < WATCH_REOPEN_S:
+                continue
+            if now - self._watch_failed.get(name, -WATCH_RETRY_S) < WATCH_RETRY_S:
+                continue
+            self._watch_opened[name] = now
+            self._watches[name] = asyncio.create_task(self._watch(name),
+                                                      name=f"postgres watch {name}")
+
+    async def _watch(self, name: str) -> None:
+        def opened() -> None:
+            self._watched[name] = True
+
+        try:
+            why = await self.connections[name].watch(opened)
+        except PgError as exc:
+            self._watch_failed[name] = time.monotonic()
+            log.debug("postgres %s: no watch: %s", name, exc)
+            return
+        finally:
+            self._watched[name] = False
+        log.debug("postgres %s: watch connection lost: %s", name, why)
+        callback = self.on_lost
+        if callback is not None:
+            try:
+                callback(name)
+            except Exception:
+                log.exception("postgres %s: on_lost callback failed", name)
+
+    async def _stop_watches(self) -> None:
+        tasks = [task for task in self._watches.values() if not task.done()]
+        self._watches.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Each ends at once (the connection is idle: nothing to cancel on the server).
+            await asyncio.wait(tasks, timeout=2.0)
+
     async def close(self) -> None:
+        await self._stop_watches()
         await asyncio.gather(*(c.close() for c in self.connections.values()))
 
 

@@ -531,3 +531,84 @@ def test_hung_member_during_preflight_is_bounded(fresh: Any) -> None:
     finally:
         pgroup_signal(fresh, "pg-2", signal.SIGCONT)
     assert status(fresh)["primary"] == "pg-1"
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_a_killed_primary_is_shown_down_by_the_poll_its_watch_woke(fresh: Any) -> None:
+    """The poll interval is 600 s: only the watch (issue 18) can make pg-1 read down before
+    it. As the TUI wires it, ``on_lost`` wakes the poll job; the poll that shows pg-1 down is
+    the one right after the kill, and it was woken."""
+    import asyncio
+
+    from backends.config import load
+    from backends.postgres.service import build_service
+    from backends.resilience import Poller
+
+    config = load(fresh.config_path)
+    assert config.postgres is not None
+    monitor = config.postgres.readonly_identity.user
+    watch_sql = ("SELECT usename, state FROM pg_stat_activity "
+                 "WHERE application_name = 'sfops-watch'")
+
+    def pg1(snapshot: Any) -> str:
+        summary = service.summarize(snapshot)
+        return next((f.value for f in summary.figures if f.label == "pg-1"), "")
+
+    service = build_service(config)
+    assert service is not None
+    shown: list[tuple[int, bool, str]] = []  # (poll number, woken by the watch, pg-1 figure)
+    lost: list[str] = []
+    woken: list[bool] = []
+    pending = [False]
+
+    async def scenario() -> dict[str, Any]:
+        async def poll() -> Any:
+            woken.append(pending[0])  # a loss reported since the last poll started
+            pending[0] = False
+            return await service.poll()
+
+        poller = Poller()
+        job = poller.add(service.name, poll, interval=600.0, timeout=30.0,
+                         on_snapshot=lambda s: shown.append((job.polls, woken[-1], pg1(s))))
+
+        def on_lost(member_name: str) -> None:
+            lost.append(member_name)
+            pending[0] = True
+            job.wake()
+
+        service.on_lost = on_lost
+
+        async def until(condition: Callable[[], Any], what: str) -> None:
+            for _ in range(600):  # a bound on waiting (60 s), not a timed assertion
+                if condition():
+                    return
+                await asyncio.sleep(0.1)
+            pytest.fail(f"never: {what} (polls {shown}, lost {lost})")
+
+        try:
+            async with poller:
+                await until(lambda: shown and shown[-1][2].startswith("primary"),
+                            "pg-1 shown primary")
+                await until(lambda: service.watching("pg-1") and service.watching("pg-2"),
+                            "both watches open")
+                watchers = await asyncio.to_thread(sql, fresh, "pg-1", watch_sql)
+                polls_before = job.polls
+                await asyncio.to_thread(fresh.stop, "pg-1", kill=True)
+                await until(lambda: shown and shown[-1][2] == "down", "pg-1 shown down")
+                return {"watchers": watchers, "polls_before": polls_before,
+                        "detected": shown[-1]}
+        finally:
+            await service.close()
+            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            assert not leftover, leftover
+
+    result = asyncio.run(scenario())
+    # The watch is an idle session of the read-only monitor, one per member.
+    assert result["watchers"] == [(monitor, "idle")]
+    assert lost == ["pg-1"]  # pg-2 was not touched: its watch stays quiet
+    poll_number, was_woken, _ = result["detected"]
+    assert poll_number == result["polls_before"] + 1 and was_woken
+    # close() ended pg-2's watch session too (pg-1's server is gone).
+    wait_for(lambda: not sql(fresh, "pg-2", watch_sql), 30, "no sfops-watch session left")
