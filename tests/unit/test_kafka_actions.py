@@ -18,6 +18,7 @@ import pytest
 from backends.actions import ActionRunner, CheckResult, CheckStatus, Outcome, ReadOnlyError
 from backends.audit import AuditLog
 from backends.config import parse
+from backends.kafka import actions as kafka_actions
 from backends.kafka.actions import (
     DrainBroker,
     ElectLeaders,
@@ -328,10 +329,14 @@ async def test_a_failed_recheck_refuses_before_any_write(runner, tmp_path):
 TAKEOVER_CHECK = "another in-sync replica takes over, ISR above min.insync.replicas"
 
 
-async def test_drain_rechecks_before_the_election_and_stops_there(runner, tmp_path):
+async def test_drain_rechecks_before_the_election_and_stops_there(runner, tmp_path,
+                                                                   monkeypatch):
     """Between the reassignment and the leader election, a replica of t-1 (which broker 2
-    leads) falls out of sync: its ISR is no longer above min.insync.replicas. The drain stops
-    without electing, says what it left, and audits the re-check."""
+    leads) falls out of sync: its ISR is no longer above min.insync.replicas, and stays so for
+    the whole settle time. The drain stops without electing, says what it left, and audits
+    the re-check."""
+    monkeypatch.setattr(kafka_actions, "ISR_SETTLE_SECONDS", 0.05)
+    monkeypatch.setattr(kafka_actions, "ISR_SETTLE_INTERVAL", 0.01)
     cluster = balanced()
     action = DrainBroker(FakeSource(cluster), 2, tmp_path)
     shown = await action.preflight()
@@ -361,6 +366,34 @@ async def test_drain_rechecks_before_the_election_and_stops_there(runner, tmp_pa
                              "re-check: broker still up"]
     assert later["re-check: " + TAKEOVER_CHECK] == "fail"
     assert later["re-check: broker still up"] == "pass"
+
+
+async def test_a_replica_back_in_sync_within_the_settle_time_lets_the_drain_elect(
+        runner, tmp_path, monkeypatch):
+    """A follower of t-1 out of the ISR right after the reassignment (catching up under load)
+    and back a read later: the drain says it waits, then elects; the re-check recorded is the
+    one that passed."""
+    monkeypatch.setattr(kafka_actions, "ISR_SETTLE_INTERVAL", 0.01)
+    cluster = balanced()
+    action = DrainBroker(FakeSource(cluster), 2, tmp_path)
+    shown = await action.preflight()
+    cluster.on_reassign = lambda: cluster.set(("t", 1), isr=(2, 3))
+    in_sync = cluster.partitions[("t", 1)].isr
+    steps: list[str] = []
+
+    def shown_step(step: Any) -> None:
+        steps.append(step.message)
+        if "waiting up to" in step.message:
+            cluster.set(("t", 1), isr=in_sync)  # the follower caught up meanwhile
+
+    result = await runner.run(action, preflight=shown, on_step=shown_step)
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    assert [kind for kind, _ in cluster.writes][:2] == ["reassign", "elect"]
+    waiting = [s for s in steps if "waiting up to" in s]
+    assert len(waiting) == 1 and "t-1" in waiting[0], steps
+    later = {c["name"]: c["status"] for c in audit(tmp_path)[-1]["preflight"]
+             if c["detail"].startswith("before the leader election: ")}
+    assert later["re-check: " + TAKEOVER_CHECK] == "pass"
 
 
 async def test_a_forced_drain_goes_on_past_a_judgement_it_was_forced_past(runner, tmp_path):
@@ -627,7 +660,9 @@ async def test_the_preflight_states_the_worst_case_from_the_real_timeouts(tmp_pa
     checks = await action.preflight()
     assert checks[-1].name == "worst case" and checks[-1].status is CheckStatus.PASS
     worst = action.worst_case()
-    assert [name for name, _ in worst.parts] == ["re-check", "reorder", "leadership", "verify"]
+    assert [name for name, _ in worst.parts] == ["re-check", "reorder",
+                                                 "ISR settling before the election",
+                                                 "leadership", "verify"]
     view, elect, _, _ = action._bounds()
     assert view == 6 + 3 * (5 + 1) + 3 + 20  # retry deadline, budget, kill margin, start-up
     assert dict(worst.parts)["leadership"] == view + elect + 60 + view + elect
