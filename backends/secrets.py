@@ -200,6 +200,33 @@ def take_env(name: str) -> str | None:
     return value
 
 
+def take_configured_env(path: Path) -> None:
+    """Take every variable a ``*password_env`` key of the configuration file at ``path``
+    names out of this process's environment now (:func:`take_env`), before a command imports
+    anything: importing asyncssh (an action module's executors) runs ``gcc`` and ``ld``
+    through ``ctypes.util.find_library`` with this process's environment, and a command may
+    import its action module before it loads its configuration (a fresh run's process
+    sampler saw the password there). A file that cannot be read or parsed is left to the
+    real load, which says why."""
+    import tomllib
+
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return
+    pending: list[Any] = [document]
+    while pending:
+        table = pending.pop()
+        if isinstance(table, dict):
+            for key, value in table.items():
+                if isinstance(value, str) and key.endswith("password_env"):
+                    take_env(value)
+                elif isinstance(value, (dict, list)):
+                    pending.append(value)
+        elif isinstance(table, list):
+            pending.extend(table)
+
+
 def known_secrets() -> list[str]:
     return list(_KNOWN)
 

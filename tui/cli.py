@@ -188,6 +188,9 @@ def _main(argv: list[str] | None) -> int:
         from backends.config import default_config_path
 
         args.config = default_config_path()
+    from backends.secrets import take_configured_env
+
+    take_configured_env(Path(args.config))  # before any command imports a client library
     try:
         if getattr(args, "func", None) is None:
             from tui.commands.ui import run_tui

@@ -255,3 +255,34 @@ def test_a_password_env_secret_leaves_the_environment_any_child_inherits(
     inherited = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
     assert MARKER not in inherited and "SFOPS_TEST_PW" not in inherited
     assert load(path).postgres.password.reveal() == f"env-{MARKER}"  # type: ignore[union-attr]
+
+
+def test_the_cli_takes_every_password_env_out_before_any_command_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command may import its action module (executors, asyncssh: gcc and ld started with
+    os.environ) before it loads its configuration — a fresh run's process sampler saw the
+    PostgreSQL password in gcc's environment. ``sfops`` takes every variable a
+    ``*password_env`` key names (in any table, any environment) out of os.environ first; the
+    configuration still reads the value, and a non-secret ``*_env`` key is left alone."""
+    import os
+
+    from backends.secrets import take_configured_env, take_env
+    from tui.cli import main
+
+    monkeypatch.setenv("SFOPS_TEST_PW", f"env-{MARKER}")
+    monkeypatch.setenv("SFOPS_TEST_SASL", f"sasl-{MARKER}")
+    monkeypatch.setenv("lab", "not a secret")
+    path = tmp_path / "sfops.toml"
+    path.write_text('default_env = "lab"\n'
+                    '[postgres]\ndbname = "d"\nuser = "u"\npassword_env = "SFOPS_TEST_PW"\n'
+                    '[postgres.members.pg-1]\nhost = "h"\n'
+                    '[environments.lab.kafka]\nbootstrap = ["h:9092"]\n'
+                    'sasl_password_env = "SFOPS_TEST_SASL"\n')
+    assert main(["--config", str(path), "completion", "bash"]) == 0
+    assert "SFOPS_TEST_PW" not in os.environ and "SFOPS_TEST_SASL" not in os.environ
+    assert os.environ.get("lab") == "not a secret"
+    assert take_env("SFOPS_TEST_PW") == f"env-{MARKER}"  # what the configuration reads
+    assert take_env("SFOPS_TEST_SASL") == f"sasl-{MARKER}"
+    take_configured_env(tmp_path / "missing.toml")  # the real load says why: nothing here
+    (tmp_path / "broken.toml").write_text("[postgres\n")
+    take_configured_env(tmp_path / "broken.toml")
