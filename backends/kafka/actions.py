@@ -58,8 +58,10 @@ REELECT_INTERVAL = 3.0
 # a forced drain (which goes past them anyway) does not wait.
 ISR_SETTLE_SECONDS = 15.0
 ISR_SETTLE_INTERVAL = 1.0
-# The re-checks a drain's re-read may wait out (the ISR ones), by their check names.
-NOT_WAITED_FOR = ("broker still up", "cluster reachable")
+CHECK_REACHABLE = "cluster reachable"
+CHECK_BROKER_UP = "broker still up"
+# The re-checks a drain's re-read does not wait out (every other one is an ISR condition).
+NOT_WAITED_FOR = (CHECK_BROKER_UP, CHECK_REACHABLE)
 MAX_LISTED = 20
 
 
@@ -231,10 +233,10 @@ class _KafkaAction(Action):
         try:
             view = self.seen = await self.view()
         except Exception as exc:
-            return None, [CheckResult.failed("cluster reachable", describe_error(exc))]
+            return None, [CheckResult.failed(CHECK_REACHABLE, describe_error(exc))]
         partitions = view.partitions()
         offline = [p.name for p in partitions if p.offline]
-        checks = [CheckResult.passed("cluster reachable",
+        checks = [CheckResult.passed(CHECK_REACHABLE,
                                      f"cluster {self.cluster_id}, {len(partitions)} partitions")]
         if offline:
             checks.append(CheckResult.failed(
@@ -506,15 +508,15 @@ class DrainBroker(_BrokerAction):
         try:
             view = await self.view()
         except Exception as exc:
-            return None, [CheckResult.failed("cluster reachable", describe_error(exc))]
+            return None, [CheckResult.failed(CHECK_REACHABLE, describe_error(exc))]
         checks: list[CheckResult] = []
         if self.was_up is not False:
             if self.broker_id in view.brokers:
-                checks.append(CheckResult.passed("broker still up",
+                checks.append(CheckResult.passed(CHECK_BROKER_UP,
                                                  f"broker {self.broker_id} is registered"))
             else:
                 checks.append(CheckResult.failed(
-                    "broker still up", f"broker {self.broker_id} is no longer registered "
+                    CHECK_BROKER_UP, f"broker {self.broker_id} is no longer registered "
                     "(down or fenced since the preflight): look again before draining it"))
         checks.append(self._min_isr(view))
         checks.append(self._takeover(view.partitions()))

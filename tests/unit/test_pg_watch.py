@@ -96,6 +96,17 @@ async def _until(condition: Any, what: str) -> None:
     raise AssertionError(f"never: {what}")
 
 
+async def _watched(port: int) -> tuple[PostgresService, list[str]]:
+    """A service whose poll reached pg-1 with someone listening: pg-1's watch open; the
+    members reported lost are appended to the list."""
+    service = PostgresService(_config(port))
+    lost: list[str] = []
+    service.on_lost = lost.append
+    service._update_watches([_reachable()])
+    await _until(lambda: service.watching("pg-1"), "watch open")
+    return service, lost
+
+
 def _other_tasks() -> set[asyncio.Task[Any]]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
@@ -139,11 +150,7 @@ async def test_service_calls_on_lost_and_reopens_only_at_a_later_poll() -> None:
 
 async def test_close_ends_every_watch_task_and_connection() -> None:
     async with FakeServer() as server:
-        service = PostgresService(_config(server.port))
-        lost: list[str] = []
-        service.on_lost = lost.append
-        service._update_watches([_reachable()])
-        await _until(lambda: service.watching("pg-1"), "watch open")
+        service, lost = await _watched(server.port)
         await service.close()
         assert not _other_tasks()
         await _until(lambda: server.ended == 1, "the server saw the session end")
@@ -152,11 +159,7 @@ async def test_close_ends_every_watch_task_and_connection() -> None:
 
 async def test_a_member_the_poll_cannot_reach_loses_its_watch() -> None:
     async with FakeServer() as server:
-        service = PostgresService(_config(server.port))
-        lost: list[str] = []
-        service.on_lost = lost.append
-        service._update_watches([_reachable()])
-        await _until(lambda: service.watching("pg-1"), "watch open")
+        service, lost = await _watched(server.port)
         service._update_watches([_reachable(reachable=False)])  # e.g. hung: the poll timed out
         await _until(lambda: server.ended == 1, "the watch's session ended")
         await _until(lambda: not _other_tasks(), "the watch task ended")
