@@ -669,6 +669,34 @@ class _Session:
                 keyed = explain(text, self.security)
                 if keyed is not None:
                     raise KafkaSecurityError(keyed) from None
+            # "Unable to bootstrap from [...]" alone does not say why: add the last distinct
+            # reasons kafka-python gave for dropping a connection.
+            said = list(dict.fromkeys(
+                text for text in reversed(refusals)
+                if " failed: " in text and not text.startswith("Bootstrap failed")))[:2]
+            raise KafkaAdminError(describe_error(exc) + (
+                "; kafka-python: " + "; ".join(said) if said else "")) from None
+
+    async def _via_kafka_python(self, call: Callable[[Any], Any]) -> Any:
+        """``_kafka_python(call)`` in a thread; a failure it cannot explain, on a secured
+        cluster, is explained by librdkafka if that names a key.
+
+        Why a second opinion: a broker that refuses a SASL login answers, then closes the
+        connection (after ``connection.failed.authentication.delay.ms``); kafka-python 3.0.12
+        sometimes reads only the close ("socket disconnected" on every attempt, until its
+        bootstrap times out: CI's run of the wrong-password test, and locally about one run in
+        five beside a CPU hog), librdkafka reads the answer. The second opinion is a read;
+        a write is never sent again."""
+        try:
+            return await asyncio.to_thread(self._kafka_python, call)
+        except KafkaAdminError:
+            if self.security.uses_sasl or self.security.uses_tls:
+                try:
+                    await self.admin().describe_cluster()
+                except KafkaSecurityError:
+                    raise
+                except Exception as second:  # the first error is the answer
+                    log.debug("librdkafka's second opinion: %s", second)
             raise
 
     async def reassign(self, plan: dict[tuple[str, int], list[int]],
@@ -680,7 +708,7 @@ class _Session:
                 raise ValueError(f"{topic}-{partition}: an empty replica list, refused")
         request = {TopicPartition(t, p): list(r) for (t, p), r in sorted(plan.items())}
         self.fault("reassign")
-        answers = await asyncio.to_thread(self._kafka_python, lambda client: (
+        answers = await self._via_kafka_python(lambda client: (
             client.alter_partition_reassignments(request, timeout_ms=int(timeout * 1000))))
         results: list[PartitionResult] = []
         for topic, partition in sorted(plan):
@@ -703,7 +731,7 @@ class _Session:
         from kafka import TopicPartition
 
         request = None if keys is None else [TopicPartition(t, p) for t, p in keys]
-        found = await asyncio.to_thread(self._kafka_python, lambda client: (
+        found = await self._via_kafka_python(lambda client: (
             client.list_partition_reassignments(request,
                                                 timeout_ms=int(self.timeout * 1000))))
         return sorted(

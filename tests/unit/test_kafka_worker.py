@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,3 +239,65 @@ def test_snapshot_values_are_picklable():
     read = ClusterRead(view, ClusterInfo("c", 1, {1: "r1"}, {1: ("h", 9092)}), status.groups,
                        ("p",))
     assert pickle.loads(pickle.dumps(read)) == read
+
+
+class _SecondOpinion:
+    """librdkafka's side of a secured session: ``describe_cluster`` fails with ``error``
+    (or answers, when None) and counts its calls."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def describe_cluster(self) -> ClusterInfo:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return ClusterInfo(cluster_id="c", controller_id=1, racks={}, nodes={})
+
+
+def _secured_session(monkeypatch: pytest.MonkeyPatch, librdkafka: _SecondOpinion) -> Any:
+    from backends.kafka.security import KafkaSecurity
+    from backends.kafka.worker import _Session
+    from backends.secrets import Secret
+
+    security = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                             sasl_username="sfops", sasl_password=Secret("x"))
+    session = _Session("127.0.0.1:1", 1.0, security)
+
+    def only_disconnects(call: Any) -> Any:  # what kafka-python says when it lost the answer
+        raise KafkaAdminError("KafkaTimeoutError: Unable to bootstrap; kafka-python: Bootstrap "
+                              "connection to bootstrap-0 failed: socket disconnected")
+
+    monkeypatch.setattr(session, "_kafka_python", only_disconnects)
+    monkeypatch.setattr(session, "admin", lambda: librdkafka)
+    return session
+
+
+async def test_kafka_python_failure_on_a_secured_cluster_is_explained_by_librdkafka(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-python sometimes reads only the close of a refused SASL login; librdkafka's
+    reading of the same credentials names the key instead."""
+    from backends.kafka.model import KafkaSecurityError
+
+    refused = KafkaSecurityError("[kafka] sasl_password: authentication failed "
+                                 "(SCRAM-SHA-512, user sfops); check ...")
+    librdkafka = _SecondOpinion(refused)
+    session = _secured_session(monkeypatch, librdkafka)
+    with pytest.raises(KafkaSecurityError, match=r"^\[kafka\] sasl_password"):
+        await session.ongoing(None)
+    with pytest.raises(KafkaSecurityError, match=r"^\[kafka\] sasl_password"):
+        await session.reassign({("t", 0): [1, 2]}, 5.0)
+    assert librdkafka.calls == 2
+
+
+async def test_kafka_python_failure_stays_itself_when_librdkafka_gets_in(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    librdkafka = _SecondOpinion(None)
+    session = _secured_session(monkeypatch, librdkafka)
+    with pytest.raises(KafkaAdminError, match="socket disconnected"):
+        await session.ongoing(None)
+    librdkafka.error = KafkaUnreachable("no broker answered")
+    with pytest.raises(KafkaAdminError, match="socket disconnected"):
+        await session.reassign({("t", 0): [1, 2]}, 5.0)
+    assert librdkafka.calls == 2
