@@ -460,6 +460,9 @@ def test_a_rejoin_starts_a_postmaster_without_the_secret_and_writes_none(
     assert sampler.saw("sfops-lock"), "the sampler never saw the lock holder"
 
     data_dir = Path(lab.config().postgres.members["pg-2"].data_dir)
+    # pg_rewind's passfile (and any copied TLS file) beside the data directory is gone.
+    left = sorted(p.name for p in data_dir.parent.glob(".pg-2.sfops-rewind*"))
+    assert not left, f"pg_rewind's temporary files left beside {data_dir}: {left}"
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
     environ = Path(f"/proc/{postmaster}/environ").read_bytes().decode("utf-8", "replace")
     assert environ, "the postmaster's environment is empty or unreadable"
