@@ -647,7 +647,9 @@ class _Session:
 
     def _kafka_python(self, call: Callable[[Any], Any]) -> Any:
         """``call(client)`` with the (lazily made) KafkaAdminClient; blocking, so run in a
-        thread. A TLS/SASL refusal becomes a KafkaSecurityError naming its key."""
+        thread. A TLS/SASL refusal becomes a KafkaSecurityError naming its key, any other
+        kafka-python or socket error a KafkaAdminError (what :meth:`_via_kafka_python` may
+        explain)."""
         from kafka import errors as kafka_errors
 
         refusals: list[str] = []
