@@ -10,8 +10,10 @@ Binaries come from ``deploy/lab/install/k8s.sh`` (built once per machine into a 
 cache). Ports: ``lab.port(40..49)``.
 
 Test hooks (see ``set_pod_ready`` / ``record_unhealthy_event``): kwok's fast pod stage only
-acts on Pending pods, so once a pod is Running its Ready condition is ours to patch through the
-status subresource, and the Deployment controller and PDB react as they would to a kubelet.
+acts on Pending pods, so once a pod is Running its containers' readiness is ours to patch through
+the status subresource, and the Deployment controller and PDB react as they would to a kubelet.
+(kwok does give ``Ready`` back to a pod whose containers are ready: the ``pod-ready-again`` stage
+in deploy/k8s-tools/kwok/stages.yaml, a kubelet's answer to the node lifecycle controller.)
 """
 
 from __future__ import annotations

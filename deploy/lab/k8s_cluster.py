@@ -1,8 +1,8 @@
 """What the lab puts into its Kubernetes cluster (kwok nodes, deploy/k8s/, the scale-mode
 Deployments, role kubeconfigs) and the hooks tests use to play the kubelet's part.
 
-kwok's fast pod stage only acts on Pending pods, so once a pod is Running its Ready condition
-is ours to patch through the status subresource (``set_pod_ready``); the ReplicaSet and
+kwok's fast pod stage only acts on Pending pods, so once a pod is Running its containers'
+readiness is ours to patch through the status subresource (``set_pod_ready``); the ReplicaSet and
 Deployment controllers and the disruption controller react as they would to a kubelet's probe
 results. ``record_unhealthy_event`` writes the Warning event a failing probe would.
 """
@@ -287,7 +287,9 @@ def write_role_kubeconfigs(lab: Lab) -> None:
 def set_pod_ready(lab: Lab, pod: str, ready: bool, namespace: str = NAMESPACE) -> None:
     """Make a pod's readiness fail or recover, as a kubelet would after its probes.
 
-    kwok only drives Pending pods, so it does not undo this. Conditions merge by ``type``.
+    kwok only drives Pending pods, so it does not undo this: ContainersReady goes with Ready
+    (kwok's pod-ready-again stage restores Ready alone, as a kubelet would, when the containers
+    are ready). Conditions merge by ``type``.
     """
     status = "True" if ready else "False"
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

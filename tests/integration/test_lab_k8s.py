@@ -257,6 +257,40 @@ def test_unready_pod_shows_ready_false_and_available_count_drops(
     )
 
 
+def test_a_pod_the_node_controller_marked_not_ready_gets_ready_back(
+    k8s_lab: Lab, admin: client.ApiClient, available: None
+) -> None:
+    """After a lapse of node heartbeats (an API server or etcd outage longer than the grace
+    period) the node lifecycle controller sets Ready=False on every pod of the node, leaving
+    ContainersReady True; a kubelet then sets Ready back, and so does kwok (the lab's
+    pod-ready-again stage). Without it the Deployment stayed unavailable for good after such an
+    outage. A pod whose containers are not ready (a failing probe) stays unready."""
+    marked, probed, _ = sorted(p.metadata.name for p in pods(admin))
+    k8s.set_pod_ready(k8s_lab, probed, False)
+    try:
+        # What the node lifecycle controller's MarkPodsNotReady writes: Ready alone.
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        patch = {"status": {"conditions": [
+            {"type": "Ready", "status": "False", "lastTransitionTime": now}]}}
+        kubectl(k8s_lab, "patch", "pod", marked, "--subresource=status", "--type=strategic",
+                "-p", json.dumps(patch))
+        core = client.CoreV1Api(admin)
+
+        def read(name: str) -> client.V1Pod:
+            return core.read_namespaced_pod(name, NS, _request_timeout=TIMEOUT)
+
+        wait_for(f"{marked} to be Ready again", lambda: is_ready(read(marked)), 30)
+        time.sleep(3)  # kwok's stage delay is one second: it had its chance at the other pod
+        assert not is_ready(read(probed))
+        conditions = {c.type: c.status for c in read(probed).status.conditions}
+        assert conditions["ContainersReady"] == "False"
+    finally:
+        k8s.set_pod_ready(k8s_lab, probed, True)
+    wait_for(
+        "availableReplicas back to 3", lambda: deployment(admin).status.available_replicas == 3, 30
+    )
+
+
 def test_every_manifest_passes_server_side_dry_run(k8s_lab: Lab) -> None:
     manifests = k8s.REPO / "deploy" / "k8s"
     # Same field manager as the lab's own apply; earlier tests' rollouts own some fields now.
