@@ -309,6 +309,13 @@ class SfopsApp(App[None]):
                 return screen
         return None
 
+    def filled_overview(self) -> OverviewScreen | None:
+        """The overview when its tables are there to update; None while it is composed
+        (again, after a switch of environment: it reads the recent actions and renders the
+        alerts itself once filled)."""
+        overview = self.get_screen_stack_overview()
+        return overview if overview is not None and overview.filled else None
+
     # -- the ActionContext of backends.contract: actions built from the TUI share the live
     # services (their breakers, the last LSN PostgreSQL saw) and see the last status.
     def service(self, backend: str) -> BackendService:
@@ -352,7 +359,7 @@ class SfopsApp(App[None]):
                        topology)
 
     def render_alerts(self) -> None:
-        overview = self.get_screen_stack_overview()
+        overview = self.filled_overview()
         if overview is None:
             return
         now = datetime.now(UTC)
@@ -391,7 +398,9 @@ class SfopsApp(App[None]):
                      ) -> None:
         if audit is not None and audit is not self.audit:
             return  # read before a switch of environment: another environment's actions
-        overview = self.get_screen_stack_overview()
+        # A worker's result may land while the overview is composed again (a switch of
+        # environment): its table is not there then (CI saw NoMatches end the app).
+        overview = self.filled_overview()
         if overview is not None:
             sync_table(overview.query_one("#recent", DataTable), recent_action_rows(records))
         self._show_unfinished(unfinished)

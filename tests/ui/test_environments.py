@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import Header
+import pytest
+from textual.widgets import DataTable, Header
 
 from backends.actions import ActionRunner
 from backends.audit import AuditLog
@@ -16,6 +17,7 @@ from tests.ui.fakes import FakeService
 from tests.ui.helpers import screen_text, wait_for
 from tui.app import SfopsApp, help_text
 from tui.environments import CallableOpener, EnvironmentPicker, Session
+from tui.screens.overview import OverviewScreen
 
 
 def config_text(tmp: Path) -> str:
@@ -202,6 +204,42 @@ async def test_a_broken_environment_changes_nothing(tmp_path: Path) -> None:
         assert app.config.env == "prod" and app.switching is None
         polls = lab.services["prod"][0].polls
         await wait_for(pilot, lambda: lab.services["prod"][0].polls > polls, what="still polled")
+        await pilot.press("q")
+
+
+async def test_a_late_read_during_the_switch_does_not_end_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recent-actions read (a thread worker, every refresh) may land while the overview is
+    composed again for the new environment: its tables gone, then back without columns. CI
+    saw NoMatches('#recent') end the app there. Both moments are forced here."""
+    lab = Lab(tmp_path)
+    app = lab.app()
+    landed: list[str] = []
+    original = OverviewScreen.recompose
+
+    async def recompose_with_late_reads(screen: OverviewScreen) -> None:
+        await screen.query_children("*").remove()  # what recompose does first
+        app._show_recent([], (), app.audit)  # a read of the new environment's log lands
+        app.render_alerts()
+        landed.append("emptied")
+        await original(screen)
+        app._show_recent([], (), app.audit)  # composed, no columns yet
+        app.render_alerts()
+        landed.append("composed")
+
+    monkeypatch.setattr(OverviewScreen, "recompose", recompose_with_late_reads)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: lab.services["prod"][0].polls >= 1, what="polled")
+        app.switch_environment("dev")
+        await wait_for(pilot, lambda: app.config.env == "dev"
+                       and lab.services.get("dev", [FakeService("x", "x")])[0].polls >= 1,
+                       what="dev polled")
+        assert landed == ["emptied", "composed"]
+        overview = app.get_screen_stack_overview()
+        assert overview is not None and overview.filled
+        assert len(overview.query_one("#recent", DataTable).columns) == 4
+        assert "Recent actions" in screen_text(pilot)
         await pilot.press("q")
 
 

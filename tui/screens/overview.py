@@ -69,6 +69,9 @@ class BackendPanel(Vertical):
 
 class OverviewScreen(Screen[None]):
     BINDINGS = [Binding("enter", "open_focused", "Open", show=False)]
+    # True while its tables are there with their columns: not before the first mount, nor while
+    # it is composed again for another environment (a worker's late result lands in between).
+    filled = False
 
     @property
     def host(self) -> ScreenHost:
@@ -92,12 +95,14 @@ class OverviewScreen(Screen[None]):
 
     async def rebuild(self) -> None:
         """Compose again for the app's current services (another environment)."""
+        self.filled = False
         await self.recompose()
         self._fill()
 
     def _fill(self) -> None:
         add_columns(self.query_one("#alerts", DataTable), ["sev", "source", "message", "since"])
         add_columns(self.query_one("#recent", DataTable), ["time", "action", "outcome", "user"])
+        self.filled = True
         self.host.overview_mounted()
         if not self.host.services:
             self.notify(
