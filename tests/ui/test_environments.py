@@ -239,7 +239,9 @@ async def test_a_late_read_during_the_switch_does_not_end_the_app(
         overview = app.get_screen_stack_overview()
         assert overview is not None and overview.filled
         assert len(overview.query_one("#recent", DataTable).columns) == 4
-        assert "Recent actions" in screen_text(pilot)
+        # The screen repaints after the recompose: wait for it rather than read it mid-way.
+        await wait_for(pilot, lambda: "Recent actions" in screen_text(pilot),
+                       what="the overview painted again")
         await pilot.press("q")
 
 
