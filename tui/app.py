@@ -399,7 +399,8 @@ class SfopsApp(App[None]):
         if audit is not None and audit is not self.audit:
             return  # read before a switch of environment: another environment's actions
         # A worker's result may land while the overview is composed again (a switch of
-        # environment): its table is not there then (CI saw NoMatches end the app).
+        # environment): its table is not there then (a fresh `make test` saw NoMatches end the
+        # app).
         overview = self.filled_overview()
         if overview is not None:
             sync_table(overview.query_one("#recent", DataTable), recent_action_rows(records))

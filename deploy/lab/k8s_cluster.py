@@ -291,8 +291,6 @@ def set_pod_ready(lab: Lab, pod: str, ready: bool, namespace: str = NAMESPACE) -
     (kwok's pod-ready-again stage restores Ready alone, as a kubelet would, when the containers
     are ready). Conditions merge by ``type``.
     """
-    status = "True" if ready else "False"
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     reason = (
         {}
         if ready
@@ -301,11 +299,30 @@ def set_pod_ready(lab: Lab, pod: str, ready: bool, namespace: str = NAMESPACE) -
             "message": "Readiness probe failed: HTTP probe failed with statuscode: 503",
         }
     )
+    _patch_conditions(lab, pod, ("Ready", "ContainersReady"), ready, reason, namespace)
+
+
+def mark_pod_not_ready_by_node(lab: Lab, pod: str, namespace: str = NAMESPACE) -> None:
+    """What the node lifecycle controller writes to each pod of a node whose heartbeats lapsed
+    (MarkPodsNotReady): Ready False alone, the containers still ready."""
+    _patch_conditions(lab, pod, ("Ready",), False, {}, namespace)
+
+
+def _patch_conditions(
+    lab: Lab,
+    pod: str,
+    types: tuple[str, ...],
+    ready: bool,
+    extra: dict[str, str],
+    namespace: str,
+) -> None:
+    """A strategic-merge patch of the pod's status conditions (they merge by ``type``)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = "True" if ready else "False"
     patch = {
         "status": {
             "conditions": [
-                {"type": t, "status": status, "lastTransitionTime": now, **reason}
-                for t in ("Ready", "ContainersReady")
+                {"type": t, "status": status, "lastTransitionTime": now, **extra} for t in types
             ],
         }
     }

@@ -268,12 +268,7 @@ def test_a_pod_the_node_controller_marked_not_ready_gets_ready_back(
     marked, probed, _ = sorted(p.metadata.name for p in pods(admin))
     k8s.set_pod_ready(k8s_lab, probed, False)
     try:
-        # What the node lifecycle controller's MarkPodsNotReady writes: Ready alone.
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        patch = {"status": {"conditions": [
-            {"type": "Ready", "status": "False", "lastTransitionTime": now}]}}
-        kubectl(k8s_lab, "patch", "pod", marked, "--subresource=status", "--type=strategic",
-                "-p", json.dumps(patch))
+        k8s.mark_pod_not_ready_by_node(k8s_lab, marked)
         core = client.CoreV1Api(admin)
 
         def read(name: str) -> client.V1Pod:

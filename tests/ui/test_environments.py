@@ -211,8 +211,8 @@ async def test_a_late_read_during_the_switch_does_not_end_the_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The recent-actions read (a thread worker, every refresh) may land while the overview is
-    composed again for the new environment: its tables gone, then back without columns. CI
-    saw NoMatches('#recent') end the app there. Both moments are forced here."""
+    composed again for the new environment: its tables gone, then back without columns. A
+    fresh `make test` saw NoMatches('#recent') end the app there. Both moments are forced here."""
     lab = Lab(tmp_path)
     app = lab.app()
     landed: list[str] = []
